@@ -1,0 +1,59 @@
+/* Datasets: MNIST-style images as compact bytes, loaded from IDX or CSV.
+ *
+ * Images stay as uint8 (1 byte per pixel: 47 MB for MNIST's training file
+ * instead of 376 MB of doubles) and are converted to doubles (pixel / 255)
+ * one batch at a time by nn_dataset_gather into a caller-owned matrix. */
+#ifndef NN_DATA_H
+#define NN_DATA_H
+
+#include <nn/plugin.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_dataset {
+  size_t n;         /* number of examples */
+  size_t dim;       /* features per example (784 for MNIST) */
+  uint8_t *pixels;  /* n * dim bytes, row-major */
+  uint8_t *labels;  /* n labels */
+  int owns_memory;  /* 1: pixels/labels are freed by nn_dataset_free;
+                       0: a view borrowing another dataset's memory */
+} nn_dataset;
+
+/* Read an IDX image file (magic 0x00000803) and label file (0x00000801),
+ * plain or gzip-compressed.  On success *ds owns its memory. */
+int nn_dataset_load_idx(nn_dataset *ds, const char *images_path,
+                        const char *labels_path, nn_error *err);
+/* Read a CSV file with lines `label,p0,...,p783` (plain or gzip), no
+ * header.  Errors name the file and line. */
+int nn_dataset_load_csv(nn_dataset *ds, const char *path, nn_error *err);
+/* Write ds as CSV (same format) atomically: temp file, fsync, rename. */
+int nn_dataset_write_csv(const nn_dataset *ds, const char *path,
+                         nn_error *err);
+/* Release an owning dataset (no-op for views); leaves *ds zeroed. */
+void nn_dataset_free(nn_dataset *ds);
+
+/* A view of examples [begin, end) of ds (borrows ds's memory). */
+nn_dataset nn_dataset_view(const nn_dataset *ds, size_t begin, size_t end);
+/* The course's split: the first floor(n * frac) examples and the rest,
+ * both views of `all`. */
+void nn_dataset_split(const nn_dataset *all, double frac, nn_dataset *first,
+                      nn_dataset *rest);
+
+/* Copy examples idx[0..count) into rows 0..count of X (pixel / 255) and
+ * their labels into labels[0..count).  X must have >= count rows and
+ * exactly ds->dim columns.  No allocation. */
+int nn_dataset_gather(const nn_dataset *ds, const size_t *idx, size_t count,
+                      gsl_matrix *X, uint32_t *labels);
+
+/* The MNIST file names inside a data directory.  format is "idx" or "csv".
+ * For each file the plain name is tried first, then name + ".gz"; the error
+ * lists the paths tried. */
+int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
+                  nn_dataset *test, nn_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NN_DATA_H */

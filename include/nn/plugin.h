@@ -1,0 +1,219 @@
+/* nnrun plugin ABI: the one header a plugin author needs.
+ *
+ * A plugin is a shared object that exports exactly one data symbol,
+ * `nn_plugin_desc` (an nn_plugin), filled in with NN_PLUGIN_DEFINE.  The
+ * loader reads its first three fields (ABI major, minor, struct size) before
+ * anything else, so those fields never move.
+ *
+ * Compatibility rule (checked by the loader):
+ *   - abi_major must equal NN_ABI_MAJOR;
+ *   - abi_minor must be <= the loader's NN_ABI_MINOR (older plugins load,
+ *     plugins built for a newer minor are refused);
+ *   - a field appended in a later minor is read only when `size` covers it.
+ *
+ * ABI history (bump in the same commit as the struct change):
+ *   1.0  first version: descriptor, option table, model ops
+ *        (create/destroy/params/forward/backward), optimizer ops
+ *        (create/destroy/step).
+ *
+ * Ownership, in one place:
+ *   - The descriptor, option table, ops tables and every string in them live
+ *     in the plugin's read-only data; the core never frees them and unloads
+ *     the plugin only after every instance is destroyed.
+ *   - Option values (nn_value) are lent by the core for the duration of
+ *     `create` only; a plugin that needs a string later copies it.
+ *   - Batches (X, scores, dscores) and the RNG are the core's; a plugin never
+ *     frees or resizes them and keeps no pointer to them after the call.
+ *   - A model owns its parameters (value and gradient matrices) and scratch;
+ *     an optimizer owns its state (e.g. momentum buffers).
+ *   - Errors go into a caller-owned nn_error; plugins never print, exit,
+ *     abort or assert on bad input.
+ *
+ * Shapes: rows are examples.  X is B x n_in, scores and dscores are
+ * B x n_out, with B <= max_batch given to create (the last batch of an
+ * epoch may be smaller).  Matrices may be views: never assume tda == size2.
+ */
+#ifndef NN_PLUGIN_H
+#define NN_PLUGIN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <gsl/gsl_matrix.h>
+#include <gsl/gsl_rng.h>
+#include <gsl/gsl_version.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NN_ABI_MAJOR 1u
+#define NN_ABI_MINOR 0u
+#define NN_PLUGIN_SYMBOL "nn_plugin_desc"
+
+/* Plugin kinds (carried as uint32_t in the descriptor). */
+#define NN_KIND_MODEL 1u
+#define NN_KIND_OPTIMIZER 2u
+
+/* Parameter flags.  L2 regularization touches NN_PARAM_WEIGHT only. */
+#define NN_PARAM_WEIGHT (1u << 0)
+#define NN_PARAM_BIAS (1u << 1)
+
+/* Option types. */
+#define NN_OPT_INT 1u
+#define NN_OPT_REAL 2u
+#define NN_OPT_BOOL 3u
+#define NN_OPT_STRING 4u
+
+/* Option bound flags: which of nn_option.min / .max apply. */
+#define NN_OPT_HAS_MIN (1u << 0)      /* value >= min */
+#define NN_OPT_MIN_EXCLUSIVE (1u << 1) /* value >  min (with HAS_MIN) */
+#define NN_OPT_HAS_MAX (1u << 2)      /* value <= max */
+#define NN_OPT_MAX_EXCLUSIVE (1u << 3) /* value <  max (with HAS_MAX) */
+
+/* Error codes shared by the core and plugins.  Codes are appended, never
+ * renumbered.  nn_strerror() in libnn gives their names. */
+#define NN_ERRNO_MAP(X)                                                      \
+  X(NN_OK, 0, "success")                                                     \
+  X(NN_ENOMEM, 1, "out of memory")                                           \
+  X(NN_EINVAL, 2, "invalid argument")                                        \
+  X(NN_EIO, 3, "input/output error")                                         \
+  X(NN_EFORMAT, 4, "malformed data file")                                    \
+  X(NN_ECONFIG, 5, "configuration error")                                    \
+  X(NN_EPLUGIN, 6, "plugin error")                                           \
+  X(NN_EABI, 7, "plugin ABI mismatch")                                       \
+  X(NN_ENUMERIC, 8, "numerical error")                                       \
+  X(NN_ENOTFOUND, 9, "not found")
+
+enum {
+#define NN_ERR_ENUM_(name, value, text) name = value,
+  NN_ERRNO_MAP(NN_ERR_ENUM_)
+#undef NN_ERR_ENUM_
+};
+
+/* Caller-owned error report: a code and a human-readable message. */
+typedef struct nn_error {
+  int32_t code;
+  char msg[512];
+} nn_error;
+
+/* Fill `err` (if non-NULL) and return `code`, so that a plugin can write
+ * `return nn_error_set(err, NN_EINVAL, "hidden_size %ld too big", h);`. */
+static inline int nn_error_set(nn_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static inline int nn_error_set(nn_error *err, int code, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    err->code = code;
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+/* One configurable option of a plugin; tables end with a {NULL} entry.
+ * The core validates the config against this table (unknown keys, types,
+ * bounds) and hands the plugin one nn_value per entry, in table order. */
+typedef struct nn_option {
+  const char *key;  /* snake_case name used in the INI section */
+  uint32_t type;    /* NN_OPT_* */
+  const char *def;  /* default, as text; NULL = the key is required */
+  const char *help; /* one line, shown by `nnrun --list-plugins -v` */
+  uint32_t bounds;  /* NN_OPT_HAS_MIN, NN_OPT_MIN_EXCLUSIVE, NN_OPT_HAS_MAX,
+                       NN_OPT_MAX_EXCLUSIVE, or'ed */
+  double min, max;  /* for INT and REAL options, per `bounds` */
+} nn_option;
+
+/* A validated option value; which member is set follows nn_option.type.
+ * Strings are borrowed from the core for the duration of create(). */
+typedef union nn_value {
+  int64_t i;
+  double r;
+  int32_t b;
+  const char *s;
+} nn_value;
+
+/* A named trainable matrix.  Owned by the model; `grad` has the shape of
+ * `value` and is overwritten (not accumulated) by backward(). */
+typedef struct nn_param {
+  const char *name; /* "W1", "b1", ...; static storage or model-owned */
+  gsl_matrix *value;
+  gsl_matrix *grad;
+  uint32_t flags; /* NN_PARAM_WEIGHT or NN_PARAM_BIAS */
+} nn_param;
+
+typedef struct nn_model_ops {
+  uint32_t size; /* sizeof(nn_model_ops) when the plugin was built */
+  /* Allocate a model for n_in inputs, n_out classes and batches of at most
+   * max_batch rows.  Weights are drawn from `rng` (lent, not kept), biases
+   * start at zero.  On success *out is the new model, owned by the caller
+   * and released with destroy(). */
+  int (*create)(const nn_value *opts, size_t n_in, size_t n_out,
+                size_t max_batch, gsl_rng *rng, void **out, nn_error *err);
+  void (*destroy)(void *self); /* NULL-safe */
+  /* The model's parameters; array and matrices stay valid (same addresses)
+   * until destroy(). */
+  nn_param *(*params)(void *self, size_t *n);
+  /* scores = model(X).  May keep activations for the next backward(). */
+  int (*forward)(void *self, const gsl_matrix *X, gsl_matrix *scores,
+                 nn_error *err);
+  /* Given d(loss)/d(scores) for the batch of the immediately preceding
+   * forward() on the same X, overwrite every parameter's grad with the
+   * data-term gradient.  The model may overwrite dscores (scratch). */
+  int (*backward)(void *self, const gsl_matrix *X, gsl_matrix *dscores,
+                  nn_error *err);
+} nn_model_ops;
+
+typedef struct nn_optim_ops {
+  uint32_t size; /* sizeof(nn_optim_ops) when the plugin was built */
+  /* Allocate optimizer state for the given parameters (lent: they outlive
+   * the optimizer).  *out is owned by the caller, released with destroy(). */
+  int (*create)(const nn_value *opts, const nn_param *params, size_t n,
+                void **out, nn_error *err);
+  void (*destroy)(void *self); /* NULL-safe */
+  /* Update every parameter's value from its grad (grad may be modified). */
+  int (*step)(void *self, nn_param *params, size_t n, nn_error *err);
+} nn_optim_ops;
+
+/* The exported descriptor.  Never reorder; append only, bumping the minor. */
+typedef struct nn_plugin {
+  uint32_t abi_major; /* NN_ABI_MAJOR at build time: first, never moves */
+  uint32_t abi_minor; /* NN_ABI_MINOR at build time */
+  uint32_t size;      /* sizeof(nn_plugin) at build time */
+  uint32_t kind;      /* NN_KIND_MODEL or NN_KIND_OPTIMIZER */
+  uint32_t gsl_major; /* GSL_MAJOR_VERSION: gsl_matrix's layout is ABI */
+  const char *name;   /* equals the file stem: softmax.so -> "softmax" */
+  const char *version;
+  const char *summary;
+  const nn_option *options;  /* {NULL}-terminated; may be NULL */
+  const nn_model_ops *model; /* non-NULL iff kind == NN_KIND_MODEL */
+  const nn_optim_ops *optim; /* non-NULL iff kind == NN_KIND_OPTIMIZER */
+} nn_plugin;
+
+#if defined(__GNUC__)
+#define NN_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define NN_PLUGIN_EXPORT
+#endif
+
+/* Define the plugin's descriptor with the version and size fields filled in.
+ * Use once per plugin, at file scope. */
+#define NN_PLUGIN_DEFINE(kind_, name_, version_, summary_, options_, model_, \
+                         optim_)                                             \
+  NN_PLUGIN_EXPORT extern const nn_plugin nn_plugin_desc;                    \
+  const nn_plugin nn_plugin_desc = {                                         \
+      NN_ABI_MAJOR,       NN_ABI_MINOR, (uint32_t)sizeof(nn_plugin),         \
+      (kind_),            (uint32_t)GSL_MAJOR_VERSION,                       \
+      (name_),            (version_),   (summary_),                          \
+      (options_),         (model_),     (optim_)}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NN_PLUGIN_H */

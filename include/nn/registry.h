@@ -1,0 +1,54 @@
+/* Finding, validating and unloading plugins (the only user of dlopen).
+ *
+ * Search order for a plugin name: a name containing '/' is a path to a .so;
+ * otherwise <dir>/<name>.so for each directory of the search path, in order.
+ * The default search path is $NN_PLUGIN_PATH (colon-separated) followed by
+ * the installed plugin directory. */
+#ifndef NN_REGISTRY_H
+#define NN_REGISTRY_H
+
+#include <nn/plugin.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_loaded nn_loaded; /* opaque: a dlopen'ed, validated plugin */
+
+/* The installed plugin directory, compiled in. */
+const char *nn_plugin_dir(void);
+/* Write the default search path ($NN_PLUGIN_PATH then nn_plugin_dir()) into
+ * buf; returns buf. */
+char *nn_plugin_default_path(char *buf, size_t size);
+
+/* Load plugin `name` (or a path), check its ABI version, size and kind
+ * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER, or 0 for any).  Errors:
+ * NN_ENOTFOUND (message lists the plugins available on the path),
+ * NN_EPLUGIN (dlopen's own reason, or "not an nnrun plugin", wrong kind,
+ * incomplete descriptor), NN_EABI (both versions named).  *out is owned by
+ * the caller; close it only after destroying every instance made from it. */
+int nn_plugin_open(nn_loaded **out, const char *name, uint32_t want_kind,
+                   const char *search_path, nn_error *err);
+const nn_plugin *nn_loaded_desc(const nn_loaded *p);
+const char *nn_loaded_path(const nn_loaded *p);
+void nn_plugin_close(nn_loaded *p); /* NULL-safe */
+
+/* One entry of a plugin listing. */
+typedef struct nn_plugin_info {
+  char name[256];
+  char version[64];
+  uint32_t kind;  /* 0 when the file could not be loaded */
+  char path[4200];
+  char problem[512]; /* empty, or why the file is not usable */
+} nn_plugin_info;
+
+/* Every <dir>/<name>.so on the search path (first occurrence of a name wins),
+ * sorted by name.  *out is malloc'ed, owned by the caller (free()). */
+int nn_plugin_list(const char *search_path, nn_plugin_info **out, size_t *n,
+                   nn_error *err);
+const char *nn_kind_name(uint32_t kind); /* "model", "optimizer", "?" */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NN_REGISTRY_H */

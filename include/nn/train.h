@@ -1,0 +1,79 @@
+/* The training loop: batching, softmax + cross-entropy, optimizer steps,
+ * validation, best-model tracking, evaluation.  Owns the seeded RNG. */
+#ifndef NN_TRAIN_H
+#define NN_TRAIN_H
+
+#include <nn/data.h>
+#include <nn/plugin.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_train_opts {
+  size_t epochs;
+  size_t batch_size;
+  uint64_t seed; /* seeds the RNG used for weights, then for shuffling */
+  int shuffle;   /* reshuffle training batches every epoch */
+} nn_train_opts;
+
+typedef struct nn_epoch_metrics {
+  size_t epoch;         /* counts from 0 */
+  double train_loss;    /* mean of the epoch's batch losses */
+  double train_accuracy;/* hits / samples over the epoch */
+  double val_loss;      /* mean of validation batch losses */
+  double val_accuracy;
+  double train_seconds; /* training part of the epoch only */
+  double val_seconds;
+} nn_epoch_metrics;
+
+/* Called after each epoch; a non-zero return stops training early. */
+typedef int (*nn_epoch_fn)(void *user, const nn_epoch_metrics *m);
+
+typedef struct nn_trainer nn_trainer; /* opaque */
+
+/* Create model and optimizer instances from loaded descriptors and their
+ * validated option values (lent for the call).  The descriptors must
+ * outlive the trainer.  *out is owned by the caller (nn_trainer_free). */
+int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
+                      const nn_value *model_opts, const nn_plugin *optim,
+                      const nn_value *optim_opts, size_t n_in, size_t n_out,
+                      const nn_train_opts *opts, nn_error *err);
+void nn_trainer_free(nn_trainer *t); /* NULL-safe */
+
+/* Train for opts->epochs on `train`, validating on `val` after each epoch
+ * and remembering the parameters of the epoch with the best validation
+ * accuracy (strictly greater wins).  metrics (if non-NULL) receives one
+ * entry per epoch run; *n_run (if non-NULL) how many. */
+int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
+                   const nn_dataset *val, nn_epoch_fn on_epoch, void *user,
+                   nn_epoch_metrics *metrics, size_t *n_run, nn_error *err);
+/* Put the best epoch's parameters back into the model; returns that epoch
+ * (or -1 if no epoch ran, leaving the model as is). */
+long nn_trainer_restore_best(nn_trainer *t);
+/* Loss (mean of batch losses) and accuracy of the current model on ds,
+ * in order, in batches of batch_size. */
+int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
+                        double *accuracy, nn_error *err);
+
+/* The model instance and its parameters (owned by the trainer). */
+nn_param *nn_trainer_params(nn_trainer *t, size_t *n);
+
+/* Write metrics as CSV (header epoch,train_loss,train_accuracy,val_loss,
+ * val_accuracy,train_seconds) atomically: temp file, fsync, rename. */
+int nn_metrics_write_csv(const char *path, const nn_epoch_metrics *m,
+                         size_t n, nn_error *err);
+
+/* Central-difference gradient check of a model instance on (X, labels)
+ * (n_out classes) under softmax + mean cross-entropy: the largest relative error
+ * |analytic - numeric| / max(|analytic| + |numeric|, 1e-12) over every
+ * entry of every parameter, and which parameter had it. */
+int nn_gradcheck(const nn_model_ops *ops, void *model, const gsl_matrix *X,
+                 const uint32_t *labels, size_t n_out, double step,
+                 double *max_rel_err,
+                 const char **worst_param, nn_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NN_TRAIN_H */

@@ -1,0 +1,31 @@
+/* Private to the nnrun CLI: the commands main() dispatches to.  Only the CLI
+ * prints and chooses exit codes; the library returns errors. */
+#ifndef NN_CLI_H
+#define NN_CLI_H
+
+#include <stddef.h>
+
+/* Exit statuses, documented in --help. */
+enum {
+  EXIT_OK = 0,
+  EXIT_RUNTIME = 1, /* training, data or I/O failure */
+  EXIT_USAGE = 2,   /* bad command line or configuration */
+  EXIT_PLUGIN = 3   /* a plugin could not be loaded or is incompatible */
+};
+
+typedef struct cli_options {
+  const char *config;     /* -c FILE */
+  const char **sets;      /* --set SECTION.KEY=VALUE, in order (argv-owned) */
+  size_t n_sets;
+  const char *output_dir; /* -o DIR, or NULL for runs/<name>-<N> */
+  int verbosity;          /* 0 quiet, 1 normal, 2 verbose */
+} cli_options;
+
+/* nnrun -c FILE: train, validate, test.  Returns an exit status. */
+int cli_train(const cli_options *opt);
+/* nnrun --list-plugins: name, kind, version, file (and options with -v). */
+int cli_list_plugins(int verbosity);
+/* nnrun export-csv DIR: write MNIST's IDX files in DIR as the course's CSVs. */
+int cli_export_csv(const char *dir, int verbosity);
+
+#endif

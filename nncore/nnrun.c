@@ -1,0 +1,124 @@
+/* nnrun: command-line entry point.  Parses arguments and dispatches; the
+ * commands live in cli_train.c and cli_tools.c. */
+#include <config.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_errno.h>
+#include <gsl/gsl_version.h>
+
+#include <nn/nn.h>
+
+#include "cli.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "Usage: nnrun -c FILE [--set SECTION.KEY=VALUE]... [-o DIR] [-q|-v]\n"
+          "       nnrun --list-plugins [-v]\n"
+          "       nnrun export-csv DATA_DIR\n"
+          "\n"
+          "Train a model plugin with an optimizer plugin on MNIST as an INI file\n"
+          "describes, keep the epoch with the best validation accuracy and\n"
+          "evaluate it on the test set.\n"
+          "\n"
+          "  -c, --config FILE        configuration (see configs/*.ini)\n"
+          "  -s, --set SEC.KEY=VALUE  override a config key (repeatable), checked\n"
+          "                           like the file, e.g. --set optimizer.reg=0.01\n"
+          "  -o, --output DIR         output directory (default: a new\n"
+          "                           runs/<config name>-<N> per run)\n"
+          "  -q, --quiet              no progress lines on stderr\n"
+          "  -v, --verbose            more detail (plugin files, CBLAS, options)\n"
+          "      --list-plugins       list plugins: name, kind, version, file\n"
+          "  -h, --help               this help\n"
+          "  -V, --version            version, plugin ABI, GSL and CBLAS in use\n"
+          "\n"
+          "  export-csv DATA_DIR      write DATA_DIR/mnist_train.csv and\n"
+          "                           mnist_test.csv from the IDX files there\n"
+          "\n"
+          "Outputs: one line per epoch on stderr; DIR/metrics.csv (epoch,\n"
+          "train_loss,train_accuracy,val_loss,val_accuracy,train_seconds); last\n"
+          "line on stdout: test loss=<L> accuracy=<A> best_epoch=<E>.\n"
+          "\n"
+          "Plugins are looked up as <dir>/<name>.so in $NN_PLUGIN_PATH\n"
+          "(colon-separated), then in %s.\n"
+          "\n"
+          "Exit status: 0 success, 1 runtime failure (data, training, I/O),\n"
+          "2 usage or configuration error, 3 plugin error.\n",
+          nn_plugin_dir());
+}
+
+int main(int argc, char **argv) {
+  /* GSL's default handler aborts the process; the library checks every
+   * return code instead. */
+  gsl_set_error_handler_off();
+
+  enum { OPT_LIST = 1000 };
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"set", required_argument, NULL, 's'},
+      {"output", required_argument, NULL, 'o'},
+      {"quiet", no_argument, NULL, 'q'},
+      {"verbose", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {"list-plugins", no_argument, NULL, OPT_LIST},
+      {NULL, 0, NULL, 0}};
+  cli_options opt = {.verbosity = 1};
+  int list = 0, c;
+  /* argv outlives opt, so the override strings are borrowed from it. */
+  opt.sets = calloc((size_t)argc, sizeof *opt.sets);
+  if (!opt.sets) {
+    fprintf(stderr, "nnrun: out of memory\n");
+    return EXIT_RUNTIME;
+  }
+  while ((c = getopt_long(argc, argv, "c:s:o:qvhV", longopts, NULL)) != -1) {
+    switch (c) {
+      case 'c': opt.config = optarg; break;
+      case 's': opt.sets[opt.n_sets++] = optarg; break;
+      case 'o': opt.output_dir = optarg; break;
+      case 'q': opt.verbosity = 0; break;
+      case 'v': opt.verbosity = 2; break;
+      case OPT_LIST: list = 1; break;
+      case 'h':
+        usage(stdout);
+        free(opt.sets);
+        return EXIT_OK;
+      case 'V':
+        printf("nnrun %s (plugin ABI %u.%u, GSL %s, CBLAS %s)\n",
+               nn_version_string(), NN_ABI_MAJOR, NN_ABI_MINOR, GSL_VERSION,
+               nn_cblas_name());
+        free(opt.sets);
+        return EXIT_OK;
+      default:
+        fprintf(stderr, "Try 'nnrun --help'.\n");
+        free(opt.sets);
+        return EXIT_USAGE;
+    }
+  }
+  int status;
+  if (list) {
+    status = cli_list_plugins(opt.verbosity);
+  } else if (optind < argc && !strcmp(argv[optind], "export-csv")) {
+    if (argc - optind != 2) {
+      fprintf(stderr, "nnrun: usage: nnrun export-csv DATA_DIR\n");
+      status = EXIT_USAGE;
+    } else {
+      status = cli_export_csv(argv[optind + 1], opt.verbosity);
+    }
+  } else if (optind < argc) {
+    fprintf(stderr, "nnrun: unexpected argument '%s'\nTry 'nnrun --help'.\n",
+            argv[optind]);
+    status = EXIT_USAGE;
+  } else if (!opt.config) {
+    fprintf(stderr, "nnrun: no configuration given (-c FILE)\n"
+                    "Try 'nnrun --help'.\n");
+    status = EXIT_USAGE;
+  } else {
+    status = cli_train(&opt);
+  }
+  free(opt.sets);
+  return status;
+}

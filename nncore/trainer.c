@@ -1,0 +1,254 @@
+/* The training loop.  See <nn/train.h>.
+ *
+ * Per batch: gather (bytes -> doubles) into X, model forward -> scores,
+ * fused softmax + cross-entropy + score gradient (in place), model
+ * backward, optimizer step.  Every buffer is allocated once, in
+ * nn_trainer_create (batch-sized) or at the start of nn_trainer_run (the
+ * shuffle order): nothing is allocated inside the batch loop. */
+#include <config.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <gsl/gsl_randist.h>
+
+#include <nn/math.h>
+#include <nn/train.h>
+
+struct nn_trainer {
+  const nn_plugin *model_desc; /* lent; outlive the trainer */
+  const nn_plugin *optim_desc;
+  void *model;                 /* owned: model_desc->model->destroy */
+  void *optim;                 /* owned: optim_desc->optim->destroy */
+  nn_param *params;            /* owned by the model */
+  size_t n_params;
+  gsl_matrix **best;           /* owned: parameter values at the best epoch */
+  long best_epoch;             /* -1 until an epoch ran */
+  double best_val_accuracy;
+  gsl_rng *rng;                /* owned: weights first, then shuffles */
+  nn_train_opts opts;
+  size_t n_in, n_out;
+  gsl_matrix *X;               /* owned: batch_size x n_in */
+  gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
+  uint32_t *labels;            /* owned: batch_size labels */
+  size_t *eval_idx;            /* owned: batch_size indices for evaluation */
+};
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nn_trainer_free(nn_trainer *t) {
+  if (!t) return;
+  if (t->optim) t->optim_desc->optim->destroy(t->optim);
+  if (t->model) t->model_desc->model->destroy(t->model);
+  if (t->best) {
+    for (size_t i = 0; i < t->n_params; i++)
+      if (t->best[i]) gsl_matrix_free(t->best[i]);
+    free(t->best);
+  }
+  if (t->rng) gsl_rng_free(t->rng);
+  if (t->X) gsl_matrix_free(t->X);
+  if (t->scores) gsl_matrix_free(t->scores);
+  free(t->labels);
+  free(t->eval_idx);
+  free(t);
+}
+
+int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
+                      const nn_value *model_opts, const nn_plugin *optim,
+                      const nn_value *optim_opts, size_t n_in, size_t n_out,
+                      const nn_train_opts *opts, nn_error *err) {
+  *out = NULL;
+  if (!model || model->kind != NN_KIND_MODEL || !optim ||
+      optim->kind != NN_KIND_OPTIMIZER)
+    return nn_error_set(err, NN_EINVAL, "trainer needs a model and an optimizer");
+  if (!n_in || !n_out || !opts->batch_size || !opts->epochs)
+    return nn_error_set(err, NN_EINVAL,
+                        "inputs, classes, batch size and epochs must be > 0");
+  nn_trainer *t = calloc(1, sizeof *t);
+  if (!t) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  t->model_desc = model;
+  t->optim_desc = optim;
+  t->opts = *opts;
+  t->n_in = n_in;
+  t->n_out = n_out;
+  t->best_epoch = -1;
+  size_t bs = opts->batch_size;
+  t->rng = gsl_rng_alloc(gsl_rng_mt19937);
+  t->X = gsl_matrix_alloc(bs, n_in);
+  t->scores = gsl_matrix_alloc(bs, n_out);
+  t->labels = malloc(bs * sizeof *t->labels);
+  t->eval_idx = malloc(bs * sizeof *t->eval_idx);
+  if (!t->rng || !t->X || !t->scores || !t->labels || !t->eval_idx) {
+    nn_trainer_free(t);
+    return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
+  }
+  /* The seed fixes everything random: weights now, shuffles later. */
+  gsl_rng_set(t->rng, (unsigned long)opts->seed);
+  int rc = model->model->create(model_opts, n_in, n_out, bs, t->rng, &t->model,
+                                err);
+  if (rc) {
+    t->model = NULL;
+    nn_trainer_free(t);
+    return rc;
+  }
+  t->params = model->model->params(t->model, &t->n_params);
+  rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim, err);
+  if (rc) {
+    t->optim = NULL;
+    nn_trainer_free(t);
+    return rc;
+  }
+  t->best = calloc(t->n_params ? t->n_params : 1, sizeof *t->best);
+  for (size_t i = 0; t->best && i < t->n_params; i++) {
+    const gsl_matrix *v = t->params[i].value;
+    t->best[i] = gsl_matrix_alloc(v->size1, v->size2);
+    if (!t->best[i]) break;
+    gsl_matrix_memcpy(t->best[i], v);
+  }
+  if (!t->best || (t->n_params && !t->best[t->n_params - 1])) {
+    nn_trainer_free(t);
+    return nn_error_set(err, NN_ENOMEM, "out of memory for the best-model copy");
+  }
+  *out = t;
+  return NN_OK;
+}
+
+nn_param *nn_trainer_params(nn_trainer *t, size_t *n) {
+  *n = t->n_params;
+  return t->params;
+}
+
+/* Forward one gathered batch of `count` rows; scores land in t->scores. */
+static int batch_forward(nn_trainer *t, size_t count, gsl_matrix_view *Xv,
+                         gsl_matrix_view *Sv, nn_error *err) {
+  *Xv = gsl_matrix_submatrix(t->X, 0, 0, count, t->n_in);
+  *Sv = gsl_matrix_submatrix(t->scores, 0, 0, count, t->n_out);
+  return t->model_desc->model->forward(t->model, &Xv->matrix, &Sv->matrix, err);
+}
+
+static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
+                         const char *what, nn_error *err) {
+  if (!ds || !ds->n)
+    return nn_error_set(err, NN_EINVAL, "the %s set is empty", what);
+  if (ds->dim != t->n_in)
+    return nn_error_set(err, NN_EINVAL,
+                        "the %s set has %zu features per example, the model %zu",
+                        what, ds->dim, t->n_in);
+  for (size_t i = 0; i < ds->n; i++)
+    if (ds->labels[i] >= t->n_out)
+      return nn_error_set(err, NN_EINVAL,
+                          "the %s set has label %u at example %zu; the model "
+                          "has %zu classes", what, (unsigned)ds->labels[i], i,
+                          t->n_out);
+  return NN_OK;
+}
+
+int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
+                        double *accuracy, nn_error *err) {
+  int rc = check_dataset(t, ds, "evaluation", err);
+  if (rc) return rc;
+  const size_t bs = t->opts.batch_size;
+  double loss_sum = 0;
+  size_t hits = 0, batches = 0;
+  for (size_t start = 0; start < ds->n; start += bs, batches++) {
+    size_t count = ds->n - start < bs ? ds->n - start : bs;
+    for (size_t k = 0; k < count; k++) t->eval_idx[k] = start + k;
+    gsl_matrix_view Xv, Sv;
+    if ((rc = nn_dataset_gather(ds, t->eval_idx, count, t->X, t->labels)))
+      return nn_error_set(err, rc, "cannot gather an evaluation batch");
+    if ((rc = batch_forward(t, count, &Xv, &Sv, err))) return rc;
+    double batch_loss;
+    size_t batch_hits;
+    rc = nn_softmax_xent(&Sv.matrix, t->labels, NULL, &batch_loss, &batch_hits);
+    if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    loss_sum += batch_loss;
+    hits += batch_hits;
+  }
+  /* The course's convention: loss = mean of batch losses. */
+  *loss = loss_sum / (double)batches;
+  *accuracy = (double)hits / (double)ds->n;
+  return NN_OK;
+}
+
+/* One training epoch over ds in the order given. */
+static int train_epoch(nn_trainer *t, const nn_dataset *ds, const size_t *order,
+                       double *loss, double *accuracy, nn_error *err) {
+  const nn_model_ops *m = t->model_desc->model;
+  const nn_optim_ops *o = t->optim_desc->optim;
+  const size_t bs = t->opts.batch_size;
+  double loss_sum = 0;
+  size_t hits = 0, batches = 0;
+  int rc;
+  for (size_t start = 0; start < ds->n; start += bs, batches++) {
+    size_t count = ds->n - start < bs ? ds->n - start : bs;
+    if ((rc = nn_dataset_gather(ds, order + start, count, t->X, t->labels)))
+      return nn_error_set(err, rc, "cannot gather a training batch");
+    gsl_matrix_view Xv, Sv;
+    if ((rc = batch_forward(t, count, &Xv, &Sv, err))) return rc;
+    double batch_loss;
+    size_t batch_hits;
+    /* scores become dscores in place: no second buffer, one pass. */
+    rc = nn_softmax_xent(&Sv.matrix, t->labels, &Sv.matrix, &batch_loss,
+                         &batch_hits);
+    if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    if ((rc = m->backward(t->model, &Xv.matrix, &Sv.matrix, err))) return rc;
+    if ((rc = o->step(t->optim, t->params, t->n_params, err))) return rc;
+    loss_sum += batch_loss;
+    hits += batch_hits;
+  }
+  *loss = loss_sum / (double)batches;
+  *accuracy = (double)hits / (double)ds->n;
+  return NN_OK;
+}
+
+int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
+                   const nn_dataset *val, nn_epoch_fn on_epoch, void *user,
+                   nn_epoch_metrics *metrics, size_t *n_run, nn_error *err) {
+  if (n_run) *n_run = 0;
+  int rc;
+  if ((rc = check_dataset(t, train, "training", err)) ||
+      (rc = check_dataset(t, val, "validation", err)))
+    return rc;
+  size_t *order = malloc(train->n * sizeof *order);
+  if (!order) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  for (size_t e = 0; e < t->opts.epochs; e++) {
+    nn_epoch_metrics m = {.epoch = e};
+    /* A fresh permutation of the identity each epoch, so an epoch's order
+     * depends only on the RNG state at its start. */
+    for (size_t i = 0; i < train->n; i++) order[i] = i;
+    if (t->opts.shuffle)
+      gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
+    double t0 = now_seconds();
+    rc = train_epoch(t, train, order, &m.train_loss, &m.train_accuracy, err);
+    m.train_seconds = now_seconds() - t0;
+    if (rc) break;
+    t0 = now_seconds();
+    rc = nn_trainer_evaluate(t, val, &m.val_loss, &m.val_accuracy, err);
+    m.val_seconds = now_seconds() - t0;
+    if (rc) break;
+    if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
+      t->best_epoch = (long)e;
+      t->best_val_accuracy = m.val_accuracy;
+      for (size_t i = 0; i < t->n_params; i++)
+        gsl_matrix_memcpy(t->best[i], t->params[i].value);
+    }
+    if (metrics) metrics[e] = m;
+    if (n_run) *n_run = e + 1;
+    if (on_epoch && on_epoch(user, &m)) break;
+  }
+  free(order);
+  return rc;
+}
+
+long nn_trainer_restore_best(nn_trainer *t) {
+  if (t->best_epoch < 0) return -1;
+  for (size_t i = 0; i < t->n_params; i++)
+    gsl_matrix_memcpy(t->params[i].value, t->best[i]);
+  return t->best_epoch;
+}

@@ -1,0 +1,173 @@
+/* `sgd` optimizer plugin: stochastic gradient descent with the course's L2
+ * rule and optional momentum.
+ *
+ *   g' = g + reg * W                  (weights only, via nn_apply_l2)
+ *   momentum == 0:  W -= lr * g'      (the course's vanilla SGD)
+ *   momentum  > 0:  v = momentum * v + g';  W -= lr * v   (PyTorch's form)
+ *
+ * momentum is accepted in [0, 1): at 1 the velocity never decays. */
+#include <config.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <nn/math.h>
+#include <nn/plugin.h>
+
+/* Per-parameter state: the shape the optimizer was created for (checked on
+ * every step) and, with momentum, the velocity buffer. */
+typedef struct sgd_slot {
+  size_t rows, cols;
+  gsl_matrix *v; /* owned; NULL when momentum == 0 */
+} sgd_slot;
+
+typedef struct sgd_state {
+  double lr, reg, momentum;
+  size_t n;
+  sgd_slot *slots; /* owned, n entries */
+} sgd_state;
+
+static const nn_option sgd_options[] = {
+    {"learning_rate", NN_OPT_REAL, "0.1", "step size", NN_OPT_HAS_MIN |
+     NN_OPT_MIN_EXCLUSIVE, 0.0, 0.0},
+    {"reg", NN_OPT_REAL, "0.001", "L2 strength on weights (not biases)",
+     NN_OPT_HAS_MIN, 0.0, 0.0},
+    {"momentum", NN_OPT_REAL, "0",
+     "momentum factor in [0, 1); 0 = plain SGD",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX | NN_OPT_MAX_EXCLUSIVE, 0.0, 1.0},
+    {NULL, 0, NULL, NULL, 0, 0.0, 0.0},
+};
+
+static void sgd_destroy(void *self) {
+  sgd_state *s = self;
+  if (!s)
+    return;
+  if (s->slots)
+    for (size_t k = 0; k < s->n; k++)
+      gsl_matrix_free(s->slots[k].v);
+  free(s->slots);
+  free(s);
+}
+
+static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
+                      void **out, nn_error *err) {
+  if (!out)
+    return nn_error_set(err, NN_EINVAL, "sgd: NULL output pointer");
+  *out = NULL;
+  /* opts == NULL means "all defaults" (convenient for tests and tools). */
+  const double lr = opts ? opts[0].r : 0.1;
+  const double reg = opts ? opts[1].r : 0.001;
+  const double mom = opts ? opts[2].r : 0.0;
+  /* The core checks the table's bounds; these repeat them (plus
+   * finiteness) because a plugin must not trust its caller. */
+  if (!(lr > 0.0) || !isfinite(lr))
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: learning_rate must be > 0 and finite, got %g",
+                        lr);
+  if (!(reg >= 0.0) || !isfinite(reg))
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: reg must be >= 0 and finite, got %g", reg);
+  if (!(mom >= 0.0 && mom < 1.0))
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: momentum must be in [0, 1), got %g", mom);
+  if (n == 0 || !params)
+    return nn_error_set(err, NN_EINVAL, "sgd: no parameters to optimize");
+  for (size_t k = 0; k < n; k++)
+    if (!params[k].value || !params[k].grad ||
+        params[k].value->size1 != params[k].grad->size1 ||
+        params[k].value->size2 != params[k].grad->size2)
+      return nn_error_set(err, NN_EINVAL,
+                          "sgd: parameter %zu (%s) has a missing or "
+                          "mis-shaped value/grad",
+                          k, params[k].name ? params[k].name : "?");
+
+  sgd_state *s = calloc(1, sizeof *s);
+  if (!s)
+    return nn_error_set(err, NN_ENOMEM, "sgd: out of memory");
+  s->lr = lr;
+  s->reg = reg;
+  s->momentum = mom;
+  s->n = n;
+  s->slots = calloc(n, sizeof *s->slots);
+  if (!s->slots) {
+    sgd_destroy(s);
+    return nn_error_set(err, NN_ENOMEM, "sgd: out of memory");
+  }
+  for (size_t k = 0; k < n; k++) {
+    sgd_slot *sl = &s->slots[k];
+    sl->rows = params[k].value->size1;
+    sl->cols = params[k].value->size2;
+    if (mom != 0.0) {
+      /* Velocity starts at zero, so the first step equals plain SGD. */
+      sl->v = gsl_matrix_calloc(sl->rows, sl->cols);
+      if (!sl->v) {
+        sgd_destroy(s);
+        return nn_error_set(err, NN_ENOMEM,
+                            "sgd: cannot allocate the %zux%zu velocity of %s",
+                            params[k].value->size1, params[k].value->size2,
+                            params[k].name ? params[k].name : "?");
+      }
+    }
+  }
+  *out = s;
+  return NN_OK;
+}
+
+static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
+  sgd_state *s = self;
+  if (!s || !params)
+    return nn_error_set(err, NN_EINVAL, "sgd: NULL argument");
+  if (n != s->n)
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: step on %zu parameters, created for %zu", n,
+                        s->n);
+  /* Check every shape before touching anything, so an error leaves the
+   * model and the velocities unchanged. */
+  for (size_t k = 0; k < n; k++) {
+    const gsl_matrix *w = params[k].value, *g = params[k].grad;
+    if (!w || !g || w->size1 != s->slots[k].rows ||
+        w->size2 != s->slots[k].cols || g->size1 != w->size1 ||
+        g->size2 != w->size2)
+      return nn_error_set(err, NN_EINVAL,
+                          "sgd: parameter %zu (%s) is not the %zux%zu matrix "
+                          "the optimizer was created for",
+                          k, params[k].name ? params[k].name : "?",
+                          s->slots[k].rows, s->slots[k].cols);
+  }
+  if (nn_apply_l2(params, n, s->reg) != NN_OK)
+    return nn_error_set(err, NN_EINVAL, "sgd: L2 shape mismatch");
+
+  const double lr = s->lr, mom = s->momentum;
+  for (size_t k = 0; k < n; k++) {
+    gsl_matrix *w = params[k].value;
+    const gsl_matrix *g = params[k].grad;
+    gsl_matrix *v = s->slots[k].v;
+    for (size_t i = 0; i < w->size1; i++) {
+      double *wr = w->data + i * w->tda;
+      const double *gr = g->data + i * g->tda;
+      if (!v) {
+        for (size_t j = 0; j < w->size2; j++)
+          wr[j] -= lr * gr[j];
+      } else {
+        double *vr = v->data + i * v->tda;
+        for (size_t j = 0; j < w->size2; j++) {
+          vr[j] = mom * vr[j] + gr[j];
+          wr[j] -= lr * vr[j];
+        }
+      }
+    }
+  }
+  return NN_OK;
+}
+
+static const nn_optim_ops sgd_ops = {
+    (uint32_t)sizeof(nn_optim_ops),
+    sgd_create,
+    sgd_destroy,
+    sgd_step,
+};
+
+NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",
+                 "stochastic gradient descent with L2 and optional momentum",
+                 sgd_options, NULL, &sgd_ops);

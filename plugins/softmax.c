@@ -1,0 +1,175 @@
+/* `softmax` model plugin: softmax regression with a ReLU in front of the
+ * softmax, the course's first network.
+ *
+ *   scores = ReLU(X W1)      W1: n_in x n_out, no bias
+ *
+ * The core applies softmax + cross-entropy to the scores; this plugin only
+ * maps X to scores and dscores to dW1.  All scratch is allocated once in
+ * create for max_batch rows; forward/backward only take views of it. */
+#include <config.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <gsl/gsl_blas.h>
+#include <gsl/gsl_errno.h>
+
+#include <nn/math.h>
+#include <nn/plugin.h>
+
+typedef struct softmax_model {
+  size_t n_in, n_out, max_batch;
+  size_t last_rows; /* rows of the last successful forward(); 0 = none */
+  nn_param param;   /* W1; value and grad owned by this struct */
+  gsl_matrix *Z;    /* max_batch x n_out pre-activations X W1, kept for the
+                       ReLU derivative because the core may overwrite the
+                       scores (dscores aliases them) before backward() */
+} softmax_model;
+
+static void softmax_destroy(void *self) {
+  softmax_model *m = self;
+  if (!m)
+    return;
+  gsl_matrix_free(m->param.value);
+  gsl_matrix_free(m->param.grad);
+  gsl_matrix_free(m->Z);
+  free(m);
+}
+
+static int softmax_create(const nn_value *opts, size_t n_in, size_t n_out,
+                          size_t max_batch, gsl_rng *rng, void **out,
+                          nn_error *err) {
+  (void)opts; /* no options */
+  if (!out)
+    return nn_error_set(err, NN_EINVAL, "softmax: NULL output pointer");
+  *out = NULL;
+  if (n_in == 0 || n_out == 0 || max_batch == 0)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: n_in (%zu), n_out (%zu) and max_batch (%zu) "
+                        "must all be positive",
+                        n_in, n_out, max_batch);
+  if (!rng)
+    return nn_error_set(err, NN_EINVAL, "softmax: NULL random generator");
+  /* gsl_matrix_alloc multiplies the sizes without an overflow check. */
+  if (n_in > SIZE_MAX / sizeof(double) / n_out ||
+      max_batch > SIZE_MAX / sizeof(double) / n_out)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: shape %zux%zu (batch %zu) is too large",
+                        n_in, n_out, max_batch);
+
+  softmax_model *m = calloc(1, sizeof *m);
+  if (!m)
+    return nn_error_set(err, NN_ENOMEM, "softmax: out of memory");
+  m->n_in = n_in;
+  m->n_out = n_out;
+  m->max_batch = max_batch;
+  m->param.name = "W1";
+  m->param.flags = NN_PARAM_WEIGHT;
+  m->param.value = gsl_matrix_alloc(n_in, n_out);
+  m->param.grad = gsl_matrix_calloc(n_in, n_out);
+  m->Z = gsl_matrix_alloc(max_batch, n_out);
+  if (!m->param.value || !m->param.grad || !m->Z) {
+    softmax_destroy(m);
+    return nn_error_set(err, NN_ENOMEM,
+                        "softmax: cannot allocate W1 (%zux%zu) and a %zu-row "
+                        "batch buffer",
+                        n_in, n_out, max_batch);
+  }
+  nn_fill_gaussian(m->param.value, rng, 0.001);
+  *out = m;
+  return NN_OK;
+}
+
+static nn_param *softmax_params(void *self, size_t *n) {
+  softmax_model *m = self;
+  if (!m) {
+    if (n)
+      *n = 0;
+    return NULL;
+  }
+  if (n)
+    *n = 1;
+  return &m->param;
+}
+
+/* Shared shape check of forward/backward: X is B x n_in with
+ * 1 <= B <= max_batch and the score-shaped matrix is B x n_out. */
+static int softmax_check(const softmax_model *m, const gsl_matrix *X,
+                         const gsl_matrix *s, const char *what,
+                         nn_error *err) {
+  if (!m || !X || !s)
+    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
+  if (X->size2 != m->n_in)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: X has %zu columns, model expects %zu",
+                        X->size2, m->n_in);
+  if (X->size1 == 0 || X->size1 > m->max_batch)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: batch of %zu rows, model accepts 1..%zu",
+                        X->size1, m->max_batch);
+  if (s->size1 != X->size1 || s->size2 != m->n_out)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: %s is %zux%zu, expected %zux%zu", what,
+                        s->size1, s->size2, X->size1, m->n_out);
+  return NN_OK;
+}
+
+static int softmax_forward(void *self, const gsl_matrix *X,
+                           gsl_matrix *scores, nn_error *err) {
+  softmax_model *m = self;
+  int rc = softmax_check(m, X, scores, "scores", err);
+  if (rc != NN_OK)
+    return rc;
+  m->last_rows = 0; /* a failed forward leaves nothing for backward */
+  const size_t B = X->size1;
+  gsl_matrix_view Z = gsl_matrix_submatrix(m->Z, 0, 0, B, m->n_out);
+  int gs = gsl_blas_dgemm(CblasNoTrans, CblasNoTrans, 1.0, X, m->param.value,
+                          0.0, &Z.matrix);
+  if (gs != GSL_SUCCESS)
+    return nn_error_set(err, NN_ENUMERIC, "softmax: X W1 failed: %s",
+                        gsl_strerror(gs));
+  if (nn_relu(&Z.matrix, scores) != NN_OK)
+    return nn_error_set(err, NN_EINVAL, "softmax: ReLU shape mismatch");
+  m->last_rows = B;
+  return NN_OK;
+}
+
+static int softmax_backward(void *self, const gsl_matrix *X,
+                            gsl_matrix *dscores, nn_error *err) {
+  softmax_model *m = self;
+  int rc = softmax_check(m, X, dscores, "dscores", err);
+  if (rc != NN_OK)
+    return rc;
+  const size_t B = X->size1;
+  if (m->last_rows != B)
+    return nn_error_set(err, NN_EINVAL,
+                        "softmax: backward on %zu rows needs a forward on the "
+                        "same batch first",
+                        B);
+  /* dZ = dscores * ReLU'(Z), written over dscores (the ABI lends it as
+   * scratch), so no extra buffer or pass is needed. */
+  const size_t C = m->n_out;
+  for (size_t i = 0; i < B; i++) {
+    const double *z = m->Z->data + i * m->Z->tda;
+    double *d = dscores->data + i * dscores->tda;
+    for (size_t j = 0; j < C; j++)
+      if (!(z[j] > 0.0))
+        d[j] = 0.0;
+  }
+  /* dW1 = X^T dZ */
+  int gs = gsl_blas_dgemm(CblasTrans, CblasNoTrans, 1.0, X, dscores, 0.0,
+                          m->param.grad);
+  if (gs != GSL_SUCCESS)
+    return nn_error_set(err, NN_ENUMERIC, "softmax: X^T dZ failed: %s",
+                        gsl_strerror(gs));
+  return NN_OK;
+}
+
+static const nn_model_ops softmax_ops = {
+    (uint32_t)sizeof(nn_model_ops), softmax_create,  softmax_destroy,
+    softmax_params,                  softmax_forward, softmax_backward,
+};
+
+NN_PLUGIN_DEFINE(NN_KIND_MODEL, "softmax", "0.1.0",
+                 "softmax regression: scores = ReLU(X W1), no bias", NULL,
+                 &softmax_ops, NULL);

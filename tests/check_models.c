@@ -1,0 +1,800 @@
+/* Tests of the built model and optimizer plugins, loaded straight from
+ * $NN_PLUGIN_PATH with dlopen (independent of the core's registry):
+ * gradient checks, parameter layout, initialisation, batch handling,
+ * error paths and the SGD update rule in closed form. */
+#include <config.h>
+
+#include <dlfcn.h>
+#include <math.h>
+#include <string.h>
+
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
+
+#include <nn/math.h>
+#include <nn/plugin.h>
+#include <nn/train.h>
+
+#include "testutil.h"
+
+/* ------------------------------------------------------------- helpers */
+
+/* A loaded plugin: the dlopen handle (owned, closed by unload) and its
+ * descriptor (inside the handle's image). */
+typedef struct loaded {
+  void *handle;
+  const nn_plugin *desc;
+} loaded;
+
+static loaded load(const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.so", test_plugin_path(), name);
+  loaded l;
+  l.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(l.handle != NULL, "dlopen %s: %s", path, dlerror());
+  l.desc = dlsym(l.handle, NN_PLUGIN_SYMBOL);
+  ck_assert_msg(l.desc != NULL, "dlsym %s: %s", path, dlerror());
+  return l;
+}
+
+static void unload(loaded *l) {
+  if (l->handle)
+    dlclose(l->handle);
+  l->handle = NULL;
+  l->desc = NULL;
+}
+
+static gsl_rng *rng_seeded(unsigned long seed) {
+  gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+  ck_assert_ptr_nonnull(r);
+  gsl_rng_set(r, seed);
+  return r;
+}
+
+static gsl_matrix *mat_alloc(size_t rows, size_t cols) {
+  gsl_matrix *m = gsl_matrix_calloc(rows, cols);
+  ck_assert_ptr_nonnull(m);
+  return m;
+}
+
+static gsl_matrix *mat_gauss(size_t rows, size_t cols, gsl_rng *r,
+                             double scale) {
+  gsl_matrix *m = mat_alloc(rows, cols);
+  nn_fill_gaussian(m, r, scale);
+  return m;
+}
+
+/* Model options for the tests: twolayer gets a small hidden layer. */
+static const nn_value *model_opts(const char *name) {
+  static const nn_value twolayer_small[] = {{.i = 5}};
+  return strcmp(name, "twolayer") == 0 ? twolayer_small : NULL;
+}
+
+static void *model_new(const loaded *l, const nn_value *opts, size_t n_in,
+                       size_t n_out, size_t max_batch, unsigned long seed) {
+  gsl_rng *r = rng_seeded(seed);
+  void *m = NULL;
+  nn_error err = {0, ""};
+  int rc = l->desc->model->create(opts, n_in, n_out, max_batch, r, &m, &err);
+  gsl_rng_free(r);
+  ck_assert_msg(rc == NN_OK, "create %s: %s", l->desc->name, err.msg);
+  ck_assert_ptr_nonnull(m);
+  return m;
+}
+
+static double mat_std(const gsl_matrix *m, double *mean_out) {
+  double sum = 0.0, sq = 0.0;
+  const double n = (double)(m->size1 * m->size2);
+  for (size_t i = 0; i < m->size1; i++)
+    for (size_t j = 0; j < m->size2; j++) {
+      const double x = gsl_matrix_get(m, i, j);
+      sum += x;
+      sq += x * x;
+    }
+  const double mean = sum / n;
+  if (mean_out)
+    *mean_out = mean;
+  return sqrt(sq / n - mean * mean);
+}
+
+static double max_abs_diff(const gsl_matrix *a, const gsl_matrix *b) {
+  ck_assert_uint_eq(a->size1, b->size1);
+  ck_assert_uint_eq(a->size2, b->size2);
+  double d = 0.0;
+  for (size_t i = 0; i < a->size1; i++)
+    for (size_t j = 0; j < a->size2; j++)
+      d = fmax(d, fabs(gsl_matrix_get(a, i, j) - gsl_matrix_get(b, i, j)));
+  return d;
+}
+
+static const char *const MODELS[] = {"softmax", "twolayer"};
+
+/* ---------------------------------------------------------- descriptors */
+
+START_TEST(test_descriptors) {
+  static const struct {
+    const char *name;
+    uint32_t kind;
+  } want[] = {{"softmax", NN_KIND_MODEL},
+              {"twolayer", NN_KIND_MODEL},
+              {"sgd", NN_KIND_OPTIMIZER}};
+  for (size_t k = 0; k < 3; k++) {
+    loaded l = load(want[k].name);
+    const nn_plugin *d = l.desc;
+    ck_assert_uint_eq(d->abi_major, NN_ABI_MAJOR);
+    ck_assert_uint_eq(d->abi_minor, NN_ABI_MINOR);
+    ck_assert_uint_eq(d->size, sizeof(nn_plugin));
+    ck_assert_uint_eq(d->kind, want[k].kind);
+    ck_assert_uint_eq(d->gsl_major, GSL_MAJOR_VERSION);
+    ck_assert_str_eq(d->name, want[k].name);
+    ck_assert_str_eq(d->version, "0.1.0");
+    ck_assert(d->summary && *d->summary && !strchr(d->summary, '\n'));
+    if (want[k].kind == NN_KIND_MODEL) {
+      ck_assert(d->model && !d->optim);
+      ck_assert_uint_eq(d->model->size, sizeof(nn_model_ops));
+    } else {
+      ck_assert(d->optim && !d->model);
+      ck_assert_uint_eq(d->optim->size, sizeof(nn_optim_ops));
+    }
+    unload(&l);
+  }
+}
+END_TEST
+
+START_TEST(test_option_tables) {
+  loaded l = load("softmax");
+  ck_assert(l.desc->options == NULL || l.desc->options[0].key == NULL);
+  unload(&l);
+
+  l = load("twolayer");
+  const nn_option *o = l.desc->options;
+  ck_assert_ptr_nonnull(o);
+  ck_assert_str_eq(o[0].key, "hidden_size");
+  ck_assert_uint_eq(o[0].type, NN_OPT_INT);
+  ck_assert_str_eq(o[0].def, "128");
+  ck_assert(o[0].bounds & NN_OPT_HAS_MIN);
+  ck_assert(!(o[0].bounds & NN_OPT_MIN_EXCLUSIVE));
+  ck_assert(o[0].min == 1.0);
+  ck_assert_ptr_null(o[1].key);
+  unload(&l);
+
+  l = load("sgd");
+  o = l.desc->options;
+  ck_assert_ptr_nonnull(o);
+  static const char *const keys[] = {"learning_rate", "reg", "momentum"};
+  static const char *const defs[] = {"0.1", "0.001", "0"};
+  for (size_t k = 0; k < 3; k++) {
+    ck_assert_str_eq(o[k].key, keys[k]);
+    ck_assert_uint_eq(o[k].type, NN_OPT_REAL);
+    ck_assert_str_eq(o[k].def, defs[k]);
+    ck_assert(o[k].help && *o[k].help);
+    ck_assert(o[k].bounds & NN_OPT_HAS_MIN);
+    ck_assert(o[k].min == 0.0);
+  }
+  ck_assert(o[0].bounds & NN_OPT_MIN_EXCLUSIVE); /* learning_rate > 0 */
+  ck_assert(!(o[1].bounds & NN_OPT_MIN_EXCLUSIVE)); /* reg >= 0 */
+  ck_assert(o[2].bounds & NN_OPT_HAS_MAX);
+  ck_assert(o[2].max <= 1.0); /* momentum */
+  ck_assert_ptr_null(o[3].key);
+  unload(&l);
+}
+END_TEST
+
+/* ------------------------------------------------------------ gradients */
+
+/* nn_gradcheck on 6 examples, 7 features, 4 classes, with weights and
+ * biases redrawn from N(0, 0.5) so the gradients are far from zero. */
+static void gradcheck_model(const char *name) {
+  loaded l = load(name);
+  const nn_model_ops *ops = l.desc->model;
+  void *m = model_new(&l, model_opts(name), 7, 4, 6, 1);
+  gsl_rng *r = rng_seeded(2024);
+  size_t n = 0;
+  nn_param *p = ops->params(m, &n);
+  for (size_t k = 0; k < n; k++)
+    nn_fill_gaussian(p[k].value, r, 0.5);
+  gsl_matrix *X = mat_gauss(6, 7, r, 1.0);
+  uint32_t y[6];
+  for (size_t i = 0; i < 6; i++)
+    y[i] = (uint32_t)gsl_rng_uniform_int(r, 4);
+  y[0] = 3; /* make sure several classes appear */
+  y[1] = 0;
+
+  double worst = -1.0;
+  const char *worst_name = NULL;
+  nn_error err = {0, ""};
+  int rc = nn_gradcheck(ops, m, X, y, 4, 1e-5, &worst, &worst_name, &err);
+  ck_assert_msg(rc == NN_OK, "gradcheck %s: %s", name, err.msg);
+  ck_assert_ptr_nonnull(worst_name);
+  /* The worst entry over all parameters bounds every parameter's error. */
+  ck_assert_msg(worst >= 0.0 && worst < 1e-6,
+                "%s: max relative error %g in %s", name, worst, worst_name);
+
+  gsl_matrix_free(X);
+  gsl_rng_free(r);
+  ops->destroy(m);
+  unload(&l);
+}
+
+START_TEST(test_gradcheck_softmax) { gradcheck_model("softmax"); }
+END_TEST
+
+START_TEST(test_gradcheck_twolayer) { gradcheck_model("twolayer"); }
+END_TEST
+
+START_TEST(test_gradcheck_rejects_bad_input) {
+  loaded l = load("twolayer");
+  const nn_model_ops *ops = l.desc->model;
+  void *m = model_new(&l, model_opts("twolayer"), 7, 4, 6, 1);
+  gsl_rng *r = rng_seeded(3);
+  gsl_matrix *X = mat_gauss(6, 7, r, 1.0), *Xbad = mat_gauss(6, 8, r, 1.0);
+  uint32_t y[6] = {0, 1, 2, 3, 0, 1}, ybad[6] = {0, 1, 2, 4, 0, 1};
+  double worst;
+  nn_error err = {0, ""};
+  ck_assert_int_eq(nn_gradcheck(ops, m, Xbad, y, 4, 1e-5, &worst, NULL, &err),
+                   NN_EINVAL);
+  ck_assert(strstr(err.msg, "columns") != NULL);
+  ck_assert_int_eq(nn_gradcheck(ops, m, X, ybad, 4, 1e-5, &worst, NULL, &err),
+                   NN_EINVAL);
+  ck_assert_int_eq(nn_gradcheck(ops, m, X, y, 4, 0.0, &worst, NULL, &err),
+                   NN_EINVAL);
+  ck_assert_int_eq(nn_gradcheck(ops, m, X, y, 4, 1e-5, &worst, NULL, &err),
+                   NN_OK);
+  gsl_matrix_free(X);
+  gsl_matrix_free(Xbad);
+  gsl_rng_free(r);
+  ops->destroy(m);
+  unload(&l);
+}
+END_TEST
+
+/* --------------------------------------------------------------- layout */
+
+START_TEST(test_params_layout) {
+  loaded l = load("softmax");
+  void *m = model_new(&l, NULL, 784, 10, 64, 1);
+  size_t n = 0;
+  nn_param *p = l.desc->model->params(m, &n);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(p[0].name, "W1");
+  ck_assert_uint_eq(p[0].flags, NN_PARAM_WEIGHT);
+  ck_assert_uint_eq(p[0].value->size1, 784);
+  ck_assert_uint_eq(p[0].value->size2, 10);
+  ck_assert_uint_eq(p[0].grad->size1, 784);
+  ck_assert_uint_eq(p[0].grad->size2, 10);
+  /* Same array on every call. */
+  ck_assert_ptr_eq(l.desc->model->params(m, &n), p);
+  l.desc->model->destroy(m);
+  unload(&l);
+
+  l = load("twolayer");
+  static const nn_value h[] = {{.i = 32}};
+  m = model_new(&l, h, 20, 10, 64, 1);
+  p = l.desc->model->params(m, &n);
+  ck_assert_uint_eq(n, 4);
+  static const struct {
+    const char *name;
+    uint32_t flags;
+    size_t rows, cols;
+  } want[] = {{"W1", NN_PARAM_WEIGHT, 20, 32},
+              {"b1", NN_PARAM_BIAS, 1, 32},
+              {"W2", NN_PARAM_WEIGHT, 32, 10},
+              {"b2", NN_PARAM_BIAS, 1, 10}};
+  for (size_t k = 0; k < 4; k++) {
+    ck_assert_str_eq(p[k].name, want[k].name);
+    ck_assert_uint_eq(p[k].flags, want[k].flags);
+    ck_assert_uint_eq(p[k].value->size1, want[k].rows);
+    ck_assert_uint_eq(p[k].value->size2, want[k].cols);
+    ck_assert_uint_eq(p[k].grad->size1, want[k].rows);
+    ck_assert_uint_eq(p[k].grad->size2, want[k].cols);
+  }
+  l.desc->model->destroy(m);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_init_distribution) {
+  loaded l = load("twolayer");
+  static const nn_value h[] = {{.i = 100}};
+  void *m = model_new(&l, h, 300, 50, 8, 7);
+  size_t n = 0;
+  nn_param *p = l.desc->model->params(m, &n);
+  double mean;
+  /* W1: 30000 draws, W2: 5000 draws of 0.001 * N(0, 1). */
+  ck_assert_double_eq_tol(mat_std(p[0].value, &mean), 0.001, 3e-5);
+  ck_assert_double_lt(fabs(mean), 3e-5);
+  ck_assert_double_eq_tol(mat_std(p[2].value, &mean), 0.001, 6e-5);
+  ck_assert_double_lt(fabs(mean), 6e-5);
+  ck_assert(gsl_matrix_isnull(p[1].value));
+  ck_assert(gsl_matrix_isnull(p[3].value));
+  l.desc->model->destroy(m);
+  unload(&l);
+
+  l = load("softmax");
+  m = model_new(&l, NULL, 784, 10, 8, 7);
+  p = l.desc->model->params(m, &n);
+  ck_assert_double_eq_tol(mat_std(p[0].value, &mean), 0.001, 5e-5);
+  ck_assert_double_lt(fabs(mean), 5e-5);
+  l.desc->model->destroy(m);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_same_seed_same_weights) {
+  for (size_t k = 0; k < 2; k++) {
+    loaded l = load(MODELS[k]);
+    void *a = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1234);
+    void *b = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1234);
+    void *c = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1235);
+    size_t na, nb, nc;
+    nn_param *pa = l.desc->model->params(a, &na);
+    nn_param *pb = l.desc->model->params(b, &nb);
+    nn_param *pc = l.desc->model->params(c, &nc);
+    ck_assert_uint_eq(na, nb);
+    for (size_t i = 0; i < na; i++) {
+      const gsl_matrix *va = pa[i].value, *vb = pb[i].value;
+      for (size_t r = 0; r < va->size1; r++)
+        ck_assert(memcmp(gsl_matrix_const_ptr(va, r, 0),
+                         gsl_matrix_const_ptr(vb, r, 0),
+                         va->size2 * sizeof(double)) == 0);
+    }
+    ck_assert(!gsl_matrix_equal(pa[0].value, pc[0].value));
+    l.desc->model->destroy(a);
+    l.desc->model->destroy(b);
+    l.desc->model->destroy(c);
+    unload(&l);
+  }
+}
+END_TEST
+
+/* ---------------------------------------------------------- forward pass */
+
+START_TEST(test_forward_formula) {
+  gsl_rng *r = rng_seeded(11);
+  gsl_matrix *X = mat_gauss(5, 6, r, 1.0);
+
+  /* softmax: scores = ReLU(X W1) */
+  loaded l = load("softmax");
+  void *m = model_new(&l, NULL, 6, 3, 5, 1);
+  size_t n;
+  nn_param *p = l.desc->model->params(m, &n);
+  nn_fill_gaussian(p[0].value, r, 1.0);
+  gsl_matrix *s = mat_alloc(5, 3), *ref = mat_alloc(5, 3);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(l.desc->model->forward(m, X, s, &err), NN_OK);
+  for (size_t i = 0; i < 5; i++)
+    for (size_t c = 0; c < 3; c++) {
+      double z = 0.0;
+      for (size_t j = 0; j < 6; j++)
+        z += gsl_matrix_get(X, i, j) * gsl_matrix_get(p[0].value, j, c);
+      gsl_matrix_set(ref, i, c, z > 0.0 ? z : 0.0);
+    }
+  ck_assert_double_lt(max_abs_diff(s, ref), 1e-12);
+  l.desc->model->destroy(m);
+  unload(&l);
+
+  /* twolayer: scores = sigmoid(X W1 + b1) W2 + b2, with non-zero biases */
+  l = load("twolayer");
+  m = model_new(&l, model_opts("twolayer"), 6, 3, 5, 1);
+  p = l.desc->model->params(m, &n);
+  for (size_t k = 0; k < n; k++)
+    nn_fill_gaussian(p[k].value, r, 1.0);
+  ck_assert_int_eq(l.desc->model->forward(m, X, s, &err), NN_OK);
+  for (size_t i = 0; i < 5; i++)
+    for (size_t c = 0; c < 3; c++) {
+      double out = gsl_matrix_get(p[3].value, 0, c);
+      for (size_t h = 0; h < 5; h++) {
+        double z = gsl_matrix_get(p[1].value, 0, h);
+        for (size_t j = 0; j < 6; j++)
+          z += gsl_matrix_get(X, i, j) * gsl_matrix_get(p[0].value, j, h);
+        out += gsl_matrix_get(p[2].value, h, c) / (1.0 + exp(-z));
+      }
+      gsl_matrix_set(ref, i, c, out);
+    }
+  ck_assert_double_lt(max_abs_diff(s, ref), 1e-12);
+  l.desc->model->destroy(m);
+  unload(&l);
+
+  gsl_matrix_free(X);
+  gsl_matrix_free(s);
+  gsl_matrix_free(ref);
+  gsl_rng_free(r);
+}
+END_TEST
+
+/* A model built for 8-row batches handles a 3-row last batch: same scores
+ * as the first rows of the full batch, and the same gradients as a model
+ * built for exactly 3 rows. */
+START_TEST(test_small_last_batch) {
+  for (size_t k = 0; k < 2; k++) {
+    loaded l = load(MODELS[k]);
+    const nn_model_ops *ops = l.desc->model;
+    const nn_value *o = model_opts(MODELS[k]);
+    void *big = model_new(&l, o, 7, 4, 8, 5);
+    void *small = model_new(&l, o, 7, 4, 3, 5);
+    gsl_rng *r = rng_seeded(6);
+    size_t nb, ns;
+    nn_param *pb = ops->params(big, &nb), *ps = ops->params(small, &ns);
+    for (size_t i = 0; i < nb; i++) {
+      nn_fill_gaussian(pb[i].value, r, 0.5);
+      gsl_matrix_memcpy(ps[i].value, pb[i].value);
+    }
+    gsl_matrix *X = mat_gauss(8, 7, r, 1.0);
+    gsl_matrix *full = mat_alloc(8, 4), *s3 = mat_alloc(3, 4),
+               *t3 = mat_alloc(3, 4);
+    gsl_matrix_view X3 = gsl_matrix_submatrix(X, 0, 0, 3, 7);
+    static const uint32_t y[] = {0, 3, 1};
+    nn_error err = {0, ""};
+    double loss;
+    size_t hits;
+
+    ck_assert_int_eq(ops->forward(big, X, full, &err), NN_OK);
+    ck_assert_int_eq(ops->forward(big, &X3.matrix, s3, &err), NN_OK);
+    gsl_matrix_view full3 = gsl_matrix_submatrix(full, 0, 0, 3, 4);
+    ck_assert_double_lt(max_abs_diff(s3, &full3.matrix), 1e-12);
+    ck_assert_int_eq(nn_softmax_xent(s3, y, s3, &loss, &hits), NN_OK);
+    ck_assert_int_eq(ops->backward(big, &X3.matrix, s3, &err), NN_OK);
+
+    ck_assert_int_eq(ops->forward(small, &X3.matrix, t3, &err), NN_OK);
+    ck_assert_int_eq(nn_softmax_xent(t3, y, t3, &loss, &hits), NN_OK);
+    ck_assert_int_eq(ops->backward(small, &X3.matrix, t3, &err), NN_OK);
+    for (size_t i = 0; i < nb; i++)
+      ck_assert_double_lt(max_abs_diff(pb[i].grad, ps[i].grad), 1e-12);
+
+    /* More rows than max_batch is refused. */
+    ck_assert_int_eq(ops->forward(small, X, full, &err), NN_EINVAL);
+    ck_assert(strstr(err.msg, "8 rows") != NULL);
+
+    gsl_matrix_free(X);
+    gsl_matrix_free(full);
+    gsl_matrix_free(s3);
+    gsl_matrix_free(t3);
+    gsl_rng_free(r);
+    ops->destroy(big);
+    ops->destroy(small);
+    unload(&l);
+  }
+}
+END_TEST
+
+START_TEST(test_shape_errors) {
+  for (size_t k = 0; k < 2; k++) {
+    loaded l = load(MODELS[k]);
+    const nn_model_ops *ops = l.desc->model;
+    void *m = model_new(&l, model_opts(MODELS[k]), 784, 10, 4, 1);
+    gsl_matrix *X = mat_alloc(4, 780), *Xok = mat_alloc(4, 784);
+    gsl_matrix *s = mat_alloc(4, 10), *s9 = mat_alloc(4, 9),
+               *s3 = mat_alloc(3, 10);
+    nn_error err = {0, ""};
+
+    /* backward with no forward before it */
+    ck_assert_int_eq(ops->backward(m, Xok, s, &err), NN_EINVAL);
+
+    err.msg[0] = '\0';
+    ck_assert_int_eq(ops->forward(m, X, s, &err), NN_EINVAL);
+    ck_assert_int_eq(err.code, NN_EINVAL);
+    ck_assert_msg(strstr(err.msg, "780") && strstr(err.msg, "784"),
+                  "unhelpful message: %s", err.msg);
+    ck_assert_int_eq(ops->forward(m, Xok, s9, &err), NN_EINVAL);
+    ck_assert_int_eq(ops->forward(m, Xok, s3, &err), NN_EINVAL);
+    ck_assert_int_eq(ops->forward(m, NULL, s, &err), NN_EINVAL);
+
+    ck_assert_int_eq(ops->forward(m, Xok, s, &err), NN_OK);
+    ck_assert_int_eq(ops->backward(m, X, s, &err), NN_EINVAL);
+    ck_assert_int_eq(ops->backward(m, Xok, s9, &err), NN_EINVAL);
+    ck_assert_int_eq(ops->backward(m, Xok, s, &err), NN_OK);
+
+    /* Invalid sizes at create time leave *out NULL. */
+    gsl_rng *r = rng_seeded(1);
+    void *bad = (void *)&err;
+    ck_assert_int_eq(ops->create(model_opts(MODELS[k]), 0, 10, 4, r, &bad,
+                                 &err),
+                     NN_EINVAL);
+    ck_assert_ptr_null(bad);
+    ck_assert_int_eq(ops->create(model_opts(MODELS[k]), 784, 0, 4, r, &bad,
+                                 &err),
+                     NN_EINVAL);
+    ck_assert_int_eq(ops->create(model_opts(MODELS[k]), 784, 10, 0, r, &bad,
+                                 &err),
+                     NN_EINVAL);
+    ck_assert_int_eq(ops->create(model_opts(MODELS[k]), 784, 10, 4, NULL,
+                                 &bad, &err),
+                     NN_EINVAL);
+    ck_assert_ptr_null(bad);
+    gsl_rng_free(r);
+
+    gsl_matrix_free(X);
+    gsl_matrix_free(Xok);
+    gsl_matrix_free(s);
+    gsl_matrix_free(s9);
+    gsl_matrix_free(s3);
+    ops->destroy(m);
+    unload(&l);
+  }
+}
+END_TEST
+
+START_TEST(test_twolayer_bad_hidden) {
+  loaded l = load("twolayer");
+  gsl_rng *r = rng_seeded(1);
+  void *m = NULL;
+  nn_error err = {0, ""};
+  static const nn_value zero[] = {{.i = 0}}, huge[] = {{.i = 2000000}};
+  ck_assert_int_eq(l.desc->model->create(zero, 4, 2, 2, r, &m, &err),
+                   NN_EINVAL);
+  ck_assert(strstr(err.msg, "hidden_size") != NULL);
+  ck_assert_int_eq(l.desc->model->create(huge, 4, 2, 2, r, &m, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_null(m);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_destroy_null) {
+  static const char *const all[] = {"softmax", "twolayer", "sgd"};
+  for (size_t k = 0; k < 3; k++) {
+    loaded l = load(all[k]);
+    if (l.desc->model)
+      l.desc->model->destroy(NULL);
+    else
+      l.desc->optim->destroy(NULL);
+    unload(&l);
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------------ sgd */
+
+/* Two parameters, a 3x4 weight and a 1x4 bias, with random values and
+ * grads; the matrices are owned by the fixture and freed by params_free. */
+static void params_make(nn_param p[2], gsl_rng *r) {
+  p[0] = (nn_param){"W", mat_gauss(3, 4, r, 1.0), mat_gauss(3, 4, r, 1.0),
+                    NN_PARAM_WEIGHT};
+  p[1] = (nn_param){"b", mat_gauss(1, 4, r, 1.0), mat_gauss(1, 4, r, 1.0),
+                    NN_PARAM_BIAS};
+}
+
+static void params_free(nn_param p[2]) {
+  for (size_t k = 0; k < 2; k++) {
+    gsl_matrix_free(p[k].value);
+    gsl_matrix_free(p[k].grad);
+  }
+}
+
+static void *sgd_new(const loaded *l, double lr, double reg, double mom,
+                     const nn_param *p, size_t n) {
+  const nn_value o[3] = {{.r = lr}, {.r = reg}, {.r = mom}};
+  void *s = NULL;
+  nn_error err = {0, ""};
+  int rc = l->desc->optim->create(o, p, n, &s, &err);
+  ck_assert_msg(rc == NN_OK, "sgd create: %s", err.msg);
+  return s;
+}
+
+START_TEST(test_sgd_one_step) {
+  loaded l = load("sgd");
+  gsl_rng *r = rng_seeded(9);
+  nn_param p[2];
+  params_make(p, r);
+  const double lr = 0.1, reg = 0.01;
+  gsl_matrix *w0 = mat_alloc(3, 4), *g0 = mat_alloc(3, 4);
+  gsl_matrix *b0 = mat_alloc(1, 4), *gb0 = mat_alloc(1, 4);
+  gsl_matrix_memcpy(w0, p[0].value);
+  gsl_matrix_memcpy(g0, p[0].grad);
+  gsl_matrix_memcpy(b0, p[1].value);
+  gsl_matrix_memcpy(gb0, p[1].grad);
+
+  void *s = sgd_new(&l, lr, reg, 0.0, p, 2);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(l.desc->optim->step(s, p, 2, &err), NN_OK);
+  for (size_t i = 0; i < 3; i++)
+    for (size_t j = 0; j < 4; j++) {
+      const double w = gsl_matrix_get(w0, i, j);
+      const double g = gsl_matrix_get(g0, i, j) + reg * w;
+      ck_assert(gsl_matrix_get(p[0].value, i, j) == w - lr * g);
+    }
+  /* The bias gets no L2 term. */
+  for (size_t j = 0; j < 4; j++)
+    ck_assert(gsl_matrix_get(p[1].value, 0, j) ==
+              gsl_matrix_get(b0, 0, j) - lr * gsl_matrix_get(gb0, 0, j));
+
+  l.desc->optim->destroy(s);
+  params_free(p);
+  gsl_matrix_free(w0);
+  gsl_matrix_free(g0);
+  gsl_matrix_free(b0);
+  gsl_matrix_free(gb0);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_sgd_reg_weights_only) {
+  /* Zero gradients: only the L2 term moves anything. */
+  loaded l = load("sgd");
+  gsl_rng *r = rng_seeded(10);
+  nn_param p[2];
+  params_make(p, r);
+  gsl_matrix_set_zero(p[0].grad);
+  gsl_matrix_set_zero(p[1].grad);
+  gsl_matrix *w0 = mat_alloc(3, 4), *b0 = mat_alloc(1, 4);
+  gsl_matrix_memcpy(w0, p[0].value);
+  gsl_matrix_memcpy(b0, p[1].value);
+  void *s = sgd_new(&l, 0.5, 0.1, 0.0, p, 2);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(l.desc->optim->step(s, p, 2, &err), NN_OK);
+  ck_assert(gsl_matrix_equal(p[1].value, b0));
+  for (size_t i = 0; i < 3; i++)
+    for (size_t j = 0; j < 4; j++) {
+      const double w = gsl_matrix_get(w0, i, j);
+      ck_assert(gsl_matrix_get(p[0].value, i, j) == w - 0.5 * (0.0 + 0.1 * w));
+    }
+  l.desc->optim->destroy(s);
+  params_free(p);
+  gsl_matrix_free(w0);
+  gsl_matrix_free(b0);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_sgd_momentum_two_steps) {
+  loaded l = load("sgd");
+  gsl_rng *r = rng_seeded(12);
+  nn_param p[2];
+  params_make(p, r);
+  const double lr = 0.05, reg = 0.001, mom = 0.9;
+  gsl_matrix *g2[2] = {mat_gauss(3, 4, r, 1.0), mat_gauss(1, 4, r, 1.0)};
+  /* Expected values, computed element-wise in the optimizer's order. */
+  gsl_matrix *want[2] = {mat_alloc(3, 4), mat_alloc(1, 4)};
+  for (size_t k = 0; k < 2; k++) {
+    const double rk = (p[k].flags & NN_PARAM_WEIGHT) ? reg : 0.0;
+    for (size_t i = 0; i < p[k].value->size1; i++)
+      for (size_t j = 0; j < p[k].value->size2; j++) {
+        const double w0 = gsl_matrix_get(p[k].value, i, j);
+        const double g1 = gsl_matrix_get(p[k].grad, i, j) + rk * w0;
+        const double v1 = mom * 0.0 + g1;
+        const double w1 = w0 - lr * v1;
+        const double g2p = gsl_matrix_get(g2[k], i, j) + rk * w1;
+        const double v2 = mom * v1 + g2p;
+        gsl_matrix_set(want[k], i, j, w1 - lr * v2);
+      }
+  }
+  void *s = sgd_new(&l, lr, reg, mom, p, 2);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(l.desc->optim->step(s, p, 2, &err), NN_OK);
+  gsl_matrix_memcpy(p[0].grad, g2[0]);
+  gsl_matrix_memcpy(p[1].grad, g2[1]);
+  ck_assert_int_eq(l.desc->optim->step(s, p, 2, &err), NN_OK);
+  for (size_t k = 0; k < 2; k++)
+    for (size_t i = 0; i < p[k].value->size1; i++)
+      for (size_t j = 0; j < p[k].value->size2; j++) {
+        const double got = gsl_matrix_get(p[k].value, i, j);
+        const double exp_ = gsl_matrix_get(want[k], i, j);
+        ck_assert_msg(fabs(got - exp_) <= 1e-15 * fmax(1.0, fabs(exp_)),
+                      "param %zu [%zu,%zu]: %.17g vs %.17g", k, i, j, got,
+                      exp_);
+      }
+  l.desc->optim->destroy(s);
+  params_free(p);
+  for (size_t k = 0; k < 2; k++) {
+    gsl_matrix_free(g2[k]);
+    gsl_matrix_free(want[k]);
+  }
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+START_TEST(test_sgd_errors) {
+  loaded l = load("sgd");
+  gsl_rng *r = rng_seeded(13);
+  nn_param p[2];
+  params_make(p, r);
+  const nn_optim_ops *ops = l.desc->optim;
+  nn_error err = {0, ""};
+  void *s = NULL;
+  const nn_value bad_lr[3] = {{.r = 0.0}, {.r = 0.0}, {.r = 0.0}};
+  const nn_value bad_reg[3] = {{.r = 0.1}, {.r = -1.0}, {.r = 0.0}};
+  const nn_value bad_mom[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 1.5}};
+  ck_assert_int_eq(ops->create(bad_lr, p, 2, &s, &err), NN_EINVAL);
+  ck_assert(strstr(err.msg, "learning_rate") != NULL);
+  ck_assert_int_eq(ops->create(bad_reg, p, 2, &s, &err), NN_EINVAL);
+  ck_assert_int_eq(ops->create(bad_mom, p, 2, &s, &err), NN_EINVAL);
+  ck_assert_int_eq(ops->create(NULL, p, 0, &s, &err), NN_EINVAL);
+  ck_assert_ptr_null(s);
+
+  s = sgd_new(&l, 0.1, 0.001, 0.5, p, 2);
+  /* Wrong count, or a parameter of another shape: refused, nothing moves. */
+  gsl_matrix *w0 = mat_alloc(3, 4);
+  gsl_matrix_memcpy(w0, p[0].value);
+  ck_assert_int_eq(ops->step(s, p, 1, &err), NN_EINVAL);
+  nn_param swapped[2] = {p[1], p[0]};
+  ck_assert_int_eq(ops->step(s, swapped, 2, &err), NN_EINVAL);
+  ck_assert(gsl_matrix_equal(p[0].value, w0));
+  ck_assert_int_eq(ops->step(s, p, 2, &err), NN_OK);
+  ops->destroy(s);
+
+  gsl_matrix_free(w0);
+  params_free(p);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+/* ------------------------------------------------------------ end to end */
+
+/* A few full steps (forward, loss, backward, SGD) on one batch must lower
+ * the loss: the pieces fit together. */
+START_TEST(test_training_lowers_loss) {
+  loaded opt = load("sgd");
+  for (size_t k = 0; k < 2; k++) {
+    loaded l = load(MODELS[k]);
+    const nn_model_ops *ops = l.desc->model;
+    void *m = model_new(&l, model_opts(MODELS[k]), 7, 4, 6, 21);
+    gsl_rng *r = rng_seeded(22);
+    size_t n;
+    nn_param *p = ops->params(m, &n);
+    for (size_t i = 0; i < n; i++)
+      if (p[i].flags & NN_PARAM_WEIGHT)
+        nn_fill_gaussian(p[i].value, r, 0.3);
+    gsl_matrix *X = mat_gauss(6, 7, r, 1.0), *s = mat_alloc(6, 4);
+    static const uint32_t y[] = {0, 1, 2, 3, 1, 2};
+    void *o = sgd_new(&opt, 0.5, 0.0, 0.5, p, n);
+    nn_error err = {0, ""};
+    double first = 0.0, loss = 0.0;
+    size_t hits;
+    for (int it = 0; it < 30; it++) {
+      ck_assert_int_eq(ops->forward(m, X, s, &err), NN_OK);
+      ck_assert_int_eq(nn_softmax_xent(s, y, s, &loss, &hits), NN_OK);
+      if (it == 0)
+        first = loss;
+      ck_assert_int_eq(ops->backward(m, X, s, &err), NN_OK);
+      ck_assert_int_eq(opt.desc->optim->step(o, p, n, &err), NN_OK);
+    }
+    ck_assert_msg(loss < 0.8 * first, "%s: loss %g -> %g", MODELS[k], first,
+                  loss);
+    opt.desc->optim->destroy(o);
+    ops->destroy(m);
+    gsl_matrix_free(X);
+    gsl_matrix_free(s);
+    gsl_rng_free(r);
+    unload(&l);
+  }
+  unload(&opt);
+}
+END_TEST
+
+static Suite *models_suite(void) {
+  Suite *s = suite_create("models");
+  TCase *tc = tcase_create("plugins");
+  tcase_add_test(tc, test_descriptors);
+  tcase_add_test(tc, test_option_tables);
+  tcase_add_test(tc, test_destroy_null);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("models");
+  tcase_add_test(tc, test_gradcheck_softmax);
+  tcase_add_test(tc, test_gradcheck_twolayer);
+  tcase_add_test(tc, test_gradcheck_rejects_bad_input);
+  tcase_add_test(tc, test_params_layout);
+  tcase_add_test(tc, test_init_distribution);
+  tcase_add_test(tc, test_same_seed_same_weights);
+  tcase_add_test(tc, test_forward_formula);
+  tcase_add_test(tc, test_small_last_batch);
+  tcase_add_test(tc, test_shape_errors);
+  tcase_add_test(tc, test_twolayer_bad_hidden);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("sgd");
+  tcase_add_test(tc, test_sgd_one_step);
+  tcase_add_test(tc, test_sgd_reg_weights_only);
+  tcase_add_test(tc, test_sgd_momentum_two_steps);
+  tcase_add_test(tc, test_sgd_errors);
+  tcase_add_test(tc, test_training_lowers_loss);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return test_run_suite(models_suite()); }
