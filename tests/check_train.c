@@ -59,13 +59,17 @@ static nn_trainer *train(fixture *f, size_t epochs, size_t batch, double lr,
   return t;
 }
 
-/* One epoch of the course's defaults except a batch of 16, so the 800
- * training examples give 50 steps. */
-static void one_epoch_learns(const char *model) {
+/* One epoch on the fixture's 2400 training examples.  softmax uses the
+ * course's defaults (batch 64, learning rate 0.1: 38 steps).  twolayer's
+ * sigmoid layer, started at 0.001 N(0,1), needs a few hundred steps before
+ * its hidden units differ, so it gets batch 8 and rate 0.5 (300 steps).
+ * Measured over seeds 1-10 these reach 0.49-0.75 (softmax) and 0.62-0.71
+ * (twolayer) validation accuracy. */
+static void one_epoch_learns(const char *model, size_t batch, double lr) {
   fixture f;
   fixture_open(&f, model);
   nn_epoch_metrics m[1];
-  nn_trainer *t = train(&f, 1, 16, 0.1, 1024, m);
+  nn_trainer *t = train(&f, 1, batch, lr, 1024, m);
   ck_assert_msg(m[0].val_accuracy > 0.3, "%s: val accuracy %.4f", model,
                 m[0].val_accuracy);
   ck_assert_msg(m[0].train_accuracy > 0.1, "%s: train accuracy %.4f", model,
@@ -79,10 +83,14 @@ static void one_epoch_learns(const char *model) {
   fixture_close(&f);
 }
 
-START_TEST(test_one_epoch_lifts_twolayer_above_0_3) { one_epoch_learns("twolayer"); }
+START_TEST(test_one_epoch_lifts_twolayer_above_0_3) {
+  one_epoch_learns("twolayer", 8, 0.5);
+}
 END_TEST
 
-START_TEST(test_one_epoch_lifts_softmax_above_0_3) { one_epoch_learns("softmax"); }
+START_TEST(test_one_epoch_lifts_softmax_above_0_3) {
+  one_epoch_learns("softmax", 64, 0.1);
+}
 END_TEST
 
 START_TEST(test_same_seed_bit_identical) {
@@ -125,8 +133,8 @@ START_TEST(test_best_epoch_is_restored) {
 END_TEST
 
 START_TEST(test_epoch_loss_is_mean_of_batch_losses) {
-  /* Evaluating in batches of 64 over 200 examples: 4 batches (64,64,64,8);
-   * the loss is their plain mean, as in the course. */
+  /* Evaluating in batches of 64 over 600 examples: 10 batches (nine of 64,
+   * one of 24); the loss is their plain mean, as in the course. */
   fixture f;
   fixture_open(&f, "softmax");
   nn_epoch_metrics m[1];
@@ -159,9 +167,9 @@ START_TEST(test_epoch_loss_is_mean_of_batch_losses) {
     sum += l;
     hits += h;
   }
-  ck_assert_uint_eq(batches, 4);
-  ck_assert_double_eq_tol(loss, sum / 4.0, 1e-12);
-  ck_assert(acc == (double)hits / 200.0);
+  ck_assert_uint_eq(batches, 10);
+  ck_assert_double_eq_tol(loss, sum / 10.0, 1e-12);
+  ck_assert(acc == (double)hits / 600.0);
   gsl_matrix_free(X);
   gsl_matrix_free(S);
   nn_trainer_free(t);

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Regenerate the MNIST test fixtures in this directory from the full MNIST
-# files: the first 1000 training and the first 200 test examples, as IDX and
-# as CSV.  Needs only head, tail, od, awk and gzip (no nnrun, no python), so
+# files: the first 3000 training and the first 200 test examples as IDX, and
+# the first 500 training and the 200 test examples as CSV (3000 IDX examples
+# let one epoch of the course's twolayer model learn something; 3000 CSV
+# lines would push the fixtures past 1 MB).  Needs only head, tail, od, awk and gzip (no nnrun, no python), so
 # the fixtures can be rebuilt before anything is compiled.
 #
 #   tests/data/make_fixtures.sh MNIST_DIR [OUT_DIR]
@@ -10,7 +12,8 @@
 # plain or .gz; OUT_DIR defaults to the directory of this script.
 set -euo pipefail
 
-NTRAIN=1000
+NTRAIN=3000
+NTRAIN_CSV=500
 NTEST=200
 DIM=784 # 28 x 28
 
@@ -49,9 +52,9 @@ be32() {
 # of an IDX file, with the count in its header rewritten.
 idx_subset() {
   local f=$tmp/$1 hdr=$2 per=$3 count=$4
-  head -c 4 "$f"           # magic
-  be32 "$count"            # new count
-  head -c "$hdr" "$f" | tail -c +9 # remaining dimensions (none for labels)
+  head -c 4 "$f"                   # magic
+  be32 "$count"                    # the new count
+  head -c "$hdr" "$f" | tail -c +9 # other dimensions (none for labels)
   head -c $((hdr + per * count)) "$f" | tail -c +$((hdr + 1))
 }
 
@@ -85,13 +88,17 @@ idx_subset train-images-idx3-ubyte 16 "$DIM" "$NTRAIN" >"$tmp/train-images"
 idx_subset train-labels-idx1-ubyte 8 1 "$NTRAIN" >"$tmp/train-labels"
 idx_subset t10k-images-idx3-ubyte 16 "$DIM" "$NTEST" >"$tmp/test-images"
 idx_subset t10k-labels-idx1-ubyte 8 1 "$NTEST" >"$tmp/test-labels"
+idx_subset train-images-idx3-ubyte 16 "$DIM" "$NTRAIN_CSV" >"$tmp/csv-images"
+idx_subset train-labels-idx1-ubyte 8 1 "$NTRAIN_CSV" >"$tmp/csv-labels"
 
 # -n: no name or time stamp in the gzip header, so reruns are byte-identical.
 gzip -9 -n -c "$tmp/train-images" >"$out/train-images-idx3-ubyte.gz"
 gzip -9 -n -c "$tmp/train-labels" >"$out/train-labels-idx1-ubyte.gz"
 cp "$tmp/test-images" "$out/t10k-images-idx3-ubyte"
 cp "$tmp/test-labels" "$out/t10k-labels-idx1-ubyte"
-csv "$tmp/train-images" "$tmp/train-labels" | gzip -9 -n >"$out/mnist_train.csv.gz"
-csv "$tmp/test-images" "$tmp/test-labels" | gzip -9 -n >"$out/mnist_test.csv.gz"
+csv "$tmp/csv-images" "$tmp/csv-labels" |
+  gzip -9 -n >"$out/mnist_train.csv.gz"
+csv "$tmp/test-images" "$tmp/test-labels" |
+  gzip -9 -n >"$out/mnist_test.csv.gz"
 
 du -ch "$out"/train-*-ubyte.gz "$out"/t10k-*-ubyte "$out"/mnist_*.csv.gz
