@@ -24,6 +24,7 @@
 #include <nn/data.h>
 
 #include "atomic_file.h"
+#include "gzio.h"
 
 #define CSV_BLOCK ((size_t)1 << 20)      /* bytes per gzread */
 #define CSV_GZ_BUFFER (256u * 1024u)     /* zlib's input buffer */
@@ -260,15 +261,6 @@ static int csv_parse_block(csv_parser *p, const unsigned char *s,
   return NN_OK;
 }
 
-/* zlib's message without the "path: " it puts in front of it. */
-static const char *csv_zlib_reason(const char *zmsg, const char *path) {
-  size_t len = strlen(path);
-  if (strncmp(zmsg, path, len) == 0 && zmsg[len] == ':' &&
-      zmsg[len + 1] == ' ')
-    return zmsg + len + 2;
-  return zmsg;
-}
-
 /* Read the whole of f (opened on p->path) through the parser. */
 static int csv_parse_file(csv_parser *p, gzFile f, unsigned char *block) {
   int rc;
@@ -283,7 +275,7 @@ static int csv_parse_file(csv_parser *p, gzFile f, unsigned char *block) {
       if (zerr == Z_MEM_ERROR) return csv_oom(p);
       return nn_error_set(p->err, NN_EFORMAT,
                           "%s:%zu: corrupt gzip data: %s", p->path, p->line,
-                          csv_zlib_reason(zmsg, p->path));
+                          nn__gz_reason(zmsg, p->path));
     }
     if (r == 0) break;
     if ((rc = csv_parse_block(p, block, block + r))) return rc;
@@ -311,24 +303,15 @@ int nn_dataset_load_csv(nn_dataset *ds, const char *path, nn_error *err) {
   memset(ds, 0, sizeof *ds);
   if (!path) return nn_error_set(err, NN_EINVAL, "missing CSV file name");
 
-  errno = 0;
-  gzFile f = gzopen(path, "rb");
-  if (!f) {
-    int e = errno;
-    if (e == 0) /* zlib sets no errno only when its own malloc failed */
-      return nn_error_set(err, NN_ENOMEM, "%s: cannot allocate zlib state",
-                          path);
-    return nn_error_set(err, e == ENOENT ? NN_ENOTFOUND : NN_EIO,
-                        "cannot open %s: %s", path, strerror(e));
-  }
-  (void)gzbuffer(f, CSV_GZ_BUFFER); /* a hint; the default works too */
+  gzFile f;
+  int rc = nn__gz_open(&f, path, CSV_GZ_BUFFER, err);
+  if (rc) return rc;
 
   csv_parser p;
   memset(&p, 0, sizeof p);
   p.path = path;
   p.err = err;
   p.line = 1;
-  int rc;
   unsigned char *block = malloc(CSV_BLOCK);
   if (!block)
     rc = csv_oom(&p);

@@ -28,6 +28,8 @@
 
 #include <nn/data.h>
 
+#include "gzio.h"
+
 #define IDX_TYPE_UBYTE 0x08u
 /* zlib reads 8 KiB per read() by default; a bigger buffer means fewer system
  * calls for plain files and bigger inflate steps for compressed ones. */
@@ -43,33 +45,12 @@ typedef struct idx_file {
 
 static int idx_open(idx_file *x, const char *path, nn_error *err) {
   x->path = path;
-  errno = 0;
-  x->f = gzopen(path, "rb");
-  if (!x->f) {
-    int e = errno;
-    if (e == 0) /* zlib sets no errno only when its own malloc failed */
-      return nn_error_set(err, NN_ENOMEM, "%s: cannot allocate zlib state",
-                          path);
-    return nn_error_set(err, e == ENOENT ? NN_ENOTFOUND : NN_EIO,
-                        "cannot open %s: %s", path, strerror(e));
-  }
-  /* Only a hint: a failure leaves zlib's default buffer, which still works. */
-  (void)gzbuffer(x->f, IDX_GZ_BUFFER);
-  return NN_OK;
+  return nn__gz_open(&x->f, path, IDX_GZ_BUFFER, err);
 }
 
 static void idx_close(idx_file *x) {
   if (x->f) gzclose(x->f);
   x->f = NULL;
-}
-
-/* zlib's message without the "path: " it puts in front of it. */
-static const char *idx_zlib_reason(const char *zmsg, const char *path) {
-  size_t len = strlen(path);
-  if (strncmp(zmsg, path, len) == 0 && zmsg[len] == ':' &&
-      zmsg[len + 1] == ' ')
-    return zmsg + len + 2;
-  return zmsg;
 }
 
 /* Read up to len bytes into buf; *got is how many arrived before end of
@@ -92,7 +73,7 @@ static int idx_read(idx_file *x, void *buf, size_t len, size_t *got,
         return nn_error_set(err, NN_ENOMEM, "%s: out of memory in zlib",
                             x->path);
       return nn_error_set(err, NN_EFORMAT, "%s: corrupt gzip data: %s",
-                          x->path, idx_zlib_reason(zmsg, x->path));
+                          x->path, nn__gz_reason(zmsg, x->path));
     }
     if (r == 0) break;
     done += (size_t)r;

@@ -1,0 +1,18 @@
+/* Private: opening data files through zlib (plain or gzip, transparently)
+ * with the error reporting both data readers share. */
+#ifndef NN_GZIO_H
+#define NN_GZIO_H
+
+#include <zlib.h>
+
+#include <nn/plugin.h>
+
+/* gzopen(path, "rb") with a read buffer of buffer_size bytes (a hint).
+ * Missing file -> NN_ENOTFOUND, other open failures -> NN_EIO, zlib's own
+ * allocation failure -> NN_ENOMEM; the message names the file. */
+int nn__gz_open(gzFile *out, const char *path, unsigned buffer_size,
+                nn_error *err);
+/* zlib's message for path without the "path: " zlib puts in front. */
+const char *nn__gz_reason(const char *zmsg, const char *path);
+
+#endif
