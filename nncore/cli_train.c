@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nn/nn.h>
 
@@ -158,10 +159,13 @@ int cli_train(const cli_options *opt) {
     /* A data directory that does not exist is the config's mistake. */
     const char *where;
     nn_config_get(cfg, "data", "dir", &where);
-    char msg[sizeof err.msg];
+    char msg[sizeof err.msg], cwd[1024] = "";
     snprintf(msg, sizeof msg, "%s", err.msg);
-    nn_error_set(&err, rc, "%s: [data] dir = %s: %s", where, data_v[DATA_DIR].s,
-                 msg);
+    /* Relative paths resolve against the current directory: say which. */
+    if (data_v[DATA_DIR].s[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
+    nn_error_set(&err, rc, "%s: [data] dir = %s%s%s%s: %s", where,
+                 data_v[DATA_DIR].s, cwd[0] ? " (in " : "", cwd,
+                 cwd[0] ? ")" : "", msg);
     status = rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
     goto done;
   }
