@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nn/nn.h>
 
 #include "cli.h"
 #include "run_dir.h"
+#include "run_summary.h"
 
 /* The core's own sections.  Plugins declare [model] / [optimizer] keys. */
 static const nn_option data_options[] = {
@@ -27,8 +29,10 @@ static const nn_option train_options[] = {
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 1e6},
     {"seed", NN_OPT_INT, "1024", "seeds weight init and shuffling",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 4294967295.0},
+    {"shuffle", NN_OPT_BOOL, "true", "reshuffle training batches every epoch",
+     0, 0, 0},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
-enum { TRAIN_EPOCHS, TRAIN_BATCH_SIZE, TRAIN_SEED, N_TRAIN };
+enum { TRAIN_EPOCHS, TRAIN_BATCH_SIZE, TRAIN_SEED, TRAIN_SHUFFLE, N_TRAIN };
 
 static const char *const sections[] = {"data", "train", "model", "optimizer",
                                        NULL};
@@ -39,6 +43,9 @@ static const char *const type_key[] = {"type", NULL};
 
 typedef struct run_state {
   const cli_options *opt;
+  int live;                  /* stderr is a terminal: draw a progress line */
+  double epoch_start;        /* for the progress line's elapsed / ETA */
+  double last_draw;
   char out_dir[4096];
   char metrics_path[4200];
   nn_epoch_metrics *metrics; /* owned: one entry per epoch */
@@ -98,10 +105,38 @@ static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
   return EXIT_OK;
 }
 
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The live progress line: bar, batches, running loss and accuracy, elapsed
+ * and ETA.  Redrawn at most 10 times a second so it costs nothing. */
+static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
+                     double loss, double accuracy) {
+  run_state *st = user;
+  double now = now_seconds();
+  if (batch == 1) st->epoch_start = now;
+  if (batch != n_batches && now - st->last_draw < 0.1) return;
+  st->last_draw = now;
+  double elapsed = now - st->epoch_start;
+  double eta = batch ? elapsed * (double)(n_batches - batch) / (double)batch : 0;
+  enum { WIDTH = 24 };
+  char bar[WIDTH + 1];
+  size_t filled = n_batches ? batch * WIDTH / n_batches : 0;
+  for (size_t i = 0; i < WIDTH; i++) bar[i] = i < filled ? '#' : '-';
+  bar[WIDTH] = '\0';
+  fprintf(stderr, "\r\033[Kepoch %3zu [%s] %zu/%zu  loss %.4f acc %.4f  %.1fs eta %.1fs",
+          epoch, bar, batch, n_batches, loss, accuracy, elapsed, eta);
+  fflush(stderr);
+}
+
 static int on_epoch(void *user, const nn_epoch_metrics *m) {
   run_state *st = user;
   st->metrics[m->epoch] = *m;
   st->n_epochs_done = m->epoch + 1;
+  if (st->live) fputs("\r\033[K", stderr); /* the epoch line replaces the bar */
   if (st->opt->verbosity > 0)
     fprintf(stderr,
             "epoch %3zu  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
@@ -153,8 +188,10 @@ int cli_train(const cli_options *opt) {
       (status = load_slot(cfg, "optimizer", NN_KIND_OPTIMIZER, &optim, &err)))
     goto done;
 
+  double t_start = now_seconds();
   int rc = nn_mnist_load(data_v[DATA_DIR].s, data_v[DATA_FORMAT].s, &all, &test,
                          &err);
+  double load_seconds = now_seconds() - t_start;
   if (rc) {
     /* A data directory that does not exist is the config's mistake. */
     const char *where;
@@ -175,7 +212,7 @@ int cli_train(const cli_options *opt) {
   nn_train_opts topts = {.epochs = (size_t)train_v[TRAIN_EPOCHS].i,
                          .batch_size = (size_t)train_v[TRAIN_BATCH_SIZE].i,
                          .seed = (uint64_t)train_v[TRAIN_SEED].i,
-                         .shuffle = 1};
+                         .shuffle = train_v[TRAIN_SHUFFLE].b};
   rc = nn_trainer_create(&trainer, nn_loaded_desc(model.loaded), model.values,
                          nn_loaded_desc(optim.loaded), optim.values, all.dim, 10,
                          &topts, &err);
@@ -211,6 +248,8 @@ int cli_train(const cli_options *opt) {
             nn_loaded_path(model.loaded), nn_loaded_path(optim.loaded),
             nn_cblas_name(), (unsigned long long)topts.seed);
 
+  st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);
+  if (st.live) nn_trainer_on_batch(trainer, on_batch, &st);
   rc = nn_trainer_run(trainer, &train, &val, on_epoch, &st, NULL, NULL, &err);
   if (st.write_failed) err = st.write_err;
   if (rc || st.write_failed) {
@@ -220,6 +259,27 @@ int cli_train(const cli_options *opt) {
   long best = nn_trainer_restore_best(trainer);
   double loss, acc;
   if (nn_trainer_evaluate(trainer, &test, &loss, &acc, &err)) {
+    status = EXIT_RUNTIME;
+    goto done;
+  }
+  run_section secs[] = {
+      {"data", NULL, data_options, data_v},
+      {"train", NULL, train_options, train_v},
+      {"model", nn_loaded_desc(model.loaded)->name,
+       nn_loaded_desc(model.loaded)->options, model.values},
+      {"optimizer", nn_loaded_desc(optim.loaded)->name,
+       nn_loaded_desc(optim.loaded)->options, optim.values}};
+  run_summary sum = {
+      .config_path = nn_config_path(cfg), .sections = secs, .n_sections = 4,
+      .model = nn_loaded_desc(model.loaded), .optim = nn_loaded_desc(optim.loaded),
+      .model_file = nn_loaded_path(model.loaded),
+      .optim_file = nn_loaded_path(optim.loaded), .seed = topts.seed,
+      .metrics = st.metrics, .n_epochs = st.n_epochs_done, .best_epoch = best,
+      .test_loss = loss, .test_accuracy = acc, .load_seconds = load_seconds,
+      .total_seconds = now_seconds() - t_start};
+  char path[4200];
+  snprintf(path, sizeof path, "%s/summary.json", st.out_dir);
+  if (run_summary_write(path, &sum, &err)) {
     status = EXIT_RUNTIME;
     goto done;
   }

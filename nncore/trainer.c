@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,10 @@ struct nn_trainer {
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   uint32_t *labels;            /* owned: batch_size labels */
   size_t *eval_idx;            /* owned: batch_size indices for evaluation */
+  nn_param *best_params;       /* owned array naming t->best (grad NULL) */
+  size_t start_epoch;          /* first epoch of the next run */
+  nn_batch_fn on_batch;        /* optional progress callback */
+  void *on_batch_user;
 };
 
 static double now_seconds(void) {
@@ -56,6 +61,7 @@ void nn_trainer_free(nn_trainer *t) {
   if (t->scores) gsl_matrix_free(t->scores);
   free(t->labels);
   free(t->eval_idx);
+  free(t->best_params);
   free(t);
 }
 
@@ -105,16 +111,21 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     return rc;
   }
   t->best = calloc(t->n_params ? t->n_params : 1, sizeof *t->best);
+  t->best_params = calloc(t->n_params ? t->n_params : 1, sizeof *t->best_params);
   for (size_t i = 0; t->best && i < t->n_params; i++) {
     const gsl_matrix *v = t->params[i].value;
     t->best[i] = gsl_matrix_alloc(v->size1, v->size2);
     if (!t->best[i]) break;
     gsl_matrix_memcpy(t->best[i], v);
   }
-  if (!t->best || (t->n_params && !t->best[t->n_params - 1])) {
+  if (!t->best || !t->best_params ||
+      (t->n_params && !t->best[t->n_params - 1])) {
     nn_trainer_free(t);
     return nn_error_set(err, NN_ENOMEM, "out of memory for the best-model copy");
   }
+  for (size_t i = 0; i < t->n_params; i++)
+    t->best_params[i] = (nn_param){t->params[i].name, t->best[i], NULL,
+                                   t->params[i].flags};
   *out = t;
   return NN_OK;
 }
@@ -177,8 +188,9 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
 }
 
 /* One training epoch over ds in the order given. */
-static int train_epoch(nn_trainer *t, const nn_dataset *ds, const size_t *order,
-                       double *loss, double *accuracy, nn_error *err) {
+static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
+                       const size_t *order, double *loss, double *accuracy,
+                       nn_error *err) {
   const nn_model_ops *m = t->model_desc->model;
   const nn_optim_ops *o = t->optim_desc->optim;
   const size_t bs = t->opts.batch_size;
@@ -201,6 +213,10 @@ static int train_epoch(nn_trainer *t, const nn_dataset *ds, const size_t *order,
     if ((rc = o->step(t->optim, t->params, t->n_params, err))) return rc;
     loss_sum += batch_loss;
     hits += batch_hits;
+    if (t->on_batch)
+      t->on_batch(t->on_batch_user, epoch, batches + 1, (ds->n + bs - 1) / bs,
+                  loss_sum / (double)(batches + 1),
+                  (double)hits / (double)(start + count));
   }
   *loss = loss_sum / (double)batches;
   *accuracy = (double)hits / (double)ds->n;
@@ -217,7 +233,7 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     return rc;
   size_t *order = malloc(train->n * sizeof *order);
   if (!order) return nn_error_set(err, NN_ENOMEM, "out of memory");
-  for (size_t e = 0; e < t->opts.epochs; e++) {
+  for (size_t e = t->start_epoch; e < t->opts.epochs; e++) {
     nn_epoch_metrics m = {.epoch = e};
     /* A fresh permutation of the identity each epoch, so an epoch's order
      * depends only on the RNG state at its start. */
@@ -225,7 +241,7 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     if (t->opts.shuffle)
       gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
     double t0 = now_seconds();
-    rc = train_epoch(t, train, order, &m.train_loss, &m.train_accuracy, err);
+    rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy, err);
     m.train_seconds = now_seconds() - t0;
     if (rc) break;
     t0 = now_seconds();
@@ -239,7 +255,7 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
         gsl_matrix_memcpy(t->best[i], t->params[i].value);
     }
     if (metrics) metrics[e] = m;
-    if (n_run) *n_run = e + 1;
+    if (n_run) *n_run = e + 1 - t->start_epoch;
     if (on_epoch && on_epoch(user, &m)) break;
   }
   free(order);
@@ -252,3 +268,46 @@ long nn_trainer_restore_best(nn_trainer *t) {
     gsl_matrix_memcpy(t->params[i].value, t->best[i]);
   return t->best_epoch;
 }
+
+void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user) {
+  t->on_batch = fn;
+  t->on_batch_user = user;
+}
+
+nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
+  const nn_optim_ops *o = t->optim_desc->optim;
+  *n = 0;
+  /* `state` arrived in ABI 1.1: read it only if the plugin's table has it. */
+  if (o->size < offsetof(nn_optim_ops, state) + sizeof o->state || !o->state)
+    return NULL;
+  return o->state(t->optim, n);
+}
+
+nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,
+                          double *val_accuracy) {
+  *n = t->n_params;
+  if (epoch) *epoch = t->best_epoch;
+  if (val_accuracy) *val_accuracy = t->best_val_accuracy;
+  return t->best_params;
+}
+
+void nn_trainer_set_best(nn_trainer *t, long epoch, double val_accuracy) {
+  t->best_epoch = epoch;
+  t->best_val_accuracy = val_accuracy;
+}
+
+void nn_trainer_rng_state(const nn_trainer *t, void *buf, size_t *size) {
+  *size = gsl_rng_size(t->rng);
+  if (buf) memcpy(buf, gsl_rng_state(t->rng), *size);
+}
+
+int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
+                             nn_error *err) {
+  if (size != gsl_rng_size(t->rng))
+    return nn_error_set(err, NN_EINVAL, "RNG state has %zu bytes, expected %zu",
+                        size, gsl_rng_size(t->rng));
+  memcpy(gsl_rng_state(t->rng), buf, size);
+  return NN_OK;
+}
+
+void nn_trainer_start_at(nn_trainer *t, size_t epoch) { t->start_epoch = epoch; }

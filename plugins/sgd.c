@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <nn/math.h>
@@ -25,7 +26,10 @@ typedef struct sgd_slot {
 typedef struct sgd_state {
   double lr, reg, momentum;
   size_t n;
-  sgd_slot *slots; /* owned, n entries */
+  sgd_slot *slots;  /* owned, n entries */
+  nn_param *state;  /* owned array; matrices are the slots' v (with momentum) */
+  size_t n_state;
+  char (*state_names)[72]; /* owned: "momentum.<param name>" */
 } sgd_state;
 
 static const nn_option sgd_options[] = {
@@ -47,6 +51,8 @@ static void sgd_destroy(void *self) {
     for (size_t k = 0; k < s->n; k++)
       gsl_matrix_free(s->slots[k].v);
   free(s->slots);
+  free(s->state);
+  free(s->state_names);
   free(s);
 }
 
@@ -110,8 +116,30 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
       }
     }
   }
+  /* With momentum the velocities are the state a resumed run needs. */
+  if (mom != 0.0) {
+    s->state = calloc(n, sizeof *s->state);
+    s->state_names = calloc(n, sizeof *s->state_names);
+    if (!s->state || !s->state_names) {
+      sgd_destroy(s);
+      return nn_error_set(err, NN_ENOMEM, "sgd: out of memory");
+    }
+    for (size_t k = 0; k < n; k++) {
+      snprintf(s->state_names[k], sizeof s->state_names[k], "momentum.%s",
+               params[k].name ? params[k].name : "?");
+      s->state[k].name = s->state_names[k];
+      s->state[k].value = s->slots[k].v;
+    }
+    s->n_state = n;
+  }
   *out = s;
   return NN_OK;
+}
+
+static nn_param *sgd_state_of(void *self, size_t *n) {
+  sgd_state *s = self;
+  *n = s->n_state;
+  return s->state;
 }
 
 static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
@@ -166,6 +194,7 @@ static const nn_optim_ops sgd_ops = {
     sgd_create,
     sgd_destroy,
     sgd_step,
+    sgd_state_of,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",

@@ -15,6 +15,9 @@
  *   1.0  first version: descriptor, option table, model ops
  *        (create/destroy/params/forward/backward), optimizer ops
  *        (create/destroy/step).
+ *   1.1  nn_optim_ops.state: an optimizer's state (momentum buffers) as named
+ *        matrices, so checkpoints can save it and a resumed run continues
+ *        bit for bit.  Optional: 1.0 optimizers (and NULL) have no state.
  *
  * Ownership, in one place:
  *   - The descriptor, option table, ops tables and every string in them live
@@ -50,7 +53,7 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 1u
-#define NN_ABI_MINOR 0u
+#define NN_ABI_MINOR 1u
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 /* Plugin kinds (carried as uint32_t in the descriptor). */
@@ -179,6 +182,12 @@ typedef struct nn_optim_ops {
   void (*destroy)(void *self); /* NULL-safe */
   /* Update every parameter's value from its grad (grad may be modified). */
   int (*step)(void *self, nn_param *params, size_t n, nn_error *err);
+  /* ABI 1.1, optional (read only when `size` covers it and non-NULL): the
+   * optimizer's state as named matrices (only `name` and `value` are used),
+   * owned by the optimizer and stable until destroy().  The core saves them
+   * in checkpoints and writes them back in place to resume a run; names
+   * must be unique and differ from the model's parameter names. */
+  nn_param *(*state)(void *self, size_t *n);
 } nn_optim_ops;
 
 /* The exported descriptor.  Never reorder; append only, bumping the minor. */

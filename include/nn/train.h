@@ -59,6 +59,32 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
 /* The model instance and its parameters (owned by the trainer). */
 nn_param *nn_trainer_params(nn_trainer *t, size_t *n);
 
+/* Progress: called after every batch of training with the epoch, batches
+ * done and in all, and the epoch's running mean loss and accuracy.  Meant
+ * for displays; it must not touch the trainer. */
+typedef void (*nn_batch_fn)(void *user, size_t epoch, size_t batch,
+                            size_t n_batches, double loss, double accuracy);
+void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user);
+
+/* ---- Checkpoints and resuming (all state lives in the trainer). ---- */
+/* The optimizer's state matrices (ABI 1.1 `state` op; n = 0 without). */
+nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n);
+/* The parameter values of the best epoch so far, named like the model's
+ * (grad is NULL), and that epoch (-1 if none) and its validation accuracy.
+ * Writing into the returned values and calling nn_trainer_set_best restores
+ * a saved best model. */
+nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,
+                          double *val_accuracy);
+void nn_trainer_set_best(nn_trainer *t, long epoch, double val_accuracy);
+/* The RNG's state as bytes: *size receives its length; buf (may be NULL)
+ * receives a copy when non-NULL. */
+void nn_trainer_rng_state(const nn_trainer *t, void *buf, size_t *size);
+int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
+                             nn_error *err);
+/* The next nn_trainer_run starts at this epoch (default 0) and runs up to
+ * opts->epochs; metrics[] is still indexed by epoch. */
+void nn_trainer_start_at(nn_trainer *t, size_t epoch);
+
 /* Write metrics as CSV (header epoch,train_loss,train_accuracy,val_loss,
  * val_accuracy,train_seconds) atomically: temp file, fsync, rename. */
 int nn_metrics_write_csv(const char *path, const nn_epoch_metrics *m,

@@ -1,0 +1,33 @@
+/* Private to the CLI: DIR/summary.json, everything about a finished run in
+ * one machine-readable file (written with jansson, atomically). */
+#ifndef NN_RUN_SUMMARY_H
+#define NN_RUN_SUMMARY_H
+
+#include <nn/nn.h>
+
+/* One config section as resolved: its option table and values, plus the
+ * plugin type for [model] / [optimizer] (NULL otherwise). */
+typedef struct run_section {
+  const char *name;
+  const char *type;
+  const nn_option *table;
+  const nn_value *values;
+} run_section;
+
+typedef struct run_summary {
+  const char *config_path;
+  const run_section *sections;
+  size_t n_sections;
+  const nn_plugin *model, *optim; /* descriptors, for name and version */
+  const char *model_file, *optim_file;
+  uint64_t seed;
+  const nn_epoch_metrics *metrics; /* epochs 0..n_epochs-1 */
+  size_t n_epochs;
+  long best_epoch;
+  double test_loss, test_accuracy;
+  double load_seconds, total_seconds;
+} run_summary;
+
+int run_summary_write(const char *path, const run_summary *s, nn_error *err);
+
+#endif
