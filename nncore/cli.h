@@ -15,14 +15,25 @@ enum {
 
 typedef struct cli_options {
   const char *config;     /* -c FILE */
-  const char **sets;      /* --set SECTION.KEY=VALUE, in order (argv-owned) */
+  const char **sets;      /* --set SECTION.KEY=VALUE, in order (borrowed) */
   size_t n_sets;
+  const char **sweeps;    /* --sweep SECTION.KEY=V1,V2,... (borrowed) */
+  size_t n_sweeps;
+  size_t jobs;            /* -j N: sweep runs at a time */
   const char *output_dir; /* -o DIR, or NULL for runs/<name>-<N> */
+  const char *resume_dir; /* --resume DIR */
+  const char *weights;    /* eval --weights FILE */
   int verbosity;          /* 0 quiet, 1 normal, 2 verbose */
+  int single_run;         /* ignore [sweep]: one run of a sweep */
 } cli_options;
 
-/* nnrun -c FILE: train, validate, test.  Returns an exit status. */
+/* nnrun -c FILE: train, validate, test (or a sweep of such runs).  Returns
+ * an exit status. */
 int cli_train(const cli_options *opt);
+/* nnrun eval -c FILE --weights W: test-set loss and accuracy of W. */
+int cli_eval(const cli_options *opt);
+/* Runs of a sweep ([sweep] section or --sweep); called by cli_train. */
+int cli_sweep(const cli_options *opt);
 /* nnrun --list-plugins: name, kind, version, file (and options with -v). */
 int cli_list_plugins(int verbosity);
 /* nnrun export-csv DIR: write MNIST's IDX files in DIR as the course's CSVs. */

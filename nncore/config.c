@@ -257,6 +257,18 @@ const char *nn_config_get(const nn_config *cfg, const char *section,
   return e ? e->value : NULL;
 }
 
+const char *nn_config_key_at(const nn_config *cfg, const char *section,
+                             size_t i, const char **value, const char **where) {
+  for (size_t k = 0; k < cfg->n; k++) {
+    const entry *e = &cfg->entries[k];
+    if (strcmp(e->section, section) || i--) continue;
+    if (value) *value = e->value;
+    if (where) *where = e->where;
+    return e->key;
+  }
+  return NULL;
+}
+
 static int in_list(const char *s, const char *const *list) {
   for (; list && *list; list++)
     if (!strcmp(s, *list)) return 1;

@@ -17,6 +17,9 @@
 static void usage(FILE *out) {
   fprintf(out,
           "Usage: nnrun -c FILE [--set SECTION.KEY=VALUE]... [-o DIR] [-q|-v]\n"
+          "       nnrun -c FILE --resume DIR\n"
+          "       nnrun -c FILE --sweep SECTION.KEY=V1,V2,... [-j N] [-o DIR]\n"
+          "       nnrun eval -c FILE --weights FILE.safetensors\n"
           "       nnrun --list-plugins [-v]\n"
           "       nnrun export-csv DATA_DIR\n"
           "\n"
@@ -29,6 +32,12 @@ static void usage(FILE *out) {
           "                           like the file, e.g. --set optimizer.reg=0.01\n"
           "  -o, --output DIR         output directory (default: a new\n"
           "                           runs/<config name>-<N> per run)\n"
+          "      --resume DIR         continue the interrupted run in DIR from its\n"
+          "                           last checkpoint (bit-identical results)\n"
+          "      --sweep SEC.KEY=V1,V2,...  train once per value (repeatable: the\n"
+          "                           Cartesian product); adds to [sweep]\n"
+          "  -j, --jobs N             sweep runs at a time (default 1)\n"
+          "      --weights FILE       eval: the safetensors weights to test\n"
           "  -q, --quiet              no progress lines on stderr\n"
           "  -v, --verbose            more detail (plugin files, CBLAS, options)\n"
           "      --list-plugins       list plugins: name, kind, version, file\n"
@@ -38,9 +47,14 @@ static void usage(FILE *out) {
           "  export-csv DATA_DIR      write DATA_DIR/mnist_train.csv and\n"
           "                           mnist_test.csv from the IDX files there\n"
           "\n"
-          "Outputs: one line per epoch on stderr; DIR/metrics.csv (epoch,\n"
-          "train_loss,train_accuracy,val_loss,val_accuracy,train_seconds); last\n"
-          "line on stdout: test loss=<L> accuracy=<A> best_epoch=<E>.\n"
+          "  eval                     test-set loss and accuracy of --weights\n"
+          "\n"
+          "Outputs: one line per epoch on stderr (a live progress bar on a\n"
+          "terminal); in DIR: metrics.csv (epoch,train_loss,train_accuracy,\n"
+          "val_loss,val_accuracy,train_seconds), best.safetensors,\n"
+          "last.safetensors, summary.json, curves.png, curves.svg; a sweep adds\n"
+          "sweep.csv, report.md and comparison charts.  Last line on stdout:\n"
+          "test loss=<L> accuracy=<A> best_epoch=<E>.\n"
           "\n"
           "Plugins are looked up as <dir>/<name>.so in $NN_PLUGIN_PATH\n"
           "(colon-separated), then in %s.\n"
@@ -50,12 +64,20 @@ static void usage(FILE *out) {
           nn_plugin_dir());
 }
 
+/* Release what main allocated for the options. */
+static void free_options(cli_options *opt) {
+  free(opt->sets);
+  free(opt->sweeps);
+  opt->sets = NULL;
+  opt->sweeps = NULL;
+}
+
 int main(int argc, char **argv) {
   /* GSL's default handler aborts the process; the library checks every
    * return code instead. */
   gsl_set_error_handler_off();
 
-  enum { OPT_LIST = 1000 };
+  enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS };
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
       {"set", required_argument, NULL, 's'},
@@ -65,41 +87,72 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {"list-plugins", no_argument, NULL, OPT_LIST},
+      {"resume", required_argument, NULL, OPT_RESUME},
+      {"sweep", required_argument, NULL, OPT_SWEEP},
+      {"jobs", required_argument, NULL, 'j'},
+      {"weights", required_argument, NULL, OPT_WEIGHTS},
       {NULL, 0, NULL, 0}};
-  cli_options opt = {.verbosity = 1};
+  cli_options opt = {.verbosity = 1, .jobs = 1};
   int list = 0, c;
+  char *end;
   /* argv outlives opt, so the override strings are borrowed from it. */
   opt.sets = calloc((size_t)argc, sizeof *opt.sets);
-  if (!opt.sets) {
+  opt.sweeps = calloc((size_t)argc, sizeof *opt.sweeps);
+  if (!opt.sets || !opt.sweeps) {
     fprintf(stderr, "nnrun: out of memory\n");
     return EXIT_RUNTIME;
   }
-  while ((c = getopt_long(argc, argv, "c:s:o:qvhV", longopts, NULL)) != -1) {
+  /* A leading "eval" selects the evaluation command; options follow. */
+  int eval = argc > 1 && !strcmp(argv[1], "eval");
+  if (eval) optind = 2;
+  while ((c = getopt_long(argc, argv, "c:s:o:j:qvhV", longopts, NULL)) != -1) {
     switch (c) {
       case 'c': opt.config = optarg; break;
       case 's': opt.sets[opt.n_sets++] = optarg; break;
+      case OPT_SWEEP: opt.sweeps[opt.n_sweeps++] = optarg; break;
+      case OPT_RESUME: opt.resume_dir = optarg; break;
+      case OPT_WEIGHTS: opt.weights = optarg; break;
+      case 'j':
+        opt.jobs = strtoul(optarg, &end, 10);
+        if (*end || opt.jobs < 1 || opt.jobs > 64) {
+          fprintf(stderr, "nnrun: -j %s: expected a number of jobs, 1 to 64\n",
+                  optarg);
+          free_options(&opt);
+          return EXIT_USAGE;
+        }
+        break;
       case 'o': opt.output_dir = optarg; break;
       case 'q': opt.verbosity = 0; break;
       case 'v': opt.verbosity = 2; break;
       case OPT_LIST: list = 1; break;
       case 'h':
         usage(stdout);
-        free(opt.sets);
+        free_options(&opt);
         return EXIT_OK;
       case 'V':
         printf("nnrun %s (plugin ABI %u.%u, GSL %s, CBLAS %s)\n",
                nn_version_string(), NN_ABI_MAJOR, NN_ABI_MINOR, GSL_VERSION,
                nn_cblas_name());
-        free(opt.sets);
+        free_options(&opt);
         return EXIT_OK;
       default:
         fprintf(stderr, "Try 'nnrun --help'.\n");
-        free(opt.sets);
+        free_options(&opt);
         return EXIT_USAGE;
     }
   }
   int status;
-  if (list) {
+  if (eval) {
+    if (optind < argc) {
+      fprintf(stderr, "nnrun: unexpected argument '%s'\n", argv[optind]);
+      status = EXIT_USAGE;
+    } else if (!opt.config || !opt.weights) {
+      fprintf(stderr, "nnrun: usage: nnrun eval -c FILE --weights FILE.safetensors\n");
+      status = EXIT_USAGE;
+    } else {
+      status = cli_eval(&opt);
+    }
+  } else if (list) {
     status = cli_list_plugins(opt.verbosity);
   } else if (optind < argc && !strcmp(argv[optind], "export-csv")) {
     if (argc - optind != 2) {
@@ -119,6 +172,6 @@ int main(int argc, char **argv) {
   } else {
     status = cli_train(&opt);
   }
-  free(opt.sets);
+  free_options(&opt);
   return status;
 }

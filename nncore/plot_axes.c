@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "plot_internal.h"
+#include "plot_axes.h"
 
 size_t nn__plot_ticks(double lo, double hi, size_t target, int integer,
                       double *ticks, size_t cap, double *step) {

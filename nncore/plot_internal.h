@@ -9,17 +9,7 @@
 
 #include <nn/plot.h>
 
-/* Nice tick values ("1-2-5" steps) covering [lo, hi]: writes up to `cap`
- * ticks lying in [lo, hi] into `ticks`, aiming for about `target` of them,
- * and returns how many; *step gets the spacing.  With `integer` set the
- * step is at least 1 (epoch axes).  Needs lo < hi, both finite. */
-size_t nn__plot_ticks(double lo, double hi, size_t target, int integer,
-                      double *ticks, size_t cap, double *step);
-/* Tick label for v on an axis with tick spacing `step` whose values reach
- * `max_abs` in magnitude: just enough decimals to tell ticks apart ("0.25"
- * style), or %g style for very large or very small values. */
-void nn__plot_format_tick(char *buf, size_t cap, double v, double step,
-                          double max_abs);
+#include "plot_axes.h"
 
 #ifdef HAVE_CAIRO
 #include <cairo.h>
@@ -45,13 +35,19 @@ typedef struct nn__plot_line {
   int marker;              /* enum nn__plot_marker */
 } nn__plot_line;
 
+enum nn__plot_legend {
+  NN__LEGEND_INSIDE,  /* in the corner covering the least data */
+  NN__LEGEND_OUTSIDE, /* in a column right of the axes */
+  NN__LEGEND_AUTO     /* inside if a corner is free of data, else outside */
+};
+
 typedef struct nn__plot_panel {
   const char *title;   /* above the axes; NULL: none */
   const char *x_label; /* NULL: none */
   const char *y_label; /* NULL: none */
   const nn__plot_line *lines;
   size_t n_lines;
-  int legend_outside; /* legend right of the axes instead of inside */
+  int legend;         /* enum nn__plot_legend */
 } nn__plot_panel;
 
 typedef struct nn__plot_figure {

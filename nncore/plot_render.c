@@ -27,7 +27,6 @@
 #define TICK_LEN 5.0
 #define MAX_TICKS 32
 #define TEXT_CAP 256 /* bytes of one label; longer ones are cut */
-#define MARKERS_MAX_POINTS 60 /* beyond this, markers only on lone points */
 
 /* Legend geometry. */
 #define LEG_PAD 8.0
@@ -47,6 +46,7 @@ typedef struct axes {
 
 typedef struct legend {
   size_t n;     /* entries */
+  size_t cut;   /* bytes of shared "key=" label prefix shown once on top */
   size_t shown; /* entries drawn; any rest becomes one "+k more" row */
   size_t cols, rows;
   double col_w, row_h, w, h, x, y;
@@ -223,6 +223,45 @@ static const char *line_label(const nn__plot_line *l, size_t k, char *buf,
   return buf;
 }
 
+/* Sweeps label their runs "learning_rate=0.1", "learning_rate=0.5", ...:
+ * the part up to the last '=' that every label shares is then shown once,
+ * as the legend's heading, and the entries keep just the values.  Returns
+ * its length in bytes (including the '='), 0 when there is none. */
+static size_t shared_key_prefix(const nn__plot_panel *p) {
+  if (p->n_lines < 2) return 0;
+  const char *first = p->lines[0].label;
+  if (!first) return 0;
+  size_t common = strlen(first);
+  for (size_t k = 1; k < p->n_lines; k++) {
+    const char *s = p->lines[k].label;
+    if (!s) return 0;
+    size_t i = 0;
+    while (i < common && s[i] == first[i]) i++;
+    common = i;
+  }
+  size_t cut = 0;
+  for (size_t i = 0; i < common; i++)
+    if (first[i] == '=') cut = i + 1;
+  if (cut < 2) return 0; /* "=x": no key to show */
+  for (size_t k = 0; k < p->n_lines; k++)
+    if (p->lines[k].label[cut] == '\0') return 0; /* nothing left */
+  return cut;
+}
+
+/* The text of legend entry k (without the shared prefix). */
+static const char *entry_label(const nn__plot_panel *p, const legend *lg,
+                               size_t k, char *buf, size_t cap) {
+  const char *s = line_label(&p->lines[k], k, buf, cap);
+  return lg->cut ? s + lg->cut : s;
+}
+
+/* Markers on every point while a panel stays readable; beyond that only
+ * points without a finite neighbour get one, since they would otherwise be
+ * invisible. */
+static int all_markers(const nn__plot_panel *p, const nn__plot_line *l) {
+  return l->n <= (p->n_lines <= 4 ? 60u : 20u);
+}
+
 /* Data range of a panel.  x covers every point (so the axis shows where a
  * run diverged); y only the finite values, kept within +-1e300 so that
  * spans and padding stay finite. */
@@ -322,8 +361,8 @@ static void draw_marker(cairo_t *cr, const nn__plot_line *l, double x,
   cairo_stroke(cr);
 }
 
-static void draw_line(ctx *c, const axes *a, const nn__plot_line *l,
-                      double width, double r) {
+static void draw_line(ctx *c, const axes *a, const nn__plot_panel *p,
+                      const nn__plot_line *l, double width, double r) {
   cairo_t *cr = c->cr;
   cairo_new_path(cr);
   int pen = 0;
@@ -342,15 +381,16 @@ static void draw_line(ctx *c, const axes *a, const nn__plot_line *l,
   }
   set_line_style(cr, l, width);
   cairo_stroke(cr);
-  /* Markers on every point of short runs; on long ones only where a point
-   * has no finite neighbour, since it would otherwise be invisible. */
+  int all = all_markers(p, l);
   for (size_t i = 0; i < l->n; i++) {
     double y = line_y(l, i);
     if (!isfinite(y)) continue;
     int lone = (i == 0 || !isfinite(line_y(l, i - 1))) &&
                (i + 1 == l->n || !isfinite(line_y(l, i + 1)));
-    if (l->n > MARKERS_MAX_POINTS && !lone) continue;
-    draw_marker(cr, l, map_x(a, line_x(l, i)), map_y(a, y), r);
+    if (!all && !lone) continue;
+    /* A lone point is all there is of its stretch: make it stand out. */
+    draw_marker(cr, l, map_x(a, line_x(l, i)), map_y(a, y),
+                lone ? r * 1.3 : r);
   }
 }
 
@@ -365,17 +405,24 @@ static void legend_layout(ctx *c, const nn__plot_panel *p, double max_w,
   lg->n = p->n_lines;
   if (lg->n == 0) return;
   lg->row_h = LEGEND_PX * 1.5;
+  lg->cut = shared_key_prefix(p);
   double widest = 0;
   for (size_t k = 0; k < lg->n; k++) {
     char tmp[32];
-    widest = fmax(widest, text_width(c, line_label(&p->lines[k], k, tmp,
-                                                   sizeof tmp),
+    widest = fmax(widest, text_width(c, entry_label(p, lg, k, tmp, sizeof tmp),
                                      LEGEND_PX, 0));
   }
   double full_col = LEG_SWATCH + LEG_GAP + widest + LEG_PAD;
+  double head = 0; /* heading row */
+  if (lg->cut) {
+    char key[TEXT_CAP];
+    snprintf(key, sizeof key, "%.*s", (int)(lg->cut - 1), p->lines[0].label);
+    full_col = fmax(full_col, text_width(c, key, LEGEND_PX, 1) + LEG_PAD);
+    head = lg->row_h;
+  }
   size_t rows_fit = 1;
-  if (max_h > 2 * LEG_PAD + lg->row_h)
-    rows_fit = (size_t)((max_h - 2 * LEG_PAD) / lg->row_h);
+  if (max_h > 2 * LEG_PAD + head + lg->row_h)
+    rows_fit = (size_t)((max_h - 2 * LEG_PAD - head) / lg->row_h);
   size_t cols = (lg->n + rows_fit - 1) / rows_fit;
   double avail = fmax(max_w - LEG_PAD, LEG_MIN_COL);
   if (cols > 1 && avail / (double)cols < LEG_MIN_COL)
@@ -388,7 +435,7 @@ static void legend_layout(ctx *c, const nn__plot_panel *p, double max_w,
   lg->rows = (entries + cols - 1) / cols;
   lg->col_w = fmin(full_col, avail / (double)cols);
   lg->w = LEG_PAD + (double)cols * lg->col_w;
-  lg->h = 2 * LEG_PAD + (double)lg->rows * lg->row_h;
+  lg->h = 2 * LEG_PAD + head + (double)lg->rows * lg->row_h;
 }
 
 static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
@@ -404,10 +451,19 @@ static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
   cairo_stroke(cr);
   double label_w = lg->col_w - LEG_SWATCH - LEG_GAP - LEG_PAD;
   size_t entries = lg->shown + (lg->shown < lg->n);
+  double y0 = lg->y + LEG_PAD;
+  char text[TEXT_CAP];
+  if (lg->cut) {
+    char key[TEXT_CAP];
+    snprintf(key, sizeof key, "%.*s", (int)(lg->cut - 1), p->lines[0].label);
+    fit_text(c, text, sizeof text, key, LEGEND_PX, lg->w - 2 * LEG_PAD);
+    draw_text(c, lg->x + LEG_PAD, y0 + lg->row_h / 2, text, LEGEND_PX, 1, 0,
+              VA_MIDDLE, 0);
+    y0 += lg->row_h;
+  }
   for (size_t k = 0; k < entries; k++) {
     double x = lg->x + LEG_PAD + (double)(k / lg->rows) * lg->col_w;
-    double y = lg->y + LEG_PAD + ((double)(k % lg->rows) + 0.5) * lg->row_h;
-    char text[TEXT_CAP];
+    double y = y0 + ((double)(k % lg->rows) + 0.5) * lg->row_h;
     if (k == lg->shown) {
       char more[64];
       snprintf(more, sizeof more, "+%zu more", lg->n - lg->shown);
@@ -421,9 +477,9 @@ static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
     cairo_line_to(cr, x + LEG_SWATCH, y);
     set_line_style(cr, l, 2.5);
     cairo_stroke(cr);
-    draw_marker(cr, l, x + LEG_SWATCH / 2, y, 4);
+    if (all_markers(p, l)) draw_marker(cr, l, x + LEG_SWATCH / 2, y, 4);
     char tmp[32];
-    fit_text(c, text, sizeof text, line_label(l, k, tmp, sizeof tmp),
+    fit_text(c, text, sizeof text, entry_label(p, lg, k, tmp, sizeof tmp),
              LEGEND_PX, label_w);
     draw_text(c, x + LEG_SWATCH + LEG_GAP, y, text, LEGEND_PX, 0, 0,
               VA_MIDDLE, 0);
@@ -461,9 +517,10 @@ static size_t legend_overlap(const nn__plot_panel *p, const axes *a,
 }
 
 /* Inside legend: the corner covering the least data, preferring upper
- * right, then lower right, upper left, lower left. */
-static void legend_place_inside(const nn__plot_panel *p, const axes *a,
-                                legend *lg) {
+ * right, then lower right, upper left, lower left.  Returns how much data
+ * the chosen corner still covers. */
+static size_t legend_place_inside(const nn__plot_panel *p, const axes *a,
+                                  legend *lg) {
   const double m = 10;
   double xs[4] = {a->right - m - lg->w, a->right - m - lg->w, a->left + m,
                   a->left + m};
@@ -475,6 +532,23 @@ static void legend_place_inside(const nn__plot_panel *p, const axes *a,
     if (hits < best_hits) best = i, best_hits = hits;
   }
   lg->x = xs[best], lg->y = ys[best];
+  return best_hits;
+}
+
+/* The plot's right edge and the legend's size, inside the axes or in a
+ * column right of them (then also its position). */
+static void legend_fit(ctx *c, const nn__plot_panel *p, axes *a, legend *lg,
+                       double right, double fig_w, int outside) {
+  a->right = right;
+  if (outside) {
+    legend_layout(c, p, fig_w * 0.35, a->bottom - a->top, lg);
+    a->right -= lg->w + 6;
+    lg->x = a->right + 16, lg->y = a->top;
+  } else {
+    legend_layout(c, p, (a->right - a->left) * 0.5,
+                  (a->bottom - a->top) * 0.6, lg);
+  }
+  if (a->right < a->left + 40) a->right = a->left + 40; /* absurd labels */
 }
 
 /* ----------------------------------------------------------------- panel */
@@ -501,18 +575,16 @@ static void draw_panel(ctx *c, const nn__plot_panel *p, double px, double py,
     ylab_w = fmax(ylab_w, text_width(c, ylab[i], TICK_PX, 0));
   }
   a.left = px + 14 + (p->y_label ? LABEL_PX * 1.7 : 0) + ylab_w + TICK_LEN + 4;
-  a.right = px + pw - 22;
 
+  /* A legend that would hide data moves out, where the panel allows. */
   legend lg;
-  if (p->legend_outside) {
-    legend_layout(c, p, fig_w * 0.35, a.bottom - a.top, &lg);
-    a.right -= lg.w;
-    lg.x = a.right + 16, lg.y = a.top;
-  } else {
-    legend_layout(c, p, (a.right - a.left) * 0.5, (a.bottom - a.top) * 0.6,
-                  &lg);
+  int outside = p->legend == NN__LEGEND_OUTSIDE;
+  legend_fit(c, p, &a, &lg, px + pw - 22, fig_w, outside);
+  if (!outside && legend_place_inside(p, &a, &lg) > 0 &&
+      p->legend == NN__LEGEND_AUTO) {
+    outside = 1;
+    legend_fit(c, p, &a, &lg, px + pw - 22, fig_w, outside);
   }
-  if (a.right < a.left + 40) a.right = a.left + 40; /* absurd labels */
 
   double xt[MAX_TICKS], xstep;
   target = (size_t)clampd((a.right - a.left) / 80, 2, 12);
@@ -574,10 +646,9 @@ static void draw_panel(ctx *c, const nn__plot_panel *p, double px, double py,
   cairo_clip(cr);
   int many = p->n_lines > 4;
   for (size_t k = 0; k < p->n_lines; k++)
-    draw_line(c, &a, &p->lines[k], many ? 2.0 : 2.5, many ? 3.2 : 4.2);
+    draw_line(c, &a, p, &p->lines[k], many ? 2.0 : 2.5, many ? 3.2 : 4.2);
   cairo_restore(cr);
 
-  if (!p->legend_outside) legend_place_inside(p, &a, &lg);
   legend_draw(c, p, &lg);
 }
 

@@ -29,6 +29,12 @@ const char *nn_config_name(const nn_config *cfg);
 const char *nn_config_get(const nn_config *cfg, const char *section,
                           const char *key, const char **where);
 
+/* The i-th key of [section] in file order (--set keys last), or NULL past
+ * the end; *value and *where (each may be NULL) receive its value and
+ * origin.  Strings are owned by cfg. */
+const char *nn_config_key_at(const nn_config *cfg, const char *section,
+                             size_t i, const char **value, const char **where);
+
 /* Fail if the config has a section not in `names` (NULL-terminated). */
 int nn_config_check_sections(const nn_config *cfg, const char *const *names,
                              nn_error *err);

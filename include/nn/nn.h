@@ -6,7 +6,9 @@
 #include <nn/data.h>
 #include <nn/math.h>
 #include <nn/plugin.h>
+#include <nn/plot.h>
 #include <nn/registry.h>
+#include <nn/safetensors.h>
 #include <nn/train.h>
 
 #ifdef __cplusplus

@@ -47,7 +47,7 @@ int nn_plot_curves(const char *png_path, const char *svg_path,
 
 /* One line of a comparison chart: y[i] is the value at epoch i.  The label
  * (e.g. "learning_rate=0.1") is shown in the legend; NULL shows
- * "series <k>".  Strings and values are only read during the call. */
+ * "series <k>", k counting from 1.  Strings and values are only read during the call. */
 typedef struct nn_plot_series {
   const char *label;
   const double *y;
@@ -55,9 +55,11 @@ typedef struct nn_plot_series {
 } nn_plot_series;
 
 /* Several runs in one panel, one line per series (10 colours, then the
- * colours repeat with dashes).  The legend sits inside the plot for up to 4
- * series and outside on the right for more.  `title` and `y_label` may be
- * NULL.  NN_EINVAL when there is no series, a series has n > 0 but y ==
+ * colours repeat with dashes and other markers).  The legend sits in a
+ * corner of the plot for up to 4 series when one is free of data, else in
+ * a column on the right.  Labels sharing a "key=" prefix (a sweep's
+ * "learning_rate=0.1", "learning_rate=0.5") are listed by value under the
+ * key as heading.  `title` and `y_label` may be NULL.  NN_EINVAL when there is no series, a series has n > 0 but y ==
  * NULL, or every series is empty. */
 int nn_plot_compare(const char *png_path, const char *svg_path,
                     const char *title, const char *y_label,

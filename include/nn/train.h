@@ -90,6 +90,12 @@ void nn_trainer_start_at(nn_trainer *t, size_t epoch);
 int nn_metrics_write_csv(const char *path, const nn_epoch_metrics *m,
                          size_t n, nn_error *err);
 
+/* Read a metrics.csv written by nn_metrics_write_csv: up to max epochs
+ * (which must be 0, 1, 2, ... in order) into m, their count into *n.
+ * Doubles come back bit for bit. */
+int nn_metrics_read_csv(const char *path, nn_epoch_metrics *m, size_t max,
+                        size_t *n, nn_error *err);
+
 /* Central-difference gradient check of a model instance on (X, labels)
  * (n_out classes) under softmax + mean cross-entropy: the largest relative error
  * |analytic - numeric| / max(|analytic| + |numeric|, 1e-12) over every

@@ -1,0 +1,211 @@
+/* Checkpoints: see checkpoint.h. */
+#include <config.h>
+
+#include "checkpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define META_STATE "nnrun.optimizer_state"
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
+                    const char *model_name, const char *optim_name,
+                    nn_error *err) {
+  char path[4200], epoch_s[32], best_s[32], acc_s[40];
+  size_t n, n_state, rng_size;
+  long best_epoch;
+  double best_acc;
+  nn_param *params = nn_trainer_params(t, &n);
+  nn_param *state = nn_trainer_optim_state(t, &n_state);
+  nn_param *best = nn_trainer_best(t, &n, &best_epoch, &best_acc);
+  snprintf(epoch_s, sizeof epoch_s, "%zu", epoch);
+  snprintf(best_s, sizeof best_s, "%ld", best_epoch);
+  snprintf(acc_s, sizeof acc_s, "%.17g", best_acc); /* exact round trip */
+  int rc;
+  if (best_epoch == (long)epoch) {
+    const char *meta[] = {"format", "nnrun", "model", model_name, "epoch",
+                          epoch_s, "val_accuracy", acc_s, NULL};
+    snprintf(path, sizeof path, "%s/best.safetensors", dir);
+    if ((rc = nn_safetensors_save(path, best, n, NN_DTYPE_F64, meta, err)))
+      return rc;
+  }
+  /* last: parameters, then optimizer state; RNG state as hex metadata. */
+  nn_trainer_rng_state(t, NULL, &rng_size);
+  nn_param *all = malloc((n + n_state) * sizeof *all);
+  unsigned char *rng = malloc(rng_size);
+  char *rng_hex = malloc(2 * rng_size + 1);
+  size_t names_len = 1;
+  for (size_t i = 0; i < n_state; i++) names_len += strlen(state[i].name) + 1;
+  char *names = malloc(names_len);
+  if (!all || !rng || !rng_hex || !names) {
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory for a checkpoint");
+    goto out;
+  }
+  memcpy(all, params, n * sizeof *all);
+  memcpy(all + n, state, n_state * sizeof *all);
+  nn_trainer_rng_state(t, rng, &rng_size);
+  for (size_t i = 0; i < rng_size; i++)
+    snprintf(rng_hex + 2 * i, 3, "%02x", rng[i]);
+  names[0] = '\0';
+  for (size_t i = 0; i < n_state; i++) {
+    if (i) strcat(names, ",");
+    strcat(names, state[i].name);
+  }
+  const char *meta[] = {"format", "nnrun", "model", model_name, "optimizer",
+                        optim_name, "epoch", epoch_s, "best_epoch", best_s,
+                        "best_val_accuracy", acc_s, "rng_state", rng_hex,
+                        META_STATE, names, NULL};
+  snprintf(path, sizeof path, "%s/last.safetensors", dir);
+  rc = nn_safetensors_save(path, all, n + n_state, NN_DTYPE_F64, meta, err);
+out:
+  free(all);
+  free(rng);
+  free(rng_hex);
+  free(names);
+  return rc;
+}
+
+/* Is `name` one of the comma-separated names in list? */
+static int listed(const char *list, const char *name) {
+  size_t len = strlen(name);
+  for (const char *p = list; p && *p;) {
+    const char *comma = strchr(p, ',');
+    size_t l = comma ? (size_t)(comma - p) : strlen(p);
+    if (l == len && !strncmp(p, name, len)) return 1;
+    p += l + (comma ? 1 : 0);
+  }
+  return 0;
+}
+
+/* Check that f holds each of params (right shapes) and nothing else but
+ * declared optimizer state; then copy.  All checks come first. */
+static int load_into(const nn_safetensors *f, const char *path,
+                     nn_param *params, size_t n, int with_state,
+                     nn_error *err) {
+  const char *state = nn_safetensors_meta(f, META_STATE);
+  for (size_t i = 0; i < nn_safetensors_count(f); i++) {
+    const char *name = nn_safetensors_name(f, i);
+    int known = listed(state, name) && !with_state;
+    for (size_t k = 0; k < n && !known; k++) known = !strcmp(params[k].name, name);
+    if (!known)
+      return nn_error_set(err, NN_EINVAL,
+                          "%s: tensor '%s' is not a parameter of this model",
+                          path, name);
+  }
+  for (size_t k = 0; k < n; k++) {
+    size_t r, c;
+    if (nn_safetensors_shape(f, params[k].name, &r, &c))
+      return nn_error_set(err, NN_EINVAL, "%s: no tensor '%s' (this model has it)",
+                          path, params[k].name);
+    if (r != params[k].value->size1 || c != params[k].value->size2)
+      return nn_error_set(err, NN_EINVAL,
+                          "%s: tensor '%s' is %zux%zu, this model's is %zux%zu",
+                          path, params[k].name, r, c, params[k].value->size1,
+                          params[k].value->size2);
+  }
+  for (size_t k = 0; k < n; k++) {
+    int rc = nn_safetensors_read(f, params[k].name, params[k].value, err);
+    if (rc) return rc;
+  }
+  return NN_OK;
+}
+
+int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
+                            nn_error *err) {
+  nn_safetensors *f = NULL;
+  int rc = nn_safetensors_open(&f, path, err);
+  if (rc) return rc;
+  rc = load_into(f, path, params, n, 0, err);
+  nn_safetensors_close(f);
+  return rc;
+}
+
+/* A metadata value that must be there. */
+static const char *meta(const nn_safetensors *f, const char *path,
+                        const char *key, nn_error *err) {
+  const char *v = nn_safetensors_meta(f, key);
+  if (!v) nn_error_set(err, NN_EFORMAT, "%s: not an nnrun checkpoint (no '%s')",
+                       path, key);
+  return v;
+}
+
+int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
+                      const char *optim_name, size_t *epoch, nn_error *err) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/last.safetensors", dir);
+  nn_safetensors *last = NULL, *best = NULL;
+  unsigned char *rng = NULL;
+  nn_param *all = NULL;
+  int rc = nn_safetensors_open(&last, path, err);
+  if (rc) return rc;
+  const char *m, *o, *e, *be, *ba, *rh, *st;
+  if (!(m = meta(last, path, "model", err)) ||
+      !(o = meta(last, path, "optimizer", err)) ||
+      !(e = meta(last, path, "epoch", err)) ||
+      !(be = meta(last, path, "best_epoch", err)) ||
+      !(ba = meta(last, path, "best_val_accuracy", err)) ||
+      !(rh = meta(last, path, "rng_state", err)) ||
+      !(st = meta(last, path, META_STATE, err))) {
+    rc = NN_EFORMAT;
+    goto out;
+  }
+  if (strcmp(m, model_name) || strcmp(o, optim_name)) {
+    rc = nn_error_set(err, NN_EINVAL,
+                      "%s was written by %s + %s; the config asks for %s + %s",
+                      path, m, o, model_name, optim_name);
+    goto out;
+  }
+  size_t n, n_state, rng_size;
+  nn_param *params = nn_trainer_params(t, &n);
+  nn_param *state = nn_trainer_optim_state(t, &n_state);
+  all = malloc((n + n_state + 1) * sizeof *all);
+  nn_trainer_rng_state(t, NULL, &rng_size);
+  rng = malloc(rng_size);
+  if (!all || !rng) {
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory");
+    goto out;
+  }
+  if (strlen(rh) != 2 * rng_size) {
+    rc = nn_error_set(err, NN_EFORMAT, "%s: RNG state has the wrong length", path);
+    goto out;
+  }
+  for (size_t i = 0; i < rng_size; i++) {
+    int hi = hex_value(rh[2 * i]), lo = hex_value(rh[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      rc = nn_error_set(err, NN_EFORMAT, "%s: RNG state is not hex", path);
+      goto out;
+    }
+    rng[i] = (unsigned char)(hi << 4 | lo);
+  }
+  memcpy(all, params, n * sizeof *all);
+  memcpy(all + n, state, n_state * sizeof *all);
+  if ((rc = load_into(last, path, all, n + n_state, 1, err)) ||
+      (rc = nn_trainer_set_rng_state(t, rng, rng_size, err)))
+    goto out;
+  char *end;
+  long best_epoch = strtol(be, &end, 10);
+  double best_acc = strtod(ba, NULL);
+  *epoch = strtoul(e, NULL, 10);
+  if (best_epoch >= 0) {
+    snprintf(path, sizeof path, "%s/best.safetensors", dir);
+    size_t nb;
+    nn_param *bp = nn_trainer_best(t, &nb, NULL, NULL);
+    if ((rc = nn_safetensors_open(&best, path, err)) ||
+        (rc = load_into(best, path, bp, nb, 0, err)))
+      goto out;
+  }
+  nn_trainer_set_best(t, best_epoch, best_acc);
+out:
+  nn_safetensors_close(last);
+  nn_safetensors_close(best);
+  free(all);
+  free(rng);
+  return rc;
+}

@@ -1,0 +1,35 @@
+/* nnrun eval -c FILE --weights W: the test-set loss and accuracy of saved
+ * weights, computed exactly as at the end of training (same batches), so
+ * the line agrees with the run that wrote them. */
+#include <config.h>
+
+#include <stdio.h>
+
+#include <nn/nn.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "cli_setup.h"
+
+int cli_eval(const cli_options *opt) {
+  nn_error err = {0};
+  cli_run run = {0};
+  int status = cli_run_setup(&run, opt, SETUP_ALL, &err);
+  if (!status) {
+    size_t n;
+    nn_param *p = nn_trainer_params(run.trainer, &n);
+    int rc = checkpoint_load_weights(opt->weights, p, n, &err);
+    /* Weights that do not fit the configured model are a usage error; a
+     * damaged file is a runtime one. */
+    if (rc) status = rc == NN_EFORMAT || rc == NN_ENOMEM ? EXIT_RUNTIME : EXIT_USAGE;
+  }
+  double loss, acc;
+  if (!status && nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err))
+    status = EXIT_RUNTIME;
+  if (status)
+    fprintf(stderr, "nnrun: %s\n", err.msg);
+  else
+    printf("test loss=%.6f accuracy=%.4f\n", loss, acc);
+  cli_run_free(&run);
+  return status;
+}

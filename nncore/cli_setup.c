@@ -1,0 +1,194 @@
+/* Setting up a run from its config: see cli_setup.h. */
+#include <config.h>
+
+#include "cli_setup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nn/safetensors.h>
+
+#ifdef HAVE_OPENBLAS
+/* From OpenBLAS (cblas.h); declared here to avoid depending on where the
+ * distribution puts that header.  Process-wide, so only the CLI calls it. */
+void openblas_set_num_threads(int num_threads);
+#endif
+
+/* The core's own sections.  Plugins declare [model] / [optimizer] keys. */
+const nn_option cli_data_options[] = {
+    {"dir", NN_OPT_STRING, "data", "directory holding the MNIST files", 0, 0, 0},
+    {"format", NN_OPT_STRING, "idx", "idx (raw or .gz IDX files) or csv", 0, 0, 0},
+    {NULL, 0, NULL, NULL, 0, 0, 0}};
+
+const nn_option cli_train_options[] = {
+    {"epochs", NN_OPT_INT, "10", "passes over the training set",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 1e6},
+    {"batch_size", NN_OPT_INT, "64", "examples per optimizer step",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 1e6},
+    {"seed", NN_OPT_INT, "1024", "seeds weight init and shuffling",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 4294967295.0},
+    {"shuffle", NN_OPT_BOOL, "true", "reshuffle training batches every epoch",
+     0, 0, 0},
+    {"threads", NN_OPT_INT, "1", "BLAS threads for the matrix products",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 256},
+    {NULL, 0, NULL, NULL, 0, 0, 0}};
+
+static const char *const sections[] = {"data", "train", "model", "optimizer",
+                                       "sweep", NULL};
+static const char *const model_extra[] = {"type", "init_from", NULL};
+static const char *const optim_extra[] = {"type", NULL};
+
+/* The fraction of the training file used for training (the rest validates). */
+#define TRAIN_FRACTION 0.8
+
+double cli_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void slot_free(plugin_slot *s) {
+  nn_plugin_close(s->loaded);
+  free(s->values);
+  s->loaded = NULL;
+  s->values = NULL;
+}
+
+void cli_run_free(cli_run *r) {
+  nn_trainer_free(r->trainer); /* before the plugins it came from */
+  r->trainer = NULL;
+  slot_free(&r->optim);
+  slot_free(&r->model);
+  nn_dataset_free(&r->all);
+  nn_dataset_free(&r->test);
+  nn_config_free(r->cfg);
+  r->cfg = NULL;
+}
+
+/* Configuration, in the order a user would fix it. */
+static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
+  if (nn_config_load(&r->cfg, opt->config, err)) return EXIT_USAGE;
+  for (size_t i = 0; i < opt->n_sets; i++)
+    if (nn_config_set(r->cfg, opt->sets[i], err)) return EXIT_USAGE;
+  if (nn_config_check_sections(r->cfg, sections, err) ||
+      nn_config_resolve(r->cfg, "data", "[data]", cli_data_options, NULL,
+                        r->data_v, err) ||
+      nn_config_resolve(r->cfg, "train", "[train]", cli_train_options, NULL,
+                        r->train_v, err))
+    return EXIT_USAGE;
+  const char *fmt = r->data_v[DATA_FORMAT].s;
+  if (strcmp(fmt, "idx") && strcmp(fmt, "csv")) {
+    const char *where;
+    nn_config_get(r->cfg, "data", "format", &where);
+    nn_error_set(err, NN_ECONFIG, "%s: [data] format = %s: expected idx or csv",
+                 where, fmt);
+    return EXIT_USAGE;
+  }
+  r->topts = (nn_train_opts){.epochs = (size_t)r->train_v[TRAIN_EPOCHS].i,
+                             .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
+                             .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
+                             .shuffle = r->train_v[TRAIN_SHUFFLE].b};
+  return EXIT_OK;
+}
+
+/* Load the plugin named by [section] type and validate the section against
+ * its option table. */
+static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
+                     const char *const *extra, plugin_slot *slot,
+                     nn_error *err) {
+  const char *where;
+  const char *type = nn_config_get(cfg, section, "type", &where);
+  if (!type) {
+    nn_error_set(err, NN_ECONFIG, "%s: [%s] needs 'type' (the %s plugin to use)",
+                 nn_config_path(cfg), section, nn_kind_name(kind));
+    return EXIT_USAGE;
+  }
+  char search[8192];
+  nn_error perr;
+  int rc = nn_plugin_open(&slot->loaded, type, kind,
+                          nn_plugin_default_path(search, sizeof search), &perr);
+  if (rc) {
+    nn_error_set(err, rc, "%s: [%s] type = %s: %s", where, section, type,
+                 perr.msg);
+    /* A name that matches no plugin is a config mistake; a plugin that is
+     * there but cannot be used is a plugin problem. */
+    return rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_PLUGIN;
+  }
+  const nn_plugin *d = nn_loaded_desc(slot->loaded);
+  size_t n = nn_option_count(d->options);
+  slot->values = calloc(n ? n : 1, sizeof *slot->values);
+  if (!slot->values) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
+  }
+  rc = nn_config_resolve(cfg, section, d->name, d->options, extra, slot->values,
+                         err);
+  if (rc) return rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_USAGE;
+  return EXIT_OK;
+}
+
+static int setup_data(cli_run *r, nn_error *err) {
+  double t0 = cli_now();
+  const char *dir = r->data_v[DATA_DIR].s;
+  int rc = nn_mnist_load(dir, r->data_v[DATA_FORMAT].s, &r->all, &r->test, err);
+  r->load_seconds = cli_now() - t0;
+  if (rc) {
+    /* A data directory that does not exist is the config's mistake. */
+    const char *where;
+    nn_config_get(r->cfg, "data", "dir", &where);
+    char msg[sizeof err->msg], cwd[1024] = "";
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    /* Relative paths resolve against the current directory: say which. */
+    if (dir[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
+    nn_error_set(err, rc, "%s: [data] dir = %s%s%s%s: %s", where, dir,
+                 cwd[0] ? " (in " : "", cwd, cwd[0] ? ")" : "", msg);
+    return rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
+  }
+  nn_dataset_split(&r->all, TRAIN_FRACTION, &r->train, &r->val);
+  return EXIT_OK;
+}
+
+static int setup_trainer(cli_run *r, nn_error *err) {
+#ifdef HAVE_OPENBLAS
+  openblas_set_num_threads((int)r->train_v[TRAIN_THREADS].i);
+#endif
+  int rc = nn_trainer_create(&r->trainer, nn_loaded_desc(r->model.loaded),
+                             r->model.values, nn_loaded_desc(r->optim.loaded),
+                             r->optim.values, r->all.dim, 10, &r->topts, err);
+  if (rc)
+    return rc == NN_ECONFIG ? EXIT_USAGE
+           : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
+  if (r->init_from) {
+    size_t n;
+    nn_param *p = nn_trainer_params(r->trainer, &n);
+    const char *where;
+    nn_config_get(r->cfg, "model", "init_from", &where);
+    nn_error e;
+    if ((rc = nn_safetensors_load_params(r->init_from, p, n, &e))) {
+      nn_error_set(err, rc, "%s: [model] init_from = %s: %s", where, r->init_from,
+                   e.msg);
+      return rc == NN_ENOTFOUND || rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+  }
+  return EXIT_OK;
+}
+
+int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
+                  nn_error *err) {
+  int status = EXIT_OK;
+  if (what & SETUP_CONFIG) status = setup_config(r, opt, err);
+  if (!status && (what & SETUP_PLUGINS)) {
+    status = load_slot(r->cfg, "model", NN_KIND_MODEL, model_extra, &r->model,
+                       err);
+    if (!status)
+      status = load_slot(r->cfg, "optimizer", NN_KIND_OPTIMIZER, optim_extra,
+                         &r->optim, err);
+    r->init_from = nn_config_get(r->cfg, "model", "init_from", NULL);
+  }
+  if (!status && (what & SETUP_DATA)) status = setup_data(r, err);
+  if (!status && (what & SETUP_TRAINER)) status = setup_trainer(r, err);
+  return status;
+}

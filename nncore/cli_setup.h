@@ -1,0 +1,54 @@
+/* Private to the CLI: turning a config file (plus --set overrides) into a
+ * ready-to-train run: validated sections, loaded plugins, loaded data and a
+ * trainer.  Shared by training, evaluation and sweeps. */
+#ifndef NN_CLI_SETUP_H
+#define NN_CLI_SETUP_H
+
+#include <nn/nn.h>
+
+#include "cli.h"
+
+enum { DATA_DIR, DATA_FORMAT, N_DATA };
+enum {
+  TRAIN_EPOCHS,
+  TRAIN_BATCH_SIZE,
+  TRAIN_SEED,
+  TRAIN_SHUFFLE,
+  TRAIN_THREADS,
+  N_TRAIN
+};
+extern const nn_option cli_data_options[];
+extern const nn_option cli_train_options[];
+
+/* A loaded plugin and its validated option values. */
+typedef struct plugin_slot {
+  nn_loaded *loaded; /* owned */
+  nn_value *values;  /* owned; strings point into the config */
+} plugin_slot;
+
+typedef struct cli_run {
+  nn_config *cfg; /* owned */
+  nn_value data_v[N_DATA], train_v[N_TRAIN];
+  plugin_slot model, optim;
+  const char *init_from;  /* [model] init_from, or NULL (points into cfg) */
+  nn_dataset all, test;   /* owned */
+  nn_dataset train, val;  /* views of `all` */
+  nn_train_opts topts;
+  nn_trainer *trainer;    /* owned */
+  double load_seconds;
+} cli_run;
+
+/* What to set up. */
+enum { SETUP_CONFIG = 1, SETUP_PLUGINS = 2, SETUP_DATA = 4, SETUP_TRAINER = 8,
+       SETUP_ALL = 15 };
+
+/* Set up `what` (each step needs the ones before it).  Returns an exit
+ * status; on failure err says why (FILE:LINE where it applies). */
+int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
+                  nn_error *err);
+void cli_run_free(cli_run *r); /* safe on a partly set-up run */
+
+/* Monotonic seconds, for timings. */
+double cli_now(void);
+
+#endif
