@@ -243,8 +243,12 @@ static size_t shared_key_prefix(const nn__plot_panel *p) {
   for (size_t i = 0; i < common; i++)
     if (first[i] == '=') cut = i + 1;
   if (cut < 2) return 0; /* "=x": no key to show */
-  for (size_t k = 0; k < p->n_lines; k++)
-    if (p->lines[k].label[cut] == '\0') return 0; /* nothing left */
+  for (size_t k = 0; k < p->n_lines; k++) {
+    const char *rest = p->lines[k].label + cut;
+    /* Nothing left, or more keys follow ("0.1, hidden_size=16"): the
+     * heading would name only the first key, so keep the labels whole. */
+    if (*rest == '\0' || strchr(rest, '=')) return 0;
+  }
   return cut;
 }
 

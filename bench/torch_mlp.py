@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Train nnrun's two models in PyTorch, the same way, and time the epochs.
+
+Same models and hyper-parameters as configs/mlp.ini and configs/softmax.ini:
+  twolayer  784-H-10, sigmoid hidden layer, biases start at 0
+  softmax   scores = ReLU(X W1), W1 784x10, no bias
+weights start at 0.001 * N(0, 1); SGD, learning rate 0.1, L2 0.001 applied
+as g += reg * W to weights only (torch's weight_decay on a parameter group
+of the weights), batch 64, mean cross-entropy, the first 48,000 training
+images train (pixels / 255), reshuffled every epoch.  The data is preloaded
+as tensors, so an epoch's time is the training loop alone, like nnrun's
+train_seconds.
+
+For every thread count asked for (torch.set_num_threads), the script runs a
+warm-up epoch and then --epochs timed epochs, and prints one line per
+setting:
+
+  torch model=twolayer hidden=128 dtype=float32 threads=1 median=0.1790 min=... acc=...
+
+bench/run parses these lines; it keeps the best thread setting.
+Usage: bench/torch_mlp.py [--data DIR] [--model twolayer|softmax]
+                          [--hidden N] [--dtype float32|float64]
+                          [--threads 1,2] [--epochs N]
+"""
+import argparse
+import os
+import statistics
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndims = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndims, data[4:4 + 4 * ndims])
+    return np.frombuffer(data, dtype=np.uint8,
+                         offset=4 + 4 * ndims).reshape(dims)
+
+
+def build(model, hidden, dtype, gen):
+    """Parameters in nnrun's draw order; returns (weights, biases, forward)."""
+    def gauss(*shape):
+        return (0.001 * torch.randn(*shape, generator=gen, dtype=torch.float64)
+                ).to(dtype).requires_grad_()
+
+    if model == "twolayer":
+        w1, w2 = gauss(784, hidden), gauss(hidden, 10)
+        b1 = torch.zeros(hidden, dtype=dtype, requires_grad=True)
+        b2 = torch.zeros(10, dtype=dtype, requires_grad=True)
+
+        def forward(x):
+            return torch.addmm(b2, torch.sigmoid(torch.addmm(b1, x, w1)), w2)
+        return [w1, w2], [b1, b2], forward
+    w1 = gauss(784, 10)
+
+    def forward(x):
+        return torch.relu(x @ w1)
+    return [w1], [], forward
+
+
+def run(args, threads, x, y):
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(1024)
+    weights, biases, forward = build(args.model, args.hidden, x.dtype, gen)
+    groups = [{"params": weights, "weight_decay": 0.001}]
+    if biases:
+        groups.append({"params": biases, "weight_decay": 0.0})
+    opt = torch.optim.SGD(groups, lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n, bs = x.shape[0], 64
+    times, acc = [], 0.0
+    for epoch in range(args.epochs + 1):  # epoch 0 is the warm-up
+        order = torch.randperm(n, generator=gen)
+        t0 = time.perf_counter()
+        hits = 0
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            xb, yb = x[idx], y[idx]
+            scores = forward(xb)
+            loss = loss_fn(scores, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            hits += int((scores.argmax(1) == yb).sum())
+        dt = time.perf_counter() - t0
+        acc = hits / n
+        if epoch > 0:
+            times.append(dt)
+    return statistics.median(times), min(times), acc
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    p.add_argument("--data", default=os.path.join(here, "..", "data"))
+    p.add_argument("--model", default="twolayer",
+                   choices=["twolayer", "softmax"])
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float64"])
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--epochs", type=int, default=5)
+    args = p.parse_args()
+
+    images = read_idx(os.path.join(args.data, "train-images-idx3-ubyte"))
+    labels = read_idx(os.path.join(args.data, "train-labels-idx1-ubyte"))
+    n_train = int(images.shape[0] * 0.8)
+    dtype = getattr(torch, args.dtype)
+    x = torch.from_numpy(images[:n_train].reshape(n_train, -1).astype(
+        np.float64) / 255.0).to(dtype).contiguous()
+    y = torch.from_numpy(labels[:n_train].astype(np.int64))
+    for threads in [int(t) for t in args.threads.split(",")]:
+        med, best, acc = run(args, threads, x, y)
+        print("torch model=%s hidden=%d dtype=%s threads=%d median=%.4f "
+              "min=%.4f acc=%.4f" % (args.model, args.hidden if
+                                     args.model == "twolayer" else 0,
+                                     args.dtype, threads, med, best, acc))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
