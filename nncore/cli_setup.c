@@ -11,6 +11,8 @@
 
 #include <nn/safetensors.h>
 
+#include "checkpoint.h"
+
 #ifdef HAVE_OPENBLAS
 /* From OpenBLAS (cblas.h); declared here to avoid depending on where the
  * distribution puts that header.  Process-wide, so only the CLI calls it. */
@@ -167,10 +169,17 @@ static int setup_trainer(cli_run *r, nn_error *err) {
     const char *where;
     nn_config_get(r->cfg, "model", "init_from", &where);
     nn_error e;
-    if ((rc = nn_safetensors_load_params(r->init_from, p, n, &e))) {
+    if (access(r->init_from, R_OK) != 0) {
+      nn_error_set(err, NN_ECONFIG, "%s: [model] init_from = %s: cannot read it",
+                   where, r->init_from);
+      return EXIT_USAGE;
+    }
+    if ((rc = checkpoint_load_weights(r->init_from, p, n, &e))) {
       nn_error_set(err, rc, "%s: [model] init_from = %s: %s", where, r->init_from,
                    e.msg);
-      return rc == NN_ENOTFOUND || rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+      /* Weights for another model are the config's mistake; a damaged file
+       * is a runtime failure. */
+      return rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
     }
   }
   return EXIT_OK;
