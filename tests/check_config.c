@@ -11,12 +11,10 @@
 
 #include "testutil.h"
 
-static char tmpdir[256];
-
-/* Write text to <tmpdir>/<name> and return the path (static buffer). */
+/* Write text to <test_tmpdir>/<name> and return the path (static buffer). */
 static const char *write_ini(const char *name, const char *text) {
   static char path[512];
-  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+  snprintf(path, sizeof path, "%s/%s", test_tmpdir, name);
   FILE *f = fopen(path, "w");
   ck_assert_ptr_nonnull(f);
   fputs(text, f);
@@ -34,16 +32,9 @@ static const nn_option opts[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 static const char *const extra[] = {"type", NULL};
 
-static void setup(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nn_check_config_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
+static void setup(void) { test_tmpdir_make("config"); }
 
-static void teardown(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
-}
+static void teardown(void) { test_tmpdir_remove(); }
 
 START_TEST(test_shipped_configs_parse) {
   const char *names[] = {"mlp.ini", "softmax.ini", "exp.ini"};

@@ -19,25 +19,16 @@
 #include "../nncore/plot_axes.h"
 #include "testutil.h"
 
-static char tmpdir[256];
+static void setup(void) { test_tmpdir_make("plot"); }
 
-static void setup(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nn_check_plot_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
+static void teardown(void) { test_tmpdir_remove(); }
 
-static void teardown(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-/* "<tmpdir>/<name>" in one of a few static buffers (several live at once). */
+/* "<test_tmpdir>/<name>" in one of a few static buffers (several live at once). */
 static const char *tpath(const char *name) {
   static char buf[4][512];
   static unsigned next;
   char *p = buf[next++ % 4];
-  snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
+  snprintf(p, sizeof buf[0], "%s/%s", test_tmpdir, name);
   return p;
 }
 
@@ -146,7 +137,7 @@ START_TEST(test_curves_png_and_svg) {
                 "%s", err.msg);
   assert_png(png, NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT);
   assert_svg(svg, NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT);
-  assert_no_temp_files(tmpdir);
+  assert_no_temp_files(test_tmpdir);
 }
 END_TEST
 
@@ -178,15 +169,15 @@ START_TEST(test_compare_png_and_svg) {
   for (size_t c = 0; c < 2; c++) {
     nn_error err = {0};
     char png[512], svg[512];
-    snprintf(png, sizeof png, "%s/cmp%zu.png", tmpdir, counts[c]);
-    snprintf(svg, sizeof svg, "%s/cmp%zu.svg", tmpdir, counts[c]);
+    snprintf(png, sizeof png, "%s/cmp%zu.png", test_tmpdir, counts[c]);
+    snprintf(svg, sizeof svg, "%s/cmp%zu.svg", test_tmpdir, counts[c]);
     ck_assert_msg(nn_plot_compare(png, svg, "sweep", "validation accuracy", s,
                                   counts[c], &err) == NN_OK,
                   "%s", err.msg);
     assert_png(png, NN_PLOT_COMPARE_WIDTH, NN_PLOT_COMPARE_HEIGHT);
     assert_svg(svg, NN_PLOT_COMPARE_WIDTH, NN_PLOT_COMPARE_HEIGHT);
   }
-  assert_no_temp_files(tmpdir);
+  assert_no_temp_files(test_tmpdir);
 }
 END_TEST
 
@@ -307,14 +298,14 @@ START_TEST(test_unwritable_path_is_eio) {
                    NN_EIO);
   ck_assert_int_eq(nn_plot_compare(NULL, dir_svg, "t", "y", s, 1, &err),
                    NN_EIO);
-  assert_no_temp_files(tmpdir);
+  assert_no_temp_files(test_tmpdir);
 
   /* A good PNG then a bad SVG: the PNG is kept, the error names the SVG. */
   const char *png = tpath("kept.png");
   ck_assert_int_eq(nn_plot_curves(png, dir_svg, "t", m, 3, &err), NN_EIO);
   ck_assert_msg(strstr(err.msg, dir_svg) != NULL, "%s", err.msg);
   assert_png(png, NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT);
-  assert_no_temp_files(tmpdir);
+  assert_no_temp_files(test_tmpdir);
 }
 END_TEST
 
@@ -351,7 +342,7 @@ START_TEST(test_existing_file_is_replaced) {
   nn_error err = {0};
   ck_assert_int_eq(nn_plot_curves(png, NULL, "t", m, 5, &err), NN_OK);
   assert_png(png, NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT);
-  assert_no_temp_files(tmpdir);
+  assert_no_temp_files(test_tmpdir);
 }
 END_TEST
 

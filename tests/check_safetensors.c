@@ -14,23 +14,14 @@
 
 #include "testutil.h"
 
-static char tmpdir[256];
+static void setup(void) { test_tmpdir_make("safetensors"); }
 
-static void setup(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nn_check_safetensors_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
+static void teardown(void) { test_tmpdir_remove(); }
 
-static void teardown(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-/* <tmpdir>/<name> in a static buffer (tests are single-threaded). */
+/* <test_tmpdir>/<name> in a static buffer (tests are single-threaded). */
 static const char *tpath(const char *name) {
   static char path[512];
-  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+  snprintf(path, sizeof path, "%s/%s", test_tmpdir, name);
   return path;
 }
 
@@ -125,7 +116,7 @@ static gsl_matrix *tricky_matrix(size_t r, size_t c, double seed) {
 }
 
 static size_t count_dir_entries(void) {
-  DIR *d = opendir(tmpdir);
+  DIR *d = opendir(test_tmpdir);
   ck_assert_ptr_nonnull(d);
   size_t n = 0;
   struct dirent *e;
@@ -475,7 +466,7 @@ START_TEST(test_open_errors_io) {
   ck_assert_int_eq(nn_safetensors_open(&f, p, &err), NN_EIO);
   ck_assert_ptr_null(f);
   ck_assert_msg(strstr(err.msg, p) != NULL, "%s", err.msg);
-  ck_assert_int_eq(nn_safetensors_open(&f, tmpdir, &err), NN_EIO);
+  ck_assert_int_eq(nn_safetensors_open(&f, test_tmpdir, &err), NN_EIO);
   nn_safetensors_close(NULL);
 }
 END_TEST

@@ -7,23 +7,8 @@ set -u
 NNRUN=${NNRUN:-nncore/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 FIX=${NN_FIXTURE_DIR:-tests/fixtures/.libs}
-tmp=$(mktemp -d /tmp/nn_cli_XXXXXX) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"
-  sed 's/^/# /' "$tmp/err" "$tmp/out" 2>/dev/null | head -20
-}
-
-# check NAME COMMAND...: passes when COMMAND succeeds.
-check() {
-  name=$1
-  shift
-  if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
+# shellcheck source=tests/tap.sh
+. "$(dirname "$0")/tap.sh"
 
 # run NAME EXPECTED_STATUS PATTERN_IN_STDERR ARGS...
 run() {
@@ -129,5 +114,4 @@ check "default output dirs are fresh per run" test -f "$tmp/runs/good-1/metrics.
 : >"$tmp/blocker"
 run "unwritable output dir is a runtime error" 1 "blocker" -q -c "$tmp/good.ini" -o "$tmp/blocker/out"
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+tap_end

@@ -6,21 +6,9 @@
 set -u
 NNRUN=${NNRUN:-nncore/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
-tmp=$(mktemp -d /tmp/nn_runs_XXXXXX) || exit 1
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=tests/tap.sh
+. "$(dirname "$0")/tap.sh"
 
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"
-  sed 's/^/# /' "$tmp/err" 2>/dev/null | head -20
-}
-check() {
-  name=$1
-  shift
-  if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
 # nn ARGS...: run nnrun, stdout to $tmp/out, stderr to $tmp/err; sets $rc.
 nn() {
   "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
@@ -179,5 +167,4 @@ fi
 nn -c "$tmp/base.ini" -o "$tmp/notty"
 check "off a terminal only the epoch lines" sh -c "! grep -q 'eta' '$tmp/err' && grep -q '^epoch   2  train loss' '$tmp/err'"
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+tap_end

@@ -25,6 +25,23 @@ static inline const char *test_plugin_path(void) {
   return d && *d ? d : "plugins/.libs";
 }
 
+/* A scratch directory under /tmp for the current test (made by
+ * test_tmpdir_make in a Check fixture's setup, removed with its contents by
+ * test_tmpdir_remove in the teardown).  Tests never write into the source
+ * tree. */
+static char test_tmpdir[256];
+
+static inline void test_tmpdir_make(const char *tag) {
+  snprintf(test_tmpdir, sizeof test_tmpdir, "/tmp/nn_check_%s_XXXXXX", tag);
+  ck_assert_ptr_nonnull(mkdtemp(test_tmpdir));
+}
+
+static inline void test_tmpdir_remove(void) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_tmpdir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
 /* Run one suite with CK_ENV verbosity; exit status for the test driver. */
 static inline int test_run_suite(Suite *s) {
   SRunner *sr = srunner_create(s);

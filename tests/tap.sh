@@ -1,0 +1,24 @@
+# shellcheck shell=sh
+# Shared by the shell tests (sourced): TAP output and a scratch directory.
+# Sets $tmp (removed on exit); `ok`, `not_ok` and `check` print TAP lines,
+# and `tap_end` prints the plan and sets the exit status.  A failing test
+# shows the last command's stderr ($tmp/err) and stdout ($tmp/out).
+tmp=$(mktemp -d /tmp/nn_test_XXXXXX) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+n=0
+fails=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+  n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"
+  sed 's/^/# /' "$tmp/err" "$tmp/out" 2>/dev/null | head -20
+}
+# check NAME COMMAND...: passes when COMMAND succeeds.
+check() {
+  name=$1
+  shift
+  if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+tap_end() {
+  echo "1..$n"
+  [ "$fails" -eq 0 ]
+}
