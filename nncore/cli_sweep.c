@@ -228,10 +228,11 @@ static int validate_runs(const sweep *s, const cli_options *opt, nn_error *err) 
 /* Child process: one run, its messages into DIR/log.txt. */
 static void run_child(const sweep *s, const sweep_run *run,
                       const cli_options *opt) {
-  const char *sets[64 + MAX_AXES];
-  char buf[MAX_AXES][400];
+  /* Freed by _exit: this process only runs cli_train and ends. */
+  const char **sets = malloc((opt->n_sets + MAX_AXES + 1) * sizeof *sets);
+  char(*buf)[400] = malloc(MAX_AXES * sizeof *buf);
   cli_options child;
-  if (opt->n_sets > 64) _exit(EXIT_USAGE);
+  if (!sets || !buf) _exit(EXIT_RUNTIME);
   run_options(s, run, opt, &child, sets, buf);
   char msg[512], dir[4200], log[4300];
   if (run_dir_create(run->dir, "", dir, sizeof dir, msg, sizeof msg)) _exit(EXIT_RUNTIME);

@@ -85,6 +85,12 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
 static int resume(run_state *st, nn_error *err) {
   cli_run *r = st->run;
   size_t last, n_rows;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/last.safetensors", st->out_dir);
+  if (access(path, R_OK) != 0)
+    return nn_error_set(err, NN_ECONFIG,
+                        "--resume %s: no checkpoint there (%s is missing)",
+                        st->out_dir, path);
   int rc = checkpoint_resume(r->trainer, st->out_dir,
                              nn_loaded_desc(r->model.loaded)->name,
                              nn_loaded_desc(r->optim.loaded)->name, &last, err);

@@ -113,6 +113,10 @@ nn -q -c "$tmp/base.ini" --resume "$tmp/part" --set model.type=softmax --set mod
 check "resume with another model is refused" test "$rc" -ne 0
 nn -q -c "$tmp/base.ini" --resume "$tmp/nowhere"
 check "resume of a missing directory exits 2" test "$rc" -eq 2
+mkdir "$tmp/empty"
+nn -q -c "$tmp/base.ini" --resume "$tmp/empty"
+check "resume of a directory without a checkpoint exits 2" test "$rc" -eq 2
+check "resume says the checkpoint is missing" grep -q "no checkpoint there" "$tmp/err"
 
 # ---- resume after a kill mid-epoch (a slower model so an epoch lasts)
 slow="--set model.hidden_size=400 --set train.batch_size=1 --set train.epochs=3"
