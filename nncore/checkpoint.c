@@ -49,7 +49,7 @@ int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
     goto out;
   }
   memcpy(all, params, n * sizeof *all);
-  memcpy(all + n, state, n_state * sizeof *all);
+  if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
   nn_trainer_rng_state(t, rng, &rng_size);
   for (size_t i = 0; i < rng_size; i++)
     snprintf(rng_hex + 2 * i, 3, "%02x", rng[i]);
@@ -185,7 +185,7 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
     rng[i] = (unsigned char)(hi << 4 | lo);
   }
   memcpy(all, params, n * sizeof *all);
-  memcpy(all + n, state, n_state * sizeof *all);
+  if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
   if ((rc = load_into(last, path, all, n + n_state, 1, err)) ||
       (rc = nn_trainer_set_rng_state(t, rng, rng_size, err)))
     goto out;
