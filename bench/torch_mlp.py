@@ -11,9 +11,12 @@ images train (pixels / 255), reshuffled every epoch.  The data is preloaded
 as tensors, so an epoch's time is the training loop alone, like nnrun's
 train_seconds.
 
-For every thread count asked for (torch.set_num_threads), the script runs a
-warm-up epoch and then --epochs timed epochs, and prints one line per
-setting:
+For every thread count asked for, the script runs itself again in a child
+process with torch.set_num_threads(n) and OPENBLAS_NUM_THREADS = n: torch's
+matrix products run on OpenBLAS, whose own thread pool is sized from the
+environment when it loads, and the two pools fighting over two cores made
+the weight-gradient product 8x slower.  Each child runs a warm-up epoch and
+then --epochs timed epochs, and prints one line:
 
   torch model=twolayer hidden=128 dtype=float32 threads=1 median=0.1790 min=... acc=...
 
@@ -26,11 +29,9 @@ import argparse
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import time
-
-import numpy as np
-import torch
 
 
 def read_idx(path):
@@ -97,6 +98,7 @@ def run(args, threads, x, y):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     here = os.path.dirname(os.path.abspath(__file__))
     p.add_argument("--data", default=os.path.join(here, "..", "data"))
     p.add_argument("--model", default="twolayer",
@@ -107,7 +109,21 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--epochs", type=int, default=5)
     args = p.parse_args()
+    if not args.child:
+        rc = 0
+        for threads in args.threads.split(","):
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=threads,
+                       OMP_NUM_THREADS=threads)
+            argv = [sys.executable, os.path.abspath(__file__), "--child",
+                    "--threads", threads, "--data", args.data,
+                    "--model", args.model, "--hidden", str(args.hidden),
+                    "--dtype", args.dtype, "--epochs", str(args.epochs)]
+            rc |= subprocess.call(argv, env=env)
+        return rc
 
+    global np, torch
+    import numpy as np
+    import torch
     images = read_idx(os.path.join(args.data, "train-images-idx3-ubyte"))
     labels = read_idx(os.path.join(args.data, "train-labels-idx1-ubyte"))
     n_train = int(images.shape[0] * 0.8)
@@ -125,4 +141,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

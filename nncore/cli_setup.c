@@ -34,7 +34,8 @@ const nn_option cli_train_options[] = {
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 4294967295.0},
     {"shuffle", NN_OPT_BOOL, "true", "reshuffle training batches every epoch",
      0, 0, 0},
-    {"threads", NN_OPT_INT, "1", "BLAS threads for the matrix products",
+    {"threads", NN_OPT_INT, "1",
+     "OpenBLAS threads (the built-in models compute on one thread)",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 256},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 

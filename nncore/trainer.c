@@ -1,10 +1,14 @@
 /* The training loop.  See <nn/train.h>.
  *
- * Per batch: gather (bytes -> doubles) into X, model forward -> scores,
- * fused softmax + cross-entropy + score gradient (in place), model
- * backward, optimizer step.  Every buffer is allocated once, in
- * nn_trainer_create (batch-sized) or at the start of nn_trainer_run (the
- * shuffle order): nothing is allocated inside the batch loop. */
+ * Per batch: gather (bytes -> doubles), model forward -> scores, fused
+ * softmax + cross-entropy + score gradient (in place), model backward,
+ * optimizer step.  A model with the ABI 1.2 sparse operations gets the
+ * batch as compressed sparse rows straight from the bytes (MNIST is 81 %
+ * zeros: the dense batch would be five times the data, written and then
+ * scanned again by the model); older models get a dense X.  Every buffer
+ * is allocated once, in nn_trainer_create (batch-sized) or at the start of
+ * nn_trainer_run (the shuffle order): nothing is allocated inside the
+ * batch loop. */
 #include <config.h>
 
 #include <math.h>
@@ -31,7 +35,9 @@ struct nn_trainer {
   gsl_rng *rng;                /* owned: weights first, then shuffles */
   nn_train_opts opts;
   size_t n_in, n_out;
-  gsl_matrix *X;               /* owned: batch_size x n_in */
+  int sparse;                  /* the model takes nn_csr batches (ABI 1.2) */
+  gsl_matrix *X;               /* owned: batch_size x n_in (dense models) */
+  nn_csr_buffer Xs;            /* owned: the batch as CSR (sparse models) */
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   uint32_t *labels;            /* owned: batch_size labels */
   size_t *eval_idx;            /* owned: batch_size indices for evaluation */
@@ -58,6 +64,7 @@ void nn_trainer_free(nn_trainer *t) {
   }
   if (t->rng) gsl_rng_free(t->rng);
   if (t->X) gsl_matrix_free(t->X);
+  nn_csr_buffer_free(&t->Xs);
   if (t->scores) gsl_matrix_free(t->scores);
   free(t->labels);
   free(t->eval_idx);
@@ -86,11 +93,22 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   t->best_epoch = -1;
   size_t bs = opts->batch_size;
   t->rng = gsl_rng_alloc(gsl_rng_mt19937);
-  t->X = gsl_matrix_alloc(bs, n_in);
+  /* The sparse pair arrived in ABI 1.2: read it only if the plugin's
+   * table has it, and use it only if both halves are there. */
+  const nn_model_ops *mo = model->model;
+  t->sparse = mo->size >= offsetof(nn_model_ops, backward_csr) +
+                              sizeof mo->backward_csr &&
+              mo->forward_csr && mo->backward_csr;
+  int batch_ok;
+  if (t->sparse)
+    batch_ok = n_in <= SIZE_MAX / bs &&
+               nn_csr_buffer_init(&t->Xs, bs, bs * n_in) == NN_OK;
+  else
+    batch_ok = (t->X = gsl_matrix_alloc(bs, n_in)) != NULL;
   t->scores = gsl_matrix_alloc(bs, n_out);
   t->labels = malloc(bs * sizeof *t->labels);
   t->eval_idx = malloc(bs * sizeof *t->eval_idx);
-  if (!t->rng || !t->X || !t->scores || !t->labels || !t->eval_idx) {
+  if (!t->rng || !batch_ok || !t->scores || !t->labels || !t->eval_idx) {
     nn_trainer_free(t);
     return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
   }
@@ -135,12 +153,29 @@ nn_param *nn_trainer_params(nn_trainer *t, size_t *n) {
   return t->params;
 }
 
-/* Forward one gathered batch of `count` rows; scores land in t->scores. */
-static int batch_forward(nn_trainer *t, size_t count, gsl_matrix_view *Xv,
+/* Gather examples idx[0..count) and run the model forward; scores land in
+ * t->scores (*Sv views the batch's rows), the dense batch (if the model
+ * takes one) in *Xv. */
+static int batch_forward(nn_trainer *t, const nn_dataset *ds,
+                         const size_t *idx, size_t count, gsl_matrix_view *Xv,
                          gsl_matrix_view *Sv, nn_error *err) {
-  *Xv = gsl_matrix_submatrix(t->X, 0, 0, count, t->n_in);
+  const nn_model_ops *m = t->model_desc->model;
+  int rc = t->sparse
+               ? nn_dataset_gather_csr(ds, idx, count, &t->Xs, t->labels)
+               : nn_dataset_gather(ds, idx, count, t->X, t->labels);
+  if (rc) return nn_error_set(err, rc, "cannot gather a batch");
   *Sv = gsl_matrix_submatrix(t->scores, 0, 0, count, t->n_out);
-  return t->model_desc->model->forward(t->model, &Xv->matrix, &Sv->matrix, err);
+  if (t->sparse) return m->forward_csr(t->model, &t->Xs.csr, &Sv->matrix, err);
+  *Xv = gsl_matrix_submatrix(t->X, 0, 0, count, t->n_in);
+  return m->forward(t->model, &Xv->matrix, &Sv->matrix, err);
+}
+
+static int batch_backward(nn_trainer *t, gsl_matrix_view *Xv,
+                          gsl_matrix_view *Sv, nn_error *err) {
+  const nn_model_ops *m = t->model_desc->model;
+  if (t->sparse)
+    return m->backward_csr(t->model, &t->Xs.csr, &Sv->matrix, err);
+  return m->backward(t->model, &Xv->matrix, &Sv->matrix, err);
 }
 
 static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
@@ -171,9 +206,8 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
     size_t count = ds->n - start < bs ? ds->n - start : bs;
     for (size_t k = 0; k < count; k++) t->eval_idx[k] = start + k;
     gsl_matrix_view Xv, Sv;
-    if ((rc = nn_dataset_gather(ds, t->eval_idx, count, t->X, t->labels)))
-      return nn_error_set(err, rc, "cannot gather an evaluation batch");
-    if ((rc = batch_forward(t, count, &Xv, &Sv, err))) return rc;
+    if ((rc = batch_forward(t, ds, t->eval_idx, count, &Xv, &Sv, err)))
+      return rc;
     double batch_loss;
     size_t batch_hits;
     rc = nn_softmax_xent(&Sv.matrix, t->labels, NULL, &batch_loss, &batch_hits);
@@ -191,7 +225,6 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
 static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
                        nn_error *err) {
-  const nn_model_ops *m = t->model_desc->model;
   const nn_optim_ops *o = t->optim_desc->optim;
   const size_t bs = t->opts.batch_size;
   double loss_sum = 0;
@@ -199,17 +232,16 @@ static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
   int rc;
   for (size_t start = 0; start < ds->n; start += bs, batches++) {
     size_t count = ds->n - start < bs ? ds->n - start : bs;
-    if ((rc = nn_dataset_gather(ds, order + start, count, t->X, t->labels)))
-      return nn_error_set(err, rc, "cannot gather a training batch");
     gsl_matrix_view Xv, Sv;
-    if ((rc = batch_forward(t, count, &Xv, &Sv, err))) return rc;
+    if ((rc = batch_forward(t, ds, order + start, count, &Xv, &Sv, err)))
+      return rc;
     double batch_loss;
     size_t batch_hits;
     /* scores become dscores in place: no second buffer, one pass. */
     rc = nn_softmax_xent(&Sv.matrix, t->labels, &Sv.matrix, &batch_loss,
                          &batch_hits);
     if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
-    if ((rc = m->backward(t->model, &Xv.matrix, &Sv.matrix, err))) return rc;
+    if ((rc = batch_backward(t, &Xv, &Sv, err))) return rc;
     if ((rc = o->step(t->optim, t->params, t->n_params, err))) return rc;
     loss_sum += batch_loss;
     hits += batch_hits;

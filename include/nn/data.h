@@ -6,6 +6,7 @@
 #ifndef NN_DATA_H
 #define NN_DATA_H
 
+#include <nn/math.h>
 #include <nn/plugin.h>
 
 #ifdef __cplusplus
@@ -46,6 +47,15 @@ void nn_dataset_split(const nn_dataset *all, double frac, nn_dataset *first,
  * exactly ds->dim columns.  No allocation. */
 int nn_dataset_gather(const nn_dataset *ds, const size_t *idx, size_t count,
                       gsl_matrix *X, uint32_t *labels);
+
+/* The same batch as compressed sparse rows (ABI 1.2 models take it
+ * directly): rows 0..count of out get the non-zero pixels of examples
+ * idx[0..count), as pixel / 255, and labels[0..count) their labels.  out
+ * needs room for count rows and count * ds->dim entries (the worst case).
+ * No allocation; a bad call (an index out of range, too small a buffer)
+ * leaves out and labels untouched. */
+int nn_dataset_gather_csr(const nn_dataset *ds, const size_t *idx,
+                          size_t count, nn_csr_buffer *out, uint32_t *labels);
 
 /* The MNIST file names inside a data directory.  format is "idx" or "csv".
  * For each file the plain name is tried first, then name + ".gz"; the error

@@ -39,6 +39,13 @@ double nn_accuracy(const gsl_matrix *scores, const uint32_t *labels);
 int nn_softmax_xent(const gsl_matrix *scores, const uint32_t *labels,
                     gsl_matrix *dscores, double *loss, size_t *hits);
 
+/* Backward through a sigmoid layer given its output h, in one pass:
+ * d = d * h * (1 - h) (the derivative from the stored activation, no exp)
+ * and colsum[0, j] = sum over rows of the new d (the bias gradient).
+ * colsum is 1 x cols and must not overlap d or h. */
+int nn_sigmoid_backward(gsl_matrix *d, const gsl_matrix *h,
+                        gsl_matrix *colsum);
+
 /* m[i, :] += b[0, :] for every row (b is 1 x cols). */
 int nn_add_row_vector(gsl_matrix *m, const gsl_matrix *b);
 /* out[0, j] = sum_i m[i, j] (out is 1 x cols). */
@@ -49,6 +56,66 @@ void nn_fill_gaussian(gsl_matrix *m, gsl_rng *rng, double scale);
 /* L2 regularization, the course's rule: grad += reg * value for every
  * NN_PARAM_WEIGHT parameter; biases are never touched. */
 int nn_apply_l2(nn_param *params, size_t n, double reg);
+
+/* One SGD step on one parameter, in one pass over it:
+ *   g' = g + reg * w                  (reg == 0: g' = g, no 0 * w term)
+ *   v == NULL:  w -= lr * g'
+ *   otherwise:  v = momentum * v + g';  w -= lr * v
+ * g is not modified.  Multiplies and adds are rounded separately, like the
+ * plain C expressions, so the result is the same on every CPU.  Pass
+ * reg = 0 for biases (the course's L2 touches weights only). */
+int nn_sgd_update(gsl_matrix *w, const gsl_matrix *g, gsl_matrix *v,
+                  double lr, double reg, double momentum);
+
+/* ---- Sparse batches: compressed sparse rows (nn_csr, <nn/plugin.h>). ----
+ * What a model needs to run its first layer on a sparse batch: scratch
+ * buffers (allocate in create, refill per batch), a transpose for the
+ * weight gradient (X^T dZ is transpose(X) times dZ), and the product. */
+
+/* A CSR matrix with owned storage for at most max_rows rows and max_nnz
+ * stored entries; `csr` is the view of its current contents. */
+typedef struct nn_csr_buffer {
+  nn_csr csr;
+  size_t max_rows, max_nnz;
+  size_t *start;   /* max_rows + 1 */
+  uint32_t *index; /* max_nnz */
+  double *value;   /* max_nnz */
+} nn_csr_buffer;
+
+/* Allocate; NN_ENOMEM (or NN_EINVAL for absurd sizes) leaves *b zeroed.
+ * The buffer starts as an empty 0 x 0 matrix. */
+int nn_csr_buffer_init(nn_csr_buffer *b, size_t max_rows, size_t max_nnz);
+void nn_csr_buffer_free(nn_csr_buffer *b); /* NULL-safe; zeroes *b */
+/* b = the non-zero entries of X.  NN_EINVAL if they do not fit. */
+int nn_csr_from_dense(nn_csr_buffer *b, const gsl_matrix *X);
+/* b = A^T (A->cols rows), every row in ascending column order.  NN_EINVAL
+ * if it does not fit.  A must be well-formed. */
+int nn_csr_transpose(nn_csr_buffer *b, const nn_csr *A);
+/* 1 if A is well-formed: start non-decreasing from 0, columns in range
+ * and strictly ascending within each row.  The core's batches and the
+ * functions above always are; a model may check an A of other origin. */
+int nn_csr_valid(const nn_csr *A);
+
+#define NN_ACT_NONE 0
+#define NN_ACT_SIGMOID 1
+/* out = act(A B + bias) for a well-formed sparse A (m x k), dense B
+ * (k x n), bias 1 x n or NULL, out m x n (must not overlap B).  Each
+ * element is the sum of A's stored entries times B in ascending column
+ * order (with fused multiply-adds where the CPU has them; for n <= 16,
+ * even and odd entries are summed apart and then added), then + bias,
+ * then the activation: the same numbers on every x86-64 CPU with FMA,
+ * with or without AVX-512. */
+int nn_csr_matmul(const nn_csr *A, const gsl_matrix *B, const gsl_matrix *bias,
+                  int act, gsl_matrix *out);
+
+/* out = op(A) B + bias for small dense matrices, op(A) = A, or A^T when
+ * trans_a is non-zero; bias is 1 x n or NULL; out must not overlap A or
+ * B.  Each element is the sum over k in ascending order (fused
+ * multiply-adds where the CPU has them), then + bias: the same numbers on
+ * every x86-64 CPU with FMA.  For the few-thousand-element products of an
+ * output layer, where a BLAS call costs more than its arithmetic. */
+int nn_dense_matmul(const gsl_matrix *A, int trans_a, const gsl_matrix *B,
+                    const gsl_matrix *bias, gsl_matrix *out);
 
 #ifdef __cplusplus
 }
