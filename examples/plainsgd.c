@@ -40,7 +40,10 @@ static int plainsgd_step(void *self, nn_param *params, size_t n, nn_error *err) 
   return NN_OK;
 }
 
-static const nn_optim_ops plainsgd_ops = {
-    sizeof(nn_optim_ops), plainsgd_create, plainsgd_destroy, plainsgd_step};
+/* Designated initializers: fields added by later ABI minors stay NULL. */
+static const nn_optim_ops plainsgd_ops = {.size = sizeof(nn_optim_ops),
+                                          .create = plainsgd_create,
+                                          .destroy = plainsgd_destroy,
+                                          .step = plainsgd_step};
 NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "plainsgd", "1.0", "SGD in 30 lines",
                  plainsgd_options, NULL, &plainsgd_ops);
