@@ -160,7 +160,7 @@ int cli_train(const cli_options *opt) {
     cli_run_free(&run);
     return cli_sweep(opt);
   }
-  if (!status && opt->n_sweeps == 0 && opt->resume_dir && opt->output_dir) {
+  if (!status && opt->resume_dir && opt->output_dir) {
     nn_error_set(&err, NN_ECONFIG, "--resume DIR already names the output "
                                    "directory; drop -o");
     status = EXIT_USAGE;
