@@ -38,7 +38,8 @@ typedef struct axis {
 /* One run of the sweep and, after it finished, its results. */
 typedef struct sweep_run {
   size_t idx[MAX_AXES];  /* value index per axis */
-  char dir[4200];
+  char name[512];        /* its directory inside the sweep's */
+  char dir[4096 + 512 + 1]; /* sweep directory / name, set by place_runs */
   char label[512];       /* "learning_rate=0.1, reg=0.01" */
   pid_t pid;
   int status;            /* exit status; -1 while not run */
@@ -153,23 +154,32 @@ static int enumerate(sweep *s, nn_error *err) {
       run->idx[i] = rest % s->axes[i].n;
       rest /= s->axes[i].n;
     }
-    /* Directory: NN-key=value-key=value, with the section dropped and any
-     * '/' replaced so a value can never escape the sweep directory. */
-    int len = snprintf(run->dir, sizeof run->dir, "%s/%02zu", s->dir, r + 1);
+    /* Name: NN-key=value-key=value, with the section dropped and any '/'
+     * replaced so a value can never escape the sweep directory. */
+    size_t len = (size_t)snprintf(run->name, sizeof run->name, "%02zu", r + 1);
     size_t lab = 0;
     for (size_t i = 0; i < s->n_axes; i++) {
       const char *k = strchr(s->axes[i].key, '.') + 1;
       const char *v = s->axes[i].values[run->idx[i]];
-      len += snprintf(run->dir + len, sizeof run->dir - (size_t)len, "-%s=%s", k, v);
-      lab += (size_t)snprintf(run->label + lab, sizeof run->label - lab, "%s%s=%s",
-                              i ? ", " : "", k, v);
-      if (lab >= sizeof run->label) lab = sizeof run->label - 1;
+      if (len < sizeof run->name)
+        len += (size_t)snprintf(run->name + len, sizeof run->name - len, "-%s=%s",
+                                k, v);
+      if (lab < sizeof run->label)
+        lab += (size_t)snprintf(run->label + lab, sizeof run->label - lab,
+                                "%s%s=%s", i ? ", " : "", k, v);
     }
-    for (char *p = run->dir + strlen(s->dir) + 1; *p; p++)
+    for (char *p = run->name; *p; p++)
       if (*p == '/' || *p == ' ') *p = '_';
     run->status = -1;
   }
   return NN_OK;
+}
+
+/* Once the sweep directory exists: every run's directory inside it. */
+static void place_runs(sweep *s) {
+  for (size_t r = 0; r < s->n_runs; r++)
+    snprintf(s->runs[r].dir, sizeof s->runs[r].dir, "%s/%s", s->dir,
+             s->runs[r].name);
 }
 
 /* The options of one run: the user's --set overrides, then the run's
@@ -234,7 +244,7 @@ static void run_child(const sweep *s, const sweep_run *run,
   cli_options child;
   if (!sets || !buf) _exit(EXIT_RUNTIME);
   run_options(s, run, opt, &child, sets, buf);
-  char msg[512], dir[4200], log[4300];
+  char msg[512], dir[sizeof run->dir], log[sizeof run->dir + 16];
   if (run_dir_create(run->dir, "", dir, sizeof dir, msg, sizeof msg)) _exit(EXIT_RUNTIME);
   snprintf(log, sizeof log, "%s/log.txt", run->dir);
   if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
@@ -245,7 +255,7 @@ static void run_child(const sweep *s, const sweep_run *run,
 
 /* Read a finished run's summary.json. */
 static void read_results(sweep_run *run) {
-  char path[4300];
+  char path[sizeof run->dir + 16];
   snprintf(path, sizeof path, "%s/summary.json", run->dir);
   json_t *root = json_load_file(path, 0, NULL);
   if (!root) {
@@ -338,7 +348,7 @@ static int write_csv(const sweep *s, nn_error *err) {
       fprintf(f.fp, "%s,", s->axes[i].values[run->idx[i]]);
     fprintf(f.fp, "%.10g,%ld,%.10g,%.10g,%.3f,%d,%s\n", run->best_val,
             run->best_epoch, run->test_acc, run->final_loss, run->seconds,
-            run->status, strrchr(run->dir, '/') + 1);
+            run->status, run->name);
   }
   return nn__atomic_commit(&f, err);
 }
@@ -425,8 +435,7 @@ static int write_report(const sweep *s, const cli_options *opt, const char *name
               mark, run->best_epoch, run->test_acc, run->final_loss, run->seconds);
     else
       fprintf(o, " failed (exit %d) | | | | %.1f |", run->status, run->seconds);
-    const char *sub = strrchr(run->dir, '/') + 1;
-    fprintf(o, " [%s](%s/curves.png) |\n", sub, sub);
+    fprintf(o, " [%s](%s/curves.png) |\n", run->name, run->name);
   }
   if (s->n_runs && order[0]->status == 0)
     fprintf(o, "\n**Best:** %s: validation accuracy %.4f at epoch %ld, test "
@@ -463,12 +472,8 @@ int cli_sweep(const cli_options *opt) {
     status = EXIT_RUNTIME;
     goto done;
   }
-  free(s.runs);
-  s.runs = NULL;
-  if (enumerate(&s, &err) || (status = validate_runs(&s, opt, &err))) {
-    if (!status) status = EXIT_USAGE;
-    goto done;
-  }
+  place_runs(&s);
+  if ((status = validate_runs(&s, opt, &err))) goto done;
   if (opt->verbosity > 0)
     fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time, in %s\n", s.n_runs,
             opt->jobs, s.dir);
