@@ -278,3 +278,20 @@ int nn_apply_l2(nn_param *params, size_t n, double reg) {
   }
   return NN_OK;
 }
+
+int nn_check_batch(const char *model, size_t rows, size_t cols, size_t n_in,
+                   size_t max_batch, const gsl_matrix *s, size_t n_out,
+                   const char *what, nn_error *err) {
+  if (!s)
+    return nn_error_set(err, NN_EINVAL, "%s: NULL %s", model, what);
+  if (cols != n_in)
+    return nn_error_set(err, NN_EINVAL, "%s: X has %zu columns, model expects %zu",
+                        model, cols, n_in);
+  if (rows == 0 || rows > max_batch)
+    return nn_error_set(err, NN_EINVAL, "%s: batch of %zu rows, model accepts 1..%zu",
+                        model, rows, max_batch);
+  if (s->size1 != rows || s->size2 != n_out)
+    return nn_error_set(err, NN_EINVAL, "%s: %s is %zux%zu, expected %zux%zu",
+                        model, what, s->size1, s->size2, rows, n_out);
+  return NN_OK;
+}

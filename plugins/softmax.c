@@ -109,21 +109,10 @@ static nn_param *softmax_params(void *self, size_t *n) {
 static int softmax_check(const softmax_model *m, size_t rows, size_t cols,
                          const gsl_matrix *s, const char *what,
                          nn_error *err) {
-  if (!m || !s)
+  if (!m)
     return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  if (cols != m->n_in)
-    return nn_error_set(err, NN_EINVAL,
-                        "softmax: X has %zu columns, model expects %zu",
-                        cols, m->n_in);
-  if (rows == 0 || rows > m->max_batch)
-    return nn_error_set(err, NN_EINVAL,
-                        "softmax: batch of %zu rows, model accepts 1..%zu",
-                        rows, m->max_batch);
-  if (s->size1 != rows || s->size2 != m->n_out)
-    return nn_error_set(err, NN_EINVAL,
-                        "softmax: %s is %zux%zu, expected %zux%zu", what,
-                        s->size1, s->size2, rows, m->n_out);
-  return NN_OK;
+  return nn_check_batch("softmax", rows, cols, m->n_in, m->max_batch, s,
+                        m->n_out, what, err);
 }
 
 static int softmax_forward_core(softmax_model *m, const nn_csr *X,

@@ -325,6 +325,29 @@ START_TEST(test_row_vector_and_column_sums) {
 }
 END_TEST
 
+/* The models' shared shape check: each rule with its own message. */
+START_TEST(test_check_batch) {
+  gsl_matrix *s = gsl_matrix_alloc(4, 10);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(nn_check_batch("m", 4, 784, 784, 64, s, 10, "scores", &err),
+                   NN_OK);
+  ck_assert_int_eq(nn_check_batch("m", 4, 780, 784, 64, s, 10, "scores", &err),
+                   NN_EINVAL);
+  ck_assert_str_eq(err.msg, "m: X has 780 columns, model expects 784");
+  ck_assert_int_eq(nn_check_batch("m", 65, 784, 784, 64, s, 10, "scores", &err),
+                   NN_EINVAL);
+  ck_assert_str_eq(err.msg, "m: batch of 65 rows, model accepts 1..64");
+  ck_assert_int_eq(nn_check_batch("m", 0, 784, 784, 64, s, 10, "scores", &err),
+                   NN_EINVAL);
+  ck_assert_int_eq(nn_check_batch("m", 3, 784, 784, 64, s, 10, "dscores", &err),
+                   NN_EINVAL);
+  ck_assert_str_eq(err.msg, "m: dscores is 4x10, expected 3x10");
+  ck_assert_int_eq(nn_check_batch("m", 4, 784, 784, 64, NULL, 10, "scores", &err),
+                   NN_EINVAL);
+  gsl_matrix_free(s);
+}
+END_TEST
+
 START_TEST(test_apply_l2) {
   static const double w[] = {0.5, -1.25, 3.0, 1e-3, -7.0, 2.0};
   static const double g[] = {0.1, 0.2, -0.3, 0.4, 0.05, -0.6};
@@ -399,6 +422,7 @@ static Suite *math_suite(void) {
   tcase_add_test(tc, test_shape_mismatch);
   tcase_add_test(tc, test_row_vector_and_column_sums);
   tcase_add_test(tc, test_apply_l2);
+  tcase_add_test(tc, test_check_batch);
   tcase_add_test(tc, test_fill_gaussian);
   suite_add_tcase(s, tc);
   return s;

@@ -53,6 +53,14 @@ int nn_column_sums(const gsl_matrix *m, gsl_matrix *out);
 /* Fill m with scale * N(0, 1) draws from rng, row by row. */
 void nn_fill_gaussian(gsl_matrix *m, gsl_rng *rng, double scale);
 
+/* The shape check every model plugin makes on forward / backward: X is
+ * rows x cols with cols == n_in and 1 <= rows <= max_batch, and s (the
+ * scores or dscores, named `what` in the message) is rows x n_out.
+ * Returns NN_OK, or NN_EINVAL with "<model>: ..." in err. */
+int nn_check_batch(const char *model, size_t rows, size_t cols, size_t n_in,
+                   size_t max_batch, const gsl_matrix *s, size_t n_out,
+                   const char *what, nn_error *err);
+
 /* L2 regularization, the course's rule: grad += reg * value for every
  * NN_PARAM_WEIGHT parameter; biases are never touched. */
 int nn_apply_l2(nn_param *params, size_t n, double reg);
