@@ -204,10 +204,14 @@ int cli_train(const cli_options *opt) {
     fprintf(stderr, "nnrun: model %s, optimizer %s, CBLAS %s, seed %llu\n",
             nn_loaded_path(run.model.loaded), nn_loaded_path(run.optim.loaded),
             nn_cblas_name(), (unsigned long long)run.topts.seed);
-  if (opt->resume_dir && (status = resume(&st, &err))) {
-    status = status == NN_ECONFIG || status == NN_EINVAL ? EXIT_USAGE
-                                                         : EXIT_RUNTIME;
-    goto done;
+  if (opt->resume_dir) {
+    /* A checkpoint that does not fit the config is the user's mistake; a
+     * damaged one is a runtime failure. */
+    int rc = resume(&st, &err);
+    if (rc) {
+      status = rc == NN_ECONFIG || rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+      goto done;
+    }
   }
 
   st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);
