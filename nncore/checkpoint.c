@@ -72,57 +72,31 @@ out:
   return rc;
 }
 
-/* Is `name` one of the comma-separated names in list? */
-static int listed(const char *list, const char *name) {
-  size_t len = strlen(name);
-  for (const char *p = list; p && *p;) {
-    const char *comma = strchr(p, ',');
-    size_t l = comma ? (size_t)(comma - p) : strlen(p);
-    if (l == len && !strncmp(p, name, len)) return 1;
-    p += l + (comma ? 1 : 0);
-  }
-  return 0;
-}
-
-/* Check that f holds each of params (right shapes) and nothing else but
- * declared optimizer state; then copy.  All checks come first. */
-static int load_into(const nn_safetensors *f, const char *path,
-                     nn_param *params, size_t n, int with_state,
-                     nn_error *err) {
-  const char *state = nn_safetensors_meta(f, META_STATE);
-  for (size_t i = 0; i < nn_safetensors_count(f); i++) {
-    const char *name = nn_safetensors_name(f, i);
-    int known = listed(state, name) && !with_state;
-    for (size_t k = 0; k < n && !known; k++) known = !strcmp(params[k].name, name);
-    if (!known)
-      return nn_error_set(err, NN_EINVAL,
-                          "%s: tensor '%s' is not a parameter of this model",
-                          path, name);
-  }
-  for (size_t k = 0; k < n; k++) {
-    size_t r, c;
-    if (nn_safetensors_shape(f, params[k].name, &r, &c))
-      return nn_error_set(err, NN_EINVAL, "%s: no tensor '%s' (this model has it)",
-                          path, params[k].name);
-    if (r != params[k].value->size1 || c != params[k].value->size2)
-      return nn_error_set(err, NN_EINVAL,
-                          "%s: tensor '%s' is %zux%zu, this model's is %zux%zu",
-                          path, params[k].name, r, c, params[k].value->size1,
-                          params[k].value->size2);
-  }
-  for (size_t k = 0; k < n; k++) {
-    int rc = nn_safetensors_read(f, params[k].name, params[k].value, err);
-    if (rc) return rc;
-  }
-  return NN_OK;
-}
-
 int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
                             nn_error *err) {
   nn_safetensors *f = NULL;
   int rc = nn_safetensors_open(&f, path, err);
   if (rc) return rc;
-  rc = load_into(f, path, params, n, 0, err);
+  /* A last.safetensors also holds the optimizer's state, listed in its
+   * metadata as "a,b,c": those tensors are skipped. */
+  const char *state = nn_safetensors_meta(f, META_STATE);
+  char *names = strdup(state ? state : "");
+  const char **skip = calloc(strlen(names) / 2 + 2, sizeof *skip);
+  if (!names || !skip) {
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory");
+  } else {
+    size_t k = 0;
+    for (char *p = names; *p; k++) {
+      skip[k] = p;
+      char *comma = strchr(p, ',');
+      if (!comma) break;
+      *comma = '\0';
+      p = comma + 1;
+    }
+    rc = nn_safetensors_read_params(f, params, n, skip, err);
+  }
+  free(skip);
+  free(names);
   nn_safetensors_close(f);
   return rc;
 }
@@ -186,7 +160,7 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
   }
   memcpy(all, params, n * sizeof *all);
   if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
-  if ((rc = load_into(last, path, all, n + n_state, 1, err)) ||
+  if ((rc = nn_safetensors_read_params(last, all, n + n_state, NULL, err)) ||
       (rc = nn_trainer_set_rng_state(t, rng, rng_size, err)))
     goto out;
   char *end;
@@ -198,7 +172,7 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
     size_t nb;
     nn_param *bp = nn_trainer_best(t, &nb, NULL, NULL);
     if ((rc = nn_safetensors_open(&best, path, err)) ||
-        (rc = load_into(best, path, bp, nb, 0, err)))
+        (rc = nn_safetensors_read_params(best, bp, nb, NULL, err)))
       goto out;
   }
   nn_trainer_set_best(t, best_epoch, best_acc);

@@ -617,9 +617,17 @@ int nn_safetensors_read(const nn_safetensors *f, const char *name,
   return NN_OK;
 }
 
-int nn_safetensors_load_params(const char *path, nn_param *params, size_t n,
+static int in_list(const char *name, const char *const *list) {
+  for (; list && *list; list++)
+    if (strcmp(*list, name) == 0) return 1;
+  return 0;
+}
+
+int nn_safetensors_read_params(const nn_safetensors *f, nn_param *params,
+                               size_t n, const char *const *ignore,
                                nn_error *err) {
-  if (!path) return nn_error_set(err, NN_EINVAL, "safetensors: no path given");
+  if (!f) return nn_error_set(err, NN_EINVAL, "safetensors: no file given");
+  const char *path = f->path;
   if (n && !params)
     return nn_error_set(err, NN_EINVAL, "%s: no parameters given", path);
   for (size_t i = 0; i < n; i++) {
@@ -631,44 +639,47 @@ int nn_safetensors_load_params(const char *path, nn_param *params, size_t n,
         return nn_error_set(err, NN_EINVAL, "%s: parameter name '%s' is used "
                             "twice", path, params[i].name);
   }
-  nn_safetensors *f = NULL; /* owned here until the end */
-  int rc = nn_safetensors_open(&f, path, err);
-  if (rc) return rc;
-
-  /* Validate everything first so that an error leaves params untouched. */
+  /* Validate everything first so that an error leaves params untouched:
+   * missing names, then stray tensors (a file of another model), then
+   * shapes. */
   const st_tensor *t;
   char list[320];
-  for (size_t i = 0; i < n && rc == NN_OK; i++) {
-    if (!find(f, params[i].name)) {
-      const char **names = malloc((f->n ? f->n : 1) * sizeof *names);
-      if (!names) {
-        rc = nn_error_set(err, NN_ENOMEM, "%s: out of memory", path);
-        break;
-      }
-      for (size_t k = 0; k < f->n; k++) names[k] = f->t[k].name;
-      join_names(list, sizeof list, names, f->n);
-      free(names);
-      rc = nn_error_set(err, NN_EINVAL, "%s: no tensor '%s' (the file has: "
-                        "%s)", path, params[i].name, list);
-      break;
-    }
-    rc = check_tensor(f, params[i].name, params[i].value->size1,
-                      params[i].value->size2, "parameter", &t, err);
+  int rc = NN_OK;
+  for (size_t i = 0; i < n; i++) {
+    if (find(f, params[i].name)) continue;
+    const char **names = malloc((f->n ? f->n : 1) * sizeof *names);
+    if (!names) return nn_error_set(err, NN_ENOMEM, "%s: out of memory", path);
+    for (size_t k = 0; k < f->n; k++) names[k] = f->t[k].name;
+    join_names(list, sizeof list, names, f->n);
+    free(names);
+    return nn_error_set(err, NN_EINVAL, "%s: no tensor '%s' (the file has: %s)",
+                        path, params[i].name, list);
   }
-  /* Names are unique on both sides and every param was found, so equal
-   * counts mean equal sets; otherwise name the first extra tensor. */
-  for (size_t k = 0; k < f->n && rc == NN_OK && f->n != n; k++) {
+  for (size_t k = 0; k < f->n; k++) {
     size_t i = 0;
     while (i < n && strcmp(params[i].name, f->t[k].name) != 0) i++;
-    if (i == n)
-      rc = nn_error_set(err, NN_EINVAL, "%s: tensor '%s' is not a parameter "
-                        "of the model (%zu tensors in the file, %zu "
-                        "parameters)", path, f->t[k].name, f->n, n);
+    if (i == n && !in_list(f->t[k].name, ignore))
+      return nn_error_set(err, NN_EINVAL, "%s: tensor '%s' is not a parameter "
+                          "of the model (%zu tensors in the file, %zu "
+                          "parameters)", path, f->t[k].name, f->n, n);
   }
+  for (size_t i = 0; i < n && rc == NN_OK; i++)
+    rc = check_tensor(f, params[i].name, params[i].value->size1,
+                      params[i].value->size2, "parameter", &t, err);
   for (size_t i = 0; i < n && rc == NN_OK; i++) {
     t = find(f, params[i].name);
     copy_out(f, t, params[i].value);
   }
+  return rc;
+}
+
+int nn_safetensors_load_params(const char *path, nn_param *params, size_t n,
+                               nn_error *err) {
+  if (!path) return nn_error_set(err, NN_EINVAL, "safetensors: no path given");
+  nn_safetensors *f = NULL; /* owned here until the end */
+  int rc = nn_safetensors_open(&f, path, err);
+  if (rc) return rc;
+  rc = nn_safetensors_read_params(f, params, n, NULL, err);
   nn_safetensors_close(f);
   return rc;
 }

@@ -356,6 +356,32 @@ static void expect_load_refused(nn_param *into, size_t n,
   gsl_matrix_free(b);
 }
 
+/* read_params skips exactly the tensors it is told to ignore. */
+START_TEST(test_read_params_ignore_list) {
+  gsl_matrix *W = gsl_matrix_alloc(2, 3), *v = gsl_matrix_alloc(2, 3);
+  gsl_matrix_set_all(W, 1.5);
+  gsl_matrix_set_all(v, -2.0);
+  nn_param saved[] = {{"W", W, NULL, 0}, {"momentum.W", v, NULL, 0}};
+  nn_error err = {0, ""};
+  ck_assert_int_eq(nn_safetensors_save(tpath("s.safetensors"), saved, 2,
+                                       NN_DTYPE_F64, NULL, &err), NN_OK);
+  gsl_matrix *into = gsl_matrix_calloc(2, 3);
+  nn_param p[] = {{"W", into, NULL, 0}};
+  nn_safetensors *f = NULL;
+  ck_assert_int_eq(nn_safetensors_open(&f, tpath("s.safetensors"), &err), NN_OK);
+  ck_assert_int_eq(nn_safetensors_read_params(f, p, 1, NULL, &err), NN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'momentum.W'"));
+  ck_assert(gsl_matrix_get(into, 0, 0) == 0.0); /* untouched on error */
+  const char *const skip[] = {"momentum.W", NULL};
+  ck_assert_int_eq(nn_safetensors_read_params(f, p, 1, skip, &err), NN_OK);
+  ck_assert(gsl_matrix_get(into, 1, 2) == 1.5);
+  nn_safetensors_close(f);
+  gsl_matrix_free(W);
+  gsl_matrix_free(v);
+  gsl_matrix_free(into);
+}
+END_TEST
+
 START_TEST(test_load_params_mismatches_leave_params_unchanged) {
   gsl_matrix *W = gsl_matrix_alloc(3, 4), *Wt = gsl_matrix_alloc(4, 3);
   gsl_matrix *b = gsl_matrix_alloc(1, 4), *c = gsl_matrix_alloc(1, 4);
@@ -680,6 +706,7 @@ int main(void) {
   tcase_add_test(tc, test_data_section_is_8_aligned);
   tcase_add_test(tc, test_exact_bytes_of_a_tiny_file);
   tcase_add_test(tc, test_load_params_mismatches_leave_params_unchanged);
+  tcase_add_test(tc, test_read_params_ignore_list);
   tcase_add_test(tc, test_read_checks_shape_and_name);
   tcase_add_test(tc, test_save_refuses_bad_arguments_and_keeps_old_file);
   tcase_add_test(tc, test_open_errors_io);

@@ -64,7 +64,7 @@ nn eval -c "$tmp/base.ini" --weights "$tmp/a/best.safetensors"
 check "eval of best.safetensors repeats the run's test line" cmp -s "$tmp/out" "$tmp/test_line"
 nn eval -c "$tmp/base.ini" --set model.hidden_size=17 --weights "$tmp/a/best.safetensors"
 check "eval with the wrong shapes exits 2" test "$rc" -eq 2
-check "eval names the tensor and both shapes" grep -q "W1' is 784x16, this model's is 784x17" "$tmp/err"
+check "eval names the tensor and both shapes" grep -q "W1' is 784x16 (shape \[784, 16\]) but the parameter is 784x17" "$tmp/err"
 nn eval -c "$tmp/base.ini"
 check "eval without --weights is a usage error" test "$rc" -eq 2
 
@@ -81,7 +81,7 @@ check "init_from with other names exits 2" test "$rc" -eq 2
 check "init_from names the file, line and the stray tensor" grep -q "soft.ini:7: \[model\] init_from = .*b1' is not a parameter" "$tmp/err"
 nn -q -c "$tmp/base.ini" -o "$tmp/bad2" --set model.hidden_size=32 --set "model.init_from=$tmp/a/best.safetensors"
 check "init_from with other shapes exits 2" test "$rc" -eq 2
-check "init_from names both shapes" grep -q "W1' is 784x16, this model's is 784x32" "$tmp/err"
+check "init_from names both shapes" grep -q "W1' is 784x16 (shape \[784, 16\]) but the parameter is 784x32" "$tmp/err"
 nn -q -c "$tmp/base.ini" -o "$tmp/bad3" --set "model.init_from=$tmp/nope.safetensors"
 check "init_from a missing file exits 2" test "$rc" -eq 2
 check "init_from a missing file names it" grep -q "init_from = .*nope.safetensors: cannot read it" "$tmp/err"

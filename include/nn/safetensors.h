@@ -93,6 +93,15 @@ const char *nn_safetensors_meta(const nn_safetensors *f, const char *key);
 int nn_safetensors_read(const nn_safetensors *f, const char *name,
                         gsl_matrix *dst, nn_error *err);
 
+/* Load the params' values from an open file: each param's name must be a
+ * tensor of its shape, and every other tensor of the file must be named in
+ * `ignore` (NULL-terminated; NULL for none), else NN_EINVAL naming it.
+ * Everything is validated before anything is copied, so on any error every
+ * params[i].value is left unchanged. */
+int nn_safetensors_read_params(const nn_safetensors *f, nn_param *params,
+                               size_t n, const char *const *ignore,
+                               nn_error *err);
+
 /* Open `path` and load it into params: the file must hold exactly the
  * params' names (a missing name is an error listing the file's tensors, an
  * extra tensor is an error naming it) with matching shapes.  Everything is
