@@ -35,7 +35,8 @@ const nn_option cli_train_options[] = {
     {"shuffle", NN_OPT_BOOL, "true", "reshuffle training batches every epoch",
      0, 0, 0},
     {"threads", NN_OPT_INT, "1",
-     "OpenBLAS threads (the built-in models compute on one thread)",
+     "2+: gather the next batch on a second thread; also OpenBLAS's "
+     "thread count (results do not depend on it)",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 256},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 
@@ -93,7 +94,8 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
   r->topts = (nn_train_opts){.epochs = (size_t)r->train_v[TRAIN_EPOCHS].i,
                              .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
-                             .shuffle = r->train_v[TRAIN_SHUFFLE].b};
+                             .shuffle = r->train_v[TRAIN_SHUFFLE].b,
+                             .threads = (size_t)r->train_v[TRAIN_THREADS].i};
   return EXIT_OK;
 }
 

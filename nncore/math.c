@@ -5,6 +5,10 @@
  * errors through GSL's handler: shape problems come back as NN_EINVAL. */
 #include <config.h>
 
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <gsl/gsl_randist.h>
 
 #include <nn/math.h>
@@ -240,6 +244,35 @@ int nn_column_sums(const gsl_matrix *m, gsl_matrix *out) {
       o[j] += r[j];
   }
   return NN_OK;
+}
+
+gsl_matrix *nn_matrix_calloc_aligned(size_t rows, size_t cols) {
+  if (rows == 0 || cols == 0 || cols > SIZE_MAX / sizeof(double) / rows)
+    return NULL;
+  /* aligned_alloc wants a size that is a multiple of the alignment. */
+  const size_t bytes = (rows * cols * sizeof(double) + 63) / 64 * 64;
+  gsl_block *b = malloc(sizeof *b);
+  double *data = bytes >= rows * cols * sizeof(double) ? aligned_alloc(64, bytes)
+                                                        : NULL;
+  if (!b || !data) {
+    free(b);
+    free(data);
+    return NULL;
+  }
+  memset(data, 0, bytes);
+  b->size = rows * cols;
+  b->data = data;
+  gsl_matrix *m = gsl_matrix_alloc_from_block(b, 0, rows, cols, cols);
+  if (!m) {
+    free(data);
+    free(b);
+    return NULL;
+  }
+  /* The matrix owns the block: gsl_matrix_free then frees it with
+   * gsl_block_free, which is free(data) and free(block) - both valid for
+   * memory from aligned_alloc and malloc. */
+  m->owner = 1;
+  return m;
 }
 
 void nn_fill_gaussian(gsl_matrix *m, gsl_rng *rng, double scale) {

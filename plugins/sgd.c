@@ -106,7 +106,7 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
     sl->cols = params[k].value->size2;
     if (mom != 0.0) {
       /* Velocity starts at zero, so the first step equals plain SGD. */
-      sl->v = gsl_matrix_calloc(sl->rows, sl->cols);
+      sl->v = nn_matrix_calloc_aligned(sl->rows, sl->cols);
       if (!sl->v) {
         sgd_destroy(s);
         return nn_error_set(err, NN_ENOMEM,

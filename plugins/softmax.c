@@ -72,9 +72,9 @@ static int softmax_create(const nn_value *opts, size_t n_in, size_t n_out,
   m->max_batch = max_batch;
   m->param.name = "W1";
   m->param.flags = NN_PARAM_WEIGHT;
-  m->param.value = gsl_matrix_alloc(n_in, n_out);
-  m->param.grad = gsl_matrix_calloc(n_in, n_out);
-  m->Z = gsl_matrix_alloc(max_batch, n_out);
+  m->param.value = nn_matrix_calloc_aligned(n_in, n_out);
+  m->param.grad = nn_matrix_calloc_aligned(n_in, n_out);
+  m->Z = nn_matrix_calloc_aligned(max_batch, n_out);
   /* Room for a fully dense batch: the worst case, touched only as far as
    * the batches actually fill it. */
   int ok = nn_csr_buffer_init(&m->Xd, max_batch, max_batch * n_in) == NN_OK;

@@ -73,9 +73,10 @@ static int twolayer_param_init(nn_param *p, const char *name, uint32_t flags,
                                size_t rows, size_t cols) {
   p->name = name;
   p->flags = flags;
-  /* calloc: biases must start at exactly zero, and grads start defined. */
-  p->value = gsl_matrix_calloc(rows, cols);
-  p->grad = gsl_matrix_calloc(rows, cols);
+  /* Zeroed: biases must start at exactly zero, and grads start defined.
+   * Cache-line aligned for the vector loads (see nn_matrix_calloc_aligned). */
+  p->value = nn_matrix_calloc_aligned(rows, cols);
+  p->grad = nn_matrix_calloc_aligned(rows, cols);
   return p->value && p->grad;
 }
 
@@ -121,9 +122,9 @@ static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
                             nh, n_out);
   ok &= twolayer_param_init(&m->params[TWOLAYER_B2], "b2", NN_PARAM_BIAS, 1,
                             n_out);
-  m->H = gsl_matrix_alloc(max_batch, nh);
-  m->dH = gsl_matrix_alloc(max_batch, nh);
-  m->W2t = gsl_matrix_alloc(n_out, nh);
+  m->H = nn_matrix_calloc_aligned(max_batch, nh);
+  m->dH = nn_matrix_calloc_aligned(max_batch, nh);
+  m->W2t = nn_matrix_calloc_aligned(n_out, nh);
   /* Room for a fully dense batch: the worst case, touched only as far as
    * the batches actually fill it. */
   ok &= nn_csr_buffer_init(&m->Xd, max_batch, max_batch * n_in) == NN_OK;

@@ -15,6 +15,9 @@ typedef struct nn_train_opts {
   size_t batch_size;
   uint64_t seed; /* seeds the RNG used for weights, then for shuffling */
   int shuffle;   /* reshuffle training batches every epoch */
+  size_t threads;/* >= 2: gather the next batch on a second thread while
+                    the model computes (0 or 1: one thread); the results
+                    do not depend on it */
 } nn_train_opts;
 
 typedef struct nn_epoch_metrics {
