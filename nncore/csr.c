@@ -99,3 +99,7 @@ int nn_csr_valid(const nn_csr *A) {
   }
   return 1;
 }
+
+nn_csr nn_csr_rows(const nn_csr *A, size_t r0, size_t r1) {
+  return (nn_csr){r1 - r0, A->cols, A->start + r0, A->index, A->value};
+}

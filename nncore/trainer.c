@@ -58,6 +58,8 @@ struct nn_trainer {
   nn_train_opts opts;
   size_t n_in, n_out;
   int sparse;                  /* the model takes nn_csr batches (ABI 1.2) */
+  int fused;                   /* step inside backward (ABI 1.3 pair) */
+  size_t *rows_stepped;        /* owned: per parameter, in the fused step */
   batch_slot slot[2];          /* owned: the current and the next batch */
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   nn_worker *worker;           /* owned; NULL with threads <= 1 */
@@ -93,6 +95,7 @@ void nn_trainer_free(nn_trainer *t) {
   }
   if (t->scores) gsl_matrix_free(t->scores);
   free(t->best_params);
+  free(t->rows_stepped);
   free(t);
 }
 
@@ -162,6 +165,21 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     t->optim = NULL;
     nn_trainer_free(t);
     return rc;
+  }
+  /* The fused step needs both halves of the ABI 1.3 pair. */
+  const nn_optim_ops *oo = optim->optim;
+  t->fused = t->sparse &&
+             mo->size >= offsetof(nn_model_ops, backward_step) +
+                             sizeof mo->backward_step &&
+             mo->backward_step &&
+             oo->size >= offsetof(nn_optim_ops, step_rows) +
+                             sizeof oo->step_rows &&
+             oo->step_rows;
+  if (t->fused &&
+      !(t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
+                                 sizeof *t->rows_stepped))) {
+    nn_trainer_free(t);
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
   }
   t->best = calloc(t->n_params ? t->n_params : 1, sizeof *t->best);
   t->best_params = calloc(t->n_params ? t->n_params : 1, sizeof *t->best_params);
@@ -280,12 +298,48 @@ static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
   return m->forward(t->model, &Xv->matrix, &Sv->matrix, err);
 }
 
-static int batch_backward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
-                          gsl_matrix_view *Sv, nn_error *err) {
+/* The stepper lent to backward_step: checks the rows asked for, counts
+ * them, and hands them to the optimizer's step_rows. */
+static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
+                        nn_error *err) {
+  nn_trainer *t = ctx;
+  if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "model %s asked to step rows [%zu, %zu) of parameter "
+                        "%zu, which is not one of its %zu parameters' rows",
+                        t->model_desc->name, r0, r1, k, t->n_params);
+  t->rows_stepped[k] += r1 - r0;
+  return t->optim_desc->optim->step_rows(t->optim, t->params, t->n_params, k,
+                                         r0, r1, err);
+}
+
+/* Backward on slot b, then the optimizer step: inside the backward pass
+ * when the model and optimizer can (ABI 1.3), after it otherwise. */
+static int batch_backward_step(nn_trainer *t, batch_slot *b,
+                               gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                               nn_error *err) {
   const nn_model_ops *m = t->model_desc->model;
-  if (t->sparse)
-    return m->backward_csr(t->model, &b->Xs.csr, &Sv->matrix, err);
-  return m->backward(t->model, &Xv->matrix, &Sv->matrix, err);
+  int rc;
+  if (t->fused) {
+    for (size_t k = 0; k < t->n_params; k++) t->rows_stepped[k] = 0;
+    const nn_stepper st = {t, stepper_rows};
+    if ((rc = m->backward_step(t->model, &b->Xs.csr, &Sv->matrix, &st, err)))
+      return rc;
+    /* A model that skipped or repeated rows would train wrongly, silently. */
+    for (size_t k = 0; k < t->n_params; k++)
+      if (t->rows_stepped[k] != t->params[k].value->size1)
+        return nn_error_set(err, NN_EPLUGIN,
+                            "model %s stepped %zu rows of parameter %s, "
+                            "which has %zu",
+                            t->model_desc->name, t->rows_stepped[k],
+                            t->params[k].name ? t->params[k].name : "?",
+                            t->params[k].value->size1);
+    return NN_OK;
+  }
+  rc = t->sparse ? m->backward_csr(t->model, &b->Xs.csr, &Sv->matrix, err)
+                 : m->backward(t->model, &Xv->matrix, &Sv->matrix, err);
+  if (rc) return rc;
+  return t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
 }
 
 static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
@@ -342,7 +396,6 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
 /* One training epoch (feed begun and ended by the caller). */
 static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
                       double *loss, double *accuracy, nn_error *err) {
-  const nn_optim_ops *o = t->optim_desc->optim;
   const size_t bs = t->opts.batch_size, n = f->ds->n;
   double loss_sum = 0;
   size_t hits = 0, batches = 0, seen = 0;
@@ -357,8 +410,7 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
     rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix, &batch_loss,
                          &batch_hits);
     if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
-    if ((rc = batch_backward(t, b, &Xv, &Sv, err))) return rc;
-    if ((rc = o->step(t->optim, t->params, t->n_params, err))) return rc;
+    if ((rc = batch_backward_step(t, b, &Xv, &Sv, err))) return rc;
     loss_sum += batch_loss;
     hits += batch_hits;
     seen += b->count;

@@ -142,39 +142,87 @@ static nn_param *sgd_state_of(void *self, size_t *n) {
   return s->state;
 }
 
-static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
-  sgd_state *s = self;
+/* Parameter k is the matrix the optimizer was created for, with a grad of
+ * its shape. */
+static int sgd_check_param(const sgd_state *s, const nn_param *params,
+                           size_t k, nn_error *err) {
+  const gsl_matrix *w = params[k].value, *g = params[k].grad;
+  if (!w || !g || w->size1 != s->slots[k].rows ||
+      w->size2 != s->slots[k].cols || g->size1 != w->size1 ||
+      g->size2 != w->size2)
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: parameter %zu (%s) is not the %zux%zu matrix "
+                        "the optimizer was created for",
+                        k, params[k].name ? params[k].name : "?",
+                        s->slots[k].rows, s->slots[k].cols);
+  return NN_OK;
+}
+
+static int sgd_check_call(const sgd_state *s, const nn_param *params,
+                          size_t n, nn_error *err) {
   if (!s || !params)
     return nn_error_set(err, NN_EINVAL, "sgd: NULL argument");
   if (n != s->n)
     return nn_error_set(err, NN_EINVAL,
                         "sgd: step on %zu parameters, created for %zu", n,
                         s->n);
+  return NN_OK;
+}
+
+/* Rows [r0, r1) of parameter k (checked by the caller).
+ *
+ * L2 (nn_apply_l2's rule, g + reg * w on weights only) is folded into the
+ * update: the same operations in the same order, so the same bits, but
+ * one pass over each parameter instead of two.  For W1 of the two-layer
+ * network (2 x 800 KB with its gradient, more than a core's L2 cache) the
+ * separate pass cost as much as the update itself. */
+static int sgd_update_rows(sgd_state *s, nn_param *params, size_t k,
+                           size_t r0, size_t r1, nn_error *err) {
+  gsl_matrix *w = params[k].value, *v = s->slots[k].v;
+  const gsl_matrix *g = params[k].grad;
+  const size_t cols = w->size2;
+  gsl_matrix_view wv = gsl_matrix_submatrix(w, r0, 0, r1 - r0, cols);
+  gsl_matrix_const_view gv = gsl_matrix_const_submatrix(g, r0, 0, r1 - r0,
+                                                        cols);
+  gsl_matrix_view vv;
+  if (v)
+    vv = gsl_matrix_submatrix(v, r0, 0, r1 - r0, cols);
+  const double reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
+  if (nn_sgd_update(&wv.matrix, &gv.matrix, v ? &vv.matrix : NULL, s->lr,
+                    reg, s->momentum) != NN_OK)
+    return nn_error_set(err, NN_EINVAL, "sgd: parameter shapes changed");
+  return NN_OK;
+}
+
+static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
+  sgd_state *s = self;
+  int rc = sgd_check_call(s, params, n, err);
   /* Check every shape before touching anything, so an error leaves the
    * model and the velocities unchanged. */
-  for (size_t k = 0; k < n; k++) {
-    const gsl_matrix *w = params[k].value, *g = params[k].grad;
-    if (!w || !g || w->size1 != s->slots[k].rows ||
-        w->size2 != s->slots[k].cols || g->size1 != w->size1 ||
-        g->size2 != w->size2)
-      return nn_error_set(err, NN_EINVAL,
-                          "sgd: parameter %zu (%s) is not the %zux%zu matrix "
-                          "the optimizer was created for",
-                          k, params[k].name ? params[k].name : "?",
-                          s->slots[k].rows, s->slots[k].cols);
-  }
-  /* L2 (nn_apply_l2's rule, g + reg * w on weights only) is folded into
-   * the update: the same operations in the same order, so the same bits,
-   * but one pass over each parameter instead of two.  For W1 of the
-   * two-layer network (2 x 800 KB with its gradient, more than a core's L2
-   * cache) the separate pass cost as much as the update itself. */
-  for (size_t k = 0; k < n; k++) {
-    const double reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
-    if (nn_sgd_update(params[k].value, params[k].grad, s->slots[k].v, s->lr,
-                      reg, s->momentum) != NN_OK)
-      return nn_error_set(err, NN_EINVAL, "sgd: parameter shapes changed");
-  }
-  return NN_OK;
+  for (size_t k = 0; rc == NN_OK && k < n; k++)
+    rc = sgd_check_param(s, params, k, err);
+  for (size_t k = 0; rc == NN_OK && k < n; k++)
+    rc = sgd_update_rows(s, params, k, 0, params[k].value->size1, err);
+  return rc;
+}
+
+/* ABI 1.3: the same update on a block of one parameter's rows. */
+static int sgd_step_rows(void *self, nn_param *params, size_t n, size_t k,
+                         size_t r0, size_t r1, nn_error *err) {
+  sgd_state *s = self;
+  int rc = sgd_check_call(s, params, n, err);
+  if (rc == NN_OK && k >= n)
+    rc = nn_error_set(err, NN_EINVAL, "sgd: parameter %zu of %zu", k, n);
+  if (rc == NN_OK)
+    rc = sgd_check_param(s, params, k, err);
+  if (rc == NN_OK && !(r0 < r1 && r1 <= params[k].value->size1))
+    rc = nn_error_set(err, NN_EINVAL,
+                      "sgd: rows [%zu, %zu) of %s, which has %zu rows", r0,
+                      r1, params[k].name ? params[k].name : "?",
+                      params[k].value->size1);
+  if (rc == NN_OK)
+    rc = sgd_update_rows(s, params, k, r0, r1, err);
+  return rc;
 }
 
 static const nn_optim_ops sgd_ops = {
@@ -183,6 +231,7 @@ static const nn_optim_ops sgd_ops = {
     sgd_destroy,
     sgd_step,
     sgd_state_of,
+    sgd_step_rows,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",

@@ -219,8 +219,16 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
   return twolayer_forward_core(m, &m->Xd.csr, scores, err);
 }
 
+/* Rows of W1 per block of the fused step (ABI 1.3 backward_step): 32 rows
+ * of dW1, 32 KB at 128 hidden units, are still in L1 when the optimizer
+ * reads them back. */
+#define TWOLAYER_STEP_ROWS 32
+
+/* st != NULL: take the optimizer step through st as soon as each
+ * parameter's gradient is final (backward_step); NULL: gradients only. */
 static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
-                                  gsl_matrix *dscores, nn_error *err) {
+                                  gsl_matrix *dscores, const nn_stepper *st,
+                                  nn_error *err) {
   const size_t B = X->rows, nh = m->n_hidden;
   if (m->last_rows != B)
     return nn_error_set(err, NN_EINVAL,
@@ -243,6 +251,11 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
   for (size_t j = 0; j < nh; j++)
     for (size_t c = 0; c < m->n_out; c++)
       m->W2t->data[c * m->W2t->tda + j] = W2->data[j * W2->tda + c];
+  /* W2 is needed no more (its copy W2t is), nor is b2. */
+  int rc;
+  if (st && ((rc = st->rows(st->ctx, TWOLAYER_W2, 0, nh, err)) != NN_OK ||
+             (rc = st->rows(st->ctx, TWOLAYER_B2, 0, 1, err)) != NN_OK))
+    return rc;
   if (nn_dense_matmul(dscores, 0, m->W2t, NULL, &dH.matrix) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: dH shape mismatch");
 
@@ -252,12 +265,32 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
                           m->params[TWOLAYER_B1].grad) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: dZ1 shape mismatch");
 
+  if (st && (rc = st->rows(st->ctx, TWOLAYER_B1, 0, 1, err)) != NN_OK)
+    return rc;
+
   /* dW1 = X^T dZ1, as the rows of X^T (one per input) times dZ1: inputs
    * that are zero in the whole batch get a zero row without arithmetic. */
-  if (nn_csr_transpose(&m->Xt, X) != NN_OK ||
-      nn_csr_matmul(&m->Xt.csr, &dH.matrix, NULL, NN_ACT_NONE,
-                    m->params[TWOLAYER_W1].grad) != NN_OK)
-    return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
+  gsl_matrix *dW1 = m->params[TWOLAYER_W1].grad;
+  if (nn_csr_transpose(&m->Xt, X) != NN_OK)
+    return nn_error_set(err, NN_EINVAL, "twolayer: cannot transpose X");
+  if (!st) {
+    if (nn_csr_matmul(&m->Xt.csr, &dH.matrix, NULL, NN_ACT_NONE, dW1) != NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
+    return NN_OK;
+  }
+  /* With the step: a block of rows of dW1, then the same rows of W1
+   * updated while the block is in L1. */
+  for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
+    const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
+                                                        : r0 + TWOLAYER_STEP_ROWS;
+    const nn_csr part = nn_csr_rows(&m->Xt.csr, r0, r1);
+    gsl_matrix_view rows = gsl_matrix_submatrix(dW1, r0, 0, r1 - r0, nh);
+    if (nn_csr_matmul(&part, &dH.matrix, NULL, NN_ACT_NONE, &rows.matrix) !=
+        NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
+    if ((rc = st->rows(st->ctx, TWOLAYER_W1, r0, r1, err)) != NN_OK)
+      return rc;
+  }
   return NN_OK;
 }
 
@@ -267,7 +300,19 @@ static int twolayer_backward_csr(void *self, const nn_csr *X,
   int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
-  return twolayer_backward_core(m, X, dscores, err);
+  return twolayer_backward_core(m, X, dscores, NULL, err);
+}
+
+static int twolayer_backward_step(void *self, const nn_csr *X,
+                                  gsl_matrix *dscores, const nn_stepper *st,
+                                  nn_error *err) {
+  twolayer_model *m = self;
+  if (!st || !st->rows)
+    return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
+  int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
+  if (rc != NN_OK)
+    return rc;
+  return twolayer_backward_core(m, X, dscores, st, err);
 }
 
 static int twolayer_backward(void *self, const gsl_matrix *X,
@@ -279,13 +324,14 @@ static int twolayer_backward(void *self, const gsl_matrix *X,
   /* Compressed again rather than trusting that Xd still holds this X. */
   if (nn_csr_from_dense(&m->Xd, X) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: cannot compress X");
-  return twolayer_backward_core(m, &m->Xd.csr, dscores, err);
+  return twolayer_backward_core(m, &m->Xd.csr, dscores, NULL, err);
 }
 
 static const nn_model_ops twolayer_ops = {
     (uint32_t)sizeof(nn_model_ops), twolayer_create,  twolayer_destroy,
     twolayer_params,                 twolayer_forward, twolayer_backward,
     twolayer_forward_csr,            twolayer_backward_csr,
+    twolayer_backward_step,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_MODEL, "twolayer", "0.1.0",

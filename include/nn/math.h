@@ -112,6 +112,12 @@ int nn_csr_transpose(nn_csr_buffer *b, const nn_csr *A);
  * functions above always are; a model may check an A of other origin. */
 int nn_csr_valid(const nn_csr *A);
 
+/* Rows [r0, r1) of A (r0 <= r1 <= A->rows) as a view sharing A's arrays.
+ * Its start[0] is A->start[r0], not 0: nn_csr_matmul takes such a view
+ * (it reads entries start[i] .. start[i + 1] - 1); nn_csr_valid and
+ * nn_csr_transpose do not. */
+nn_csr nn_csr_rows(const nn_csr *A, size_t r0, size_t r1);
+
 #define NN_ACT_NONE 0
 #define NN_ACT_SIGMOID 1
 /* out = act(A B + bias) for a well-formed sparse A (m x k), dense B

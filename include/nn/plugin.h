@@ -24,6 +24,14 @@
  *        and the core never expands the batch to a dense matrix.
  *        Optional: without them (1.0/1.1 models, or NULL) the core gathers
  *        dense batches and calls forward / backward as before.
+ *   1.3  nn_model_ops.backward_step and nn_optim_ops.step_rows: the
+ *        optimizer step taken inside the backward pass, a block of rows at
+ *        a time while the block's gradient is still in cache, instead of
+ *        a separate pass over every parameter afterwards (for the
+ *        two-layer network's W1 and its gradient, 1.6 MB, more than a
+ *        core's L2).  Optional: the core uses them only when the model has
+ *        backward_step and the optimizer step_rows; otherwise it calls
+ *        backward_csr and step as before.  The numbers are the same.
  *
  * Ownership, in one place:
  *   - The descriptor, option table, ops tables and every string in them live
@@ -59,7 +67,7 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 1u
-#define NN_ABI_MINOR 2u
+#define NN_ABI_MINOR 3u
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 /* Plugin kinds (carried as uint32_t in the descriptor). */
@@ -169,6 +177,15 @@ typedef struct nn_csr {
   const double *value;
 } nn_csr;
 
+/* ABI 1.3: what backward_step calls to update parameter k's rows
+ * [r0, r1) once their gradient is final (the core routes it to the
+ * optimizer's step_rows).  Lent for one call; returns NN_OK or an error
+ * code with err filled in, and backward_step then returns that code. */
+typedef struct nn_stepper {
+  void *ctx;
+  int (*rows)(void *ctx, size_t k, size_t r0, size_t r1, nn_error *err);
+} nn_stepper;
+
 typedef struct nn_model_ops {
   uint32_t size; /* sizeof(nn_model_ops) when the plugin was built */
   /* Allocate a model for n_in inputs, n_out classes and batches of at most
@@ -198,6 +215,16 @@ typedef struct nn_model_ops {
                      nn_error *err);
   int (*backward_csr)(void *self, const nn_csr *X, gsl_matrix *dscores,
                       nn_error *err);
+  /* ABI 1.3, optional (read only when `size` covers it; used only with
+   * forward_csr / backward_csr): backward_csr that also takes the
+   * optimizer step.  Once rows [r0, r1) of parameter k's gradient are
+   * final and the model no longer needs those rows of its value, it calls
+   * st->rows(st->ctx, k, r0, r1, err), which updates them.  Every row of
+   * every parameter must be passed exactly once per call (in any blocks,
+   * in any order; a whole parameter is one block); the core checks the
+   * count.  The gradients are written as by backward_csr. */
+  int (*backward_step)(void *self, const nn_csr *X, gsl_matrix *dscores,
+                       const nn_stepper *st, nn_error *err);
 } nn_model_ops;
 
 typedef struct nn_optim_ops {
@@ -215,6 +242,14 @@ typedef struct nn_optim_ops {
    * in checkpoints and writes them back in place to resume a run; names
    * must be unique and differ from the model's parameter names. */
   nn_param *(*state)(void *self, size_t *n);
+  /* ABI 1.3, optional (read only when `size` covers it and non-NULL):
+   * update rows [r0, r1) of parameter k from the same rows of its grad,
+   * exactly as step would update them.  A step taken through step_rows
+   * covers every row of every parameter once; rows are independent, so
+   * the order of the blocks changes no result.  The core checks k and the
+   * rows against the parameters; the optimizer checks them too. */
+  int (*step_rows)(void *self, nn_param *params, size_t n, size_t k,
+                   size_t r0, size_t r1, nn_error *err);
 } nn_optim_ops;
 
 /* The exported descriptor.  Never reorder; append only, bumping the minor. */
