@@ -766,6 +766,154 @@ START_TEST(test_training_lowers_loss) {
 }
 END_TEST
 
+/* ---------------------------------------------- ABI 1.3: fused step */
+
+/* A stepper for the tests: hands rows to sgd's step_rows and counts the
+ * rows each parameter got. */
+typedef struct count_stepper {
+  const nn_optim_ops *ops;
+  void *opt;
+  nn_param *p;
+  size_t n;
+  size_t rows[8];
+} count_stepper;
+
+static int count_rows(void *ctx, size_t k, size_t r0, size_t r1,
+                      nn_error *err) {
+  count_stepper *c = ctx;
+  ck_assert_uint_lt(k, c->n);
+  c->rows[k] += r1 - r0;
+  return c->ops->step_rows(c->opt, c->p, c->n, k, r0, r1, err);
+}
+
+/* A batch with about half its entries zero, as compressed rows. */
+static gsl_matrix *sparse_batch(size_t rows, size_t cols, gsl_rng *r) {
+  gsl_matrix *X = mat_alloc(rows, cols);
+  for (size_t i = 0; i < rows; i++)
+    for (size_t j = 0; j < cols; j++)
+      if (gsl_rng_uniform(r) < 0.5)
+        gsl_matrix_set(X, i, j, gsl_rng_uniform(r));
+  return X;
+}
+
+/* backward_step + step_rows must leave exactly the parameters, gradients
+ * and momentum of backward_csr + step: 75 inputs (three blocks of rows of
+ * W1, the last one partial) and 24 hidden units (the wide kernels). */
+static void fused_equals_separate(double mom) {
+  loaded opt = load("sgd"), l = load("twolayer");
+  const nn_model_ops *ops = l.desc->model;
+  const nn_optim_ops *oo = opt.desc->optim;
+  ck_assert_ptr_nonnull(ops->backward_step);
+  ck_assert_ptr_nonnull(oo->step_rows);
+  static const nn_value hidden24[] = {{.i = 24}};
+  const size_t n_in = 75, n_out = 4, B = 9;
+  void *a = model_new(&l, hidden24, n_in, n_out, B, 31);
+  void *b = model_new(&l, hidden24, n_in, n_out, B, 31);
+  size_t na, nb;
+  nn_param *pa = ops->params(a, &na), *pb = ops->params(b, &nb);
+  ck_assert_uint_eq(na, nb);
+  void *oa = sgd_new(&opt, 0.1, 0.01, mom, pa, na);
+  void *ob = sgd_new(&opt, 0.1, 0.01, mom, pb, nb);
+  gsl_rng *r = rng_seeded(32);
+  nn_csr_buffer xb;
+  ck_assert_int_eq(nn_csr_buffer_init(&xb, B, B * n_in), NN_OK);
+  gsl_matrix *sa = mat_alloc(B, n_out), *sb = mat_alloc(B, n_out);
+  static const uint32_t y[] = {0, 1, 2, 3, 1, 2, 0, 3, 1};
+  nn_error err = {0, ""};
+  for (int it = 0; it < 3; it++) {
+    gsl_matrix *X = sparse_batch(B, n_in, r);
+    ck_assert_int_eq(nn_csr_from_dense(&xb, X), NN_OK);
+    double loss;
+    size_t hits;
+    ck_assert_int_eq(ops->forward_csr(a, &xb.csr, sa, &err), NN_OK);
+    ck_assert_int_eq(ops->forward_csr(b, &xb.csr, sb, &err), NN_OK);
+    ck_assert(gsl_matrix_equal(sa, sb));
+    ck_assert_int_eq(nn_softmax_xent(sa, y, sa, &loss, &hits), NN_OK);
+    ck_assert_int_eq(nn_softmax_xent(sb, y, sb, &loss, &hits), NN_OK);
+    ck_assert_int_eq(ops->backward_csr(a, &xb.csr, sa, &err), NN_OK);
+    ck_assert_int_eq(oo->step(oa, pa, na, &err), NN_OK);
+    count_stepper c = {oo, ob, pb, nb, {0}};
+    const nn_stepper st = {&c, count_rows};
+    ck_assert_msg(ops->backward_step(b, &xb.csr, sb, &st, &err) == NN_OK,
+                  "%s", err.msg);
+    for (size_t k = 0; k < na; k++) {
+      ck_assert_uint_eq(c.rows[k], pa[k].value->size1);
+      ck_assert_msg(gsl_matrix_equal(pa[k].value, pb[k].value),
+                    "step %d: %s differs", it, pa[k].name);
+      ck_assert_msg(gsl_matrix_equal(pa[k].grad, pb[k].grad),
+                    "step %d: grad of %s differs", it, pa[k].name);
+    }
+    gsl_matrix_free(X);
+  }
+  if (mom != 0.0) {
+    size_t qa, qb;
+    nn_param *va = oo->state(oa, &qa), *vb = oo->state(ob, &qb);
+    ck_assert_uint_eq(qa, qb);
+    for (size_t k = 0; k < qa; k++)
+      ck_assert(gsl_matrix_equal(va[k].value, vb[k].value));
+  }
+  nn_csr_buffer_free(&xb);
+  gsl_matrix_free(sa);
+  gsl_matrix_free(sb);
+  oo->destroy(oa);
+  oo->destroy(ob);
+  ops->destroy(a);
+  ops->destroy(b);
+  gsl_rng_free(r);
+  unload(&l);
+  unload(&opt);
+}
+
+START_TEST(test_fused_step_plain_sgd) { fused_equals_separate(0.0); }
+END_TEST
+
+START_TEST(test_fused_step_momentum) { fused_equals_separate(0.9); }
+END_TEST
+
+/* step_rows on a block equals step on those rows; bad blocks are refused
+ * without touching anything. */
+START_TEST(test_sgd_step_rows) {
+  loaded l = load("sgd");
+  const nn_optim_ops *ops = l.desc->optim;
+  gsl_rng *r = rng_seeded(33);
+  nn_param p[2], q[2];
+  params_make(p, r);
+  for (size_t k = 0; k < 2; k++) {
+    q[k] = p[k];
+    q[k].value = mat_alloc(p[k].value->size1, p[k].value->size2);
+    q[k].grad = mat_alloc(p[k].value->size1, p[k].value->size2);
+    gsl_matrix_memcpy(q[k].value, p[k].value);
+    gsl_matrix_memcpy(q[k].grad, p[k].grad);
+  }
+  void *sp = sgd_new(&l, 0.1, 0.01, 0.5, p, 2);
+  void *sq = sgd_new(&l, 0.1, 0.01, 0.5, q, 2);
+  nn_error err = {0, ""};
+  ck_assert_int_eq(ops->step(sp, p, 2, &err), NN_OK);
+  /* W (3 rows) in two blocks, out of order; b in one. */
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 0, 2, 3, &err), NN_OK);
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 1, 0, 1, &err), NN_OK);
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 0, 0, 2, &err), NN_OK);
+  for (size_t k = 0; k < 2; k++)
+    ck_assert(gsl_matrix_equal(p[k].value, q[k].value));
+  gsl_matrix *before = mat_alloc(3, 4);
+  gsl_matrix_memcpy(before, q[0].value);
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 2, 0, 1, &err), NN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "parameter 2 of 2"));
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 0, 1, 1, &err), NN_EINVAL);
+  ck_assert_int_eq(ops->step_rows(sq, q, 2, 0, 2, 4, &err), NN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "rows [2, 4) of W"));
+  ck_assert_int_eq(ops->step_rows(sq, q, 1, 0, 0, 1, &err), NN_EINVAL);
+  ck_assert(gsl_matrix_equal(before, q[0].value));
+  gsl_matrix_free(before);
+  ops->destroy(sp);
+  ops->destroy(sq);
+  params_free(p);
+  params_free(q);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
 static Suite *models_suite(void) {
   Suite *s = suite_create("models");
   TCase *tc = tcase_create("plugins");
@@ -793,6 +941,9 @@ static Suite *models_suite(void) {
   tcase_add_test(tc, test_sgd_momentum_two_steps);
   tcase_add_test(tc, test_sgd_errors);
   tcase_add_test(tc, test_training_lowers_loss);
+  tcase_add_test(tc, test_sgd_step_rows);
+  tcase_add_test(tc, test_fused_step_plain_sgd);
+  tcase_add_test(tc, test_fused_step_momentum);
   suite_add_tcase(s, tc);
   return s;
 }

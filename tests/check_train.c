@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -42,11 +43,12 @@ static void fixture_close(fixture *f) {
 static const nn_value model_values[] = {{.i = 128}};
 
 /* Train `epochs` epochs; returns the trainer (caller frees). */
-static nn_trainer *train(fixture *f, size_t epochs, size_t batch, double lr,
-                         uint64_t seed, nn_epoch_metrics *m) {
+static nn_trainer *train_threads(fixture *f, size_t epochs, size_t batch,
+                                 double lr, uint64_t seed, size_t threads,
+                                 nn_epoch_metrics *m) {
   nn_value sgd[3] = {{.r = lr}, {.r = 0.001}, {.r = 0.0}};
   nn_train_opts o = {.epochs = epochs, .batch_size = batch, .seed = seed,
-                     .shuffle = 1};
+                     .shuffle = 1, .threads = threads};
   nn_trainer *t = NULL;
   nn_error err = {0};
   ck_assert_msg(nn_trainer_create(&t, nn_loaded_desc(f->model), model_values,
@@ -57,6 +59,11 @@ static nn_trainer *train(fixture *f, size_t epochs, size_t batch, double lr,
                                &err) == NN_OK, "%s", err.msg);
   ck_assert_uint_eq(n_run, epochs);
   return t;
+}
+
+static nn_trainer *train(fixture *f, size_t epochs, size_t batch, double lr,
+                         uint64_t seed, nn_epoch_metrics *m) {
+  return train_threads(f, epochs, batch, lr, seed, 1, m);
 }
 
 /* One epoch on the fixture's 2400 training examples.  softmax uses the
@@ -234,6 +241,82 @@ START_TEST(test_bad_inputs_are_errors) {
 }
 END_TEST
 
+/* threads = 2 gathers batches on a second thread: the same numbers, bit
+ * for bit, for both models (a last batch of 2400 % 64 = 32 examples
+ * included), in training, validation and a later evaluation. */
+static void threads_same(const char *model) {
+  fixture f;
+  fixture_open(&f, model);
+  nn_epoch_metrics a[2], b[2];
+  nn_trainer *t1 = train_threads(&f, 2, 64, 0.1, 5, 1, a);
+  nn_trainer *t2 = train_threads(&f, 2, 64, 0.1, 5, 2, b);
+  for (size_t e = 0; e < 2; e++) {
+    ck_assert_mem_eq(&a[e].train_loss, &b[e].train_loss, sizeof(double));
+    ck_assert_mem_eq(&a[e].train_accuracy, &b[e].train_accuracy, sizeof(double));
+    ck_assert_mem_eq(&a[e].val_loss, &b[e].val_loss, sizeof(double));
+    ck_assert_mem_eq(&a[e].val_accuracy, &b[e].val_accuracy, sizeof(double));
+  }
+  size_t n1, n2;
+  nn_param *p1 = nn_trainer_params(t1, &n1), *p2 = nn_trainer_params(t2, &n2);
+  ck_assert_uint_eq(n1, n2);
+  for (size_t k = 0; k < n1; k++)
+    ck_assert(gsl_matrix_equal(p1[k].value, p2[k].value));
+  double l1, l2, c1, c2;
+  nn_error err = {0};
+  ck_assert_int_eq(nn_trainer_evaluate(t1, &f.test, &l1, &c1, &err), NN_OK);
+  ck_assert_int_eq(nn_trainer_evaluate(t2, &f.test, &l2, &c2, &err), NN_OK);
+  ck_assert_mem_eq(&l1, &l2, sizeof(double));
+  ck_assert_mem_eq(&c1, &c2, sizeof(double));
+  nn_trainer_free(t1);
+  nn_trainer_free(t2);
+  fixture_close(&f);
+}
+
+START_TEST(test_threads_same_twolayer) { threads_same("twolayer"); }
+END_TEST
+
+START_TEST(test_threads_same_softmax) { threads_same("softmax"); }
+END_TEST
+
+/* A model that breaks the fused-step contract (tests/fixtures/bad_stepper)
+ * stops the run with NN_EPLUGIN and a message naming it. */
+static void bad_stepper_caught(int64_t mode, const char *want) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  char path[4096];
+  const char *d = getenv("NN_FIXTURE_DIR");
+  snprintf(path, sizeof path, "%s/bad_stepper.so",
+           d && *d ? d : "tests/fixtures/.libs");
+  nn_loaded *bad = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_plugin_open(&bad, path, NN_KIND_MODEL, NULL, &err) == NN_OK,
+                "%s", err.msg);
+  const nn_value opts[1] = {{.i = mode}};
+  nn_value sgd[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
+  nn_train_opts o = {.epochs = 1, .batch_size = 64, .seed = 1, .shuffle = 1};
+  nn_trainer *t = NULL;
+  ck_assert_int_eq(nn_trainer_create(&t, nn_loaded_desc(bad), opts,
+                                     nn_loaded_desc(f.optim), sgd, 784, 10, &o,
+                                     &err), NN_OK);
+  ck_assert_int_eq(nn_trainer_run(t, &f.train, &f.val, NULL, NULL, NULL, NULL,
+                                  &err), NN_EPLUGIN);
+  ck_assert_msg(strstr(err.msg, want) && strstr(err.msg, "bad_stepper"), "%s",
+                err.msg);
+  nn_trainer_free(t);
+  nn_plugin_close(bad);
+  fixture_close(&f);
+}
+
+START_TEST(test_fused_step_skipped_rows) {
+  bad_stepper_caught(0, "stepped 392 rows of parameter W, which has 784");
+}
+END_TEST
+
+START_TEST(test_fused_step_rows_out_of_range) {
+  bad_stepper_caught(1, "rows [0, 785) of parameter 0");
+}
+END_TEST
+
 int main(void) {
   gsl_set_error_handler_off();
   Suite *s = suite_create("train");
@@ -246,6 +329,10 @@ int main(void) {
   tcase_add_test(tc, test_epoch_loss_is_mean_of_batch_losses);
   tcase_add_test(tc, test_metrics_csv);
   tcase_add_test(tc, test_bad_inputs_are_errors);
+  tcase_add_test(tc, test_threads_same_twolayer);
+  tcase_add_test(tc, test_threads_same_softmax);
+  tcase_add_test(tc, test_fused_step_skipped_rows);
+  tcase_add_test(tc, test_fused_step_rows_out_of_range);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
