@@ -34,10 +34,11 @@ const nn_option cli_train_options[] = {
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 4294967295.0},
     {"shuffle", NN_OPT_BOOL, "true", "reshuffle training batches every epoch",
      0, 0, 0},
-    {"threads", NN_OPT_INT, "1",
-     "2+: gather the next batch on a second thread; also OpenBLAS's "
-     "thread count (results do not depend on it)",
-     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 1, 256},
+    {"threads", NN_OPT_INT, "0",
+     "2+: gather the next batch on a second thread (and OpenBLAS's thread "
+     "count); 0: 2 if the machine has 2 CPUs, else 1. Results do not "
+     "depend on it",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 256},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 
 static const char *const sections[] = {"data", "train", "model", "optimizer",
@@ -91,6 +92,11 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
                  where, fmt);
     return EXIT_USAGE;
   }
+  /* threads = 0: the measured best here, 2 (a helper thread gathers the
+   * next batch), when there is a second CPU for it; the resolved value is
+   * what the run records. */
+  if (r->train_v[TRAIN_THREADS].i == 0)
+    r->train_v[TRAIN_THREADS].i = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
   r->topts = (nn_train_opts){.epochs = (size_t)r->train_v[TRAIN_EPOCHS].i,
                              .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
