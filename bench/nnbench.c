@@ -160,13 +160,14 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
                     oo->step_rows;
   bench_step_ctx sctx = {oo, opt, params, np};
   const nn_stepper st = {&sctx, bench_step_rows};
-  nn_csr_buffer Xs;
+  nn_csr_buffer Xs, Xt; /* the batch, and its transpose (fused step) */
   gsl_matrix *X = gsl_matrix_alloc(bs, n_in), *S = gsl_matrix_alloc(bs, n_out);
   uint32_t *labels = malloc(bs * sizeof *labels);
   size_t *order = malloc(train.n * sizeof *order);
   double(*t)[P_N] = calloc((size_t)epochs, sizeof *t);
   double *total = calloc((size_t)epochs, sizeof *total);
-  if (nn_csr_buffer_init(&Xs, bs, bs * n_in) || !X || !S || !labels ||
+  if (nn_csr_buffer_init(&Xs, bs, bs * n_in) ||
+      nn_csr_buffer_init(&Xt, n_in, bs * n_in) || !X || !S || !labels ||
       !order || !t || !total)
     return fail("out of memory", NULL);
   size_t hits = 0;
@@ -184,6 +185,8 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
                                               &Xs, labels)
                       : nn_dataset_gather(&train, order + start, count, X,
                                           labels);
+      /* The trainer transposes with the gather (on its helper thread). */
+      if (!rc && fused) rc = nn_csr_transpose(&Xt, &Xs.csr);
       double c1 = now();
       if (!rc)
         rc = sparse ? mo->forward_csr(model, &Xs.csr, &Sv.matrix, &err)
@@ -193,7 +196,8 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
       if (!rc) rc = nn_softmax_xent(&Sv.matrix, labels, &Sv.matrix, &loss, &h);
       double c3 = now();
       if (!rc)
-        rc = fused    ? mo->backward_step(model, &Xs.csr, &Sv.matrix, &st, &err)
+        rc = fused    ? mo->backward_step(model, &Xs.csr, &Xt.csr, &Sv.matrix,
+                                          &st, &err)
              : sparse ? mo->backward_csr(model, &Xs.csr, &Sv.matrix, &err)
                       : mo->backward(model, &Xv.matrix, &Sv.matrix, &err);
       double c4 = now();
@@ -232,6 +236,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
   gsl_matrix_free(X);
   gsl_matrix_free(S);
   nn_csr_buffer_free(&Xs);
+  nn_csr_buffer_free(&Xt);
   oo->destroy(opt);
   mo->destroy(model);
   gsl_rng_free(rng);

@@ -38,6 +38,7 @@
 typedef struct batch_slot {
   gsl_matrix *X;    /* owned: batch_size x n_in (dense models) */
   nn_csr_buffer Xs; /* owned: the batch as CSR (sparse models) */
+  nn_csr_buffer Xt; /* owned: its transpose (fused-step models) */
   uint32_t *labels; /* owned: batch_size labels */
   size_t *idx;      /* owned: batch_size example indices (evaluation) */
   size_t count;     /* examples in the slot */
@@ -90,6 +91,7 @@ void nn_trainer_free(nn_trainer *t) {
     batch_slot *b = &t->slot[k];
     if (b->X) gsl_matrix_free(b->X);
     nn_csr_buffer_free(&b->Xs);
+    nn_csr_buffer_free(&b->Xt);
     free(b->labels);
     free(b->idx);
   }
@@ -175,11 +177,15 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
              oo->size >= offsetof(nn_optim_ops, step_rows) +
                              sizeof oo->step_rows &&
              oo->step_rows;
-  if (t->fused &&
-      !(t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
-                                 sizeof *t->rows_stepped))) {
-    nn_trainer_free(t);
-    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  if (t->fused) {
+    int ok = (t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
+                                       sizeof *t->rows_stepped)) != NULL;
+    for (int k = 0; k < 2; k++)
+      ok &= nn_csr_buffer_init(&t->slot[k].Xt, n_in, bs * n_in) == NN_OK;
+    if (!ok) {
+      nn_trainer_free(t);
+      return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
+    }
   }
   t->best = calloc(t->n_params ? t->n_params : 1, sizeof *t->best);
   t->best_params = calloc(t->n_params ? t->n_params : 1, sizeof *t->best_params);
@@ -225,11 +231,16 @@ typedef struct batch_feed {
   const size_t *job_idx;
 } batch_feed;
 
+/* The batch, and its transpose for a fused-step model (which the model
+ * would otherwise make itself in backward: done here, it runs on the
+ * helper thread). */
 static void gather_slot(nn_trainer *t, const nn_dataset *ds, batch_slot *b,
                         const size_t *idx) {
   b->rc = t->sparse
               ? nn_dataset_gather_csr(ds, idx, b->count, &b->Xs, b->labels)
               : nn_dataset_gather(ds, idx, b->count, b->X, b->labels);
+  if (b->rc == NN_OK && t->fused)
+    b->rc = nn_csr_transpose(&b->Xt, &b->Xs.csr);
 }
 
 static void feed_job(void *arg) {
@@ -323,7 +334,8 @@ static int batch_backward_step(nn_trainer *t, batch_slot *b,
   if (t->fused) {
     for (size_t k = 0; k < t->n_params; k++) t->rows_stepped[k] = 0;
     const nn_stepper st = {t, stepper_rows};
-    if ((rc = m->backward_step(t->model, &b->Xs.csr, &Sv->matrix, &st, err)))
+    if ((rc = m->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
+                               &st, err)))
       return rc;
     /* A model that skipped or repeated rows would train wrongly, silently. */
     for (size_t k = 0; k < t->n_params; k++)

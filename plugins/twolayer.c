@@ -227,8 +227,8 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
 /* st != NULL: take the optimizer step through st as soon as each
  * parameter's gradient is final (backward_step); NULL: gradients only. */
 static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
-                                  gsl_matrix *dscores, const nn_stepper *st,
-                                  nn_error *err) {
+                                  const nn_csr *Xt, gsl_matrix *dscores,
+                                  const nn_stepper *st, nn_error *err) {
   const size_t B = X->rows, nh = m->n_hidden;
   if (m->last_rows != B)
     return nn_error_set(err, NN_EINVAL,
@@ -271,10 +271,13 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
   /* dW1 = X^T dZ1, as the rows of X^T (one per input) times dZ1: inputs
    * that are zero in the whole batch get a zero row without arithmetic. */
   gsl_matrix *dW1 = m->params[TWOLAYER_W1].grad;
-  if (nn_csr_transpose(&m->Xt, X) != NN_OK)
-    return nn_error_set(err, NN_EINVAL, "twolayer: cannot transpose X");
+  if (!Xt) {
+    if (nn_csr_transpose(&m->Xt, X) != NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: cannot transpose X");
+    Xt = &m->Xt.csr;
+  }
   if (!st) {
-    if (nn_csr_matmul(&m->Xt.csr, &dH.matrix, NULL, NN_ACT_NONE, dW1) != NN_OK)
+    if (nn_csr_matmul(Xt, &dH.matrix, NULL, NN_ACT_NONE, dW1) != NN_OK)
       return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
     return NN_OK;
   }
@@ -283,7 +286,7 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
   for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
     const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
                                                         : r0 + TWOLAYER_STEP_ROWS;
-    const nn_csr part = nn_csr_rows(&m->Xt.csr, r0, r1);
+    const nn_csr part = nn_csr_rows(Xt, r0, r1);
     gsl_matrix_view rows = gsl_matrix_submatrix(dW1, r0, 0, r1 - r0, nh);
     if (nn_csr_matmul(&part, &dH.matrix, NULL, NN_ACT_NONE, &rows.matrix) !=
         NN_OK)
@@ -300,19 +303,26 @@ static int twolayer_backward_csr(void *self, const nn_csr *X,
   int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
-  return twolayer_backward_core(m, X, dscores, NULL, err);
+  return twolayer_backward_core(m, X, NULL, dscores, NULL, err);
 }
 
 static int twolayer_backward_step(void *self, const nn_csr *X,
-                                  gsl_matrix *dscores, const nn_stepper *st,
-                                  nn_error *err) {
+                                  const nn_csr *Xt, gsl_matrix *dscores,
+                                  const nn_stepper *st, nn_error *err) {
   twolayer_model *m = self;
   if (!st || !st->rows)
     return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
   int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
-  return twolayer_backward_core(m, X, dscores, st, err);
+  if (Xt && (Xt->rows != X->cols || Xt->cols != X->rows || !Xt->start ||
+             Xt->start[Xt->rows] != X->start[X->rows] - X->start[0]))
+    return nn_error_set(err, NN_EINVAL,
+                        "twolayer: X^T is %zux%zu with %zu entries, not the "
+                        "transpose of the %zux%zu batch",
+                        Xt->rows, Xt->cols, Xt->start ? Xt->start[Xt->rows] : 0,
+                        X->rows, X->cols);
+  return twolayer_backward_core(m, X, Xt, dscores, st, err);
 }
 
 static int twolayer_backward(void *self, const gsl_matrix *X,
@@ -324,7 +334,7 @@ static int twolayer_backward(void *self, const gsl_matrix *X,
   /* Compressed again rather than trusting that Xd still holds this X. */
   if (nn_csr_from_dense(&m->Xd, X) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: cannot compress X");
-  return twolayer_backward_core(m, &m->Xd.csr, dscores, NULL, err);
+  return twolayer_backward_core(m, &m->Xd.csr, NULL, dscores, NULL, err);
 }
 
 static const nn_model_ops twolayer_ops = {

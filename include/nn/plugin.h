@@ -217,14 +217,18 @@ typedef struct nn_model_ops {
                       nn_error *err);
   /* ABI 1.3, optional (read only when `size` covers it; used only with
    * forward_csr / backward_csr): backward_csr that also takes the
-   * optimizer step.  Once rows [r0, r1) of parameter k's gradient are
+   * optimizer step.  Xt is X transposed (X->cols rows, each row's columns
+   * ascending, as nn_csr_transpose makes it), which every sparse model
+   * needs for its weight gradient (X^T dZ): the core builds it together
+   * with the batch, on its helper thread when it has one.  Lent like X.  Once rows [r0, r1) of parameter k's gradient are
    * final and the model no longer needs those rows of its value, it calls
    * st->rows(st->ctx, k, r0, r1, err), which updates them.  Every row of
    * every parameter must be passed exactly once per call (in any blocks,
    * in any order; a whole parameter is one block); the core checks the
    * count.  The gradients are written as by backward_csr. */
-  int (*backward_step)(void *self, const nn_csr *X, gsl_matrix *dscores,
-                       const nn_stepper *st, nn_error *err);
+  int (*backward_step)(void *self, const nn_csr *X, const nn_csr *Xt,
+                       gsl_matrix *dscores, const nn_stepper *st,
+                       nn_error *err);
 } nn_model_ops;
 
 typedef struct nn_optim_ops {
