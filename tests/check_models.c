@@ -815,8 +815,9 @@ static void fused_equals_separate(double mom) {
   void *oa = sgd_new(&opt, 0.1, 0.01, mom, pa, na);
   void *ob = sgd_new(&opt, 0.1, 0.01, mom, pb, nb);
   gsl_rng *r = rng_seeded(32);
-  nn_csr_buffer xb;
+  nn_csr_buffer xb, xt;
   ck_assert_int_eq(nn_csr_buffer_init(&xb, B, B * n_in), NN_OK);
+  ck_assert_int_eq(nn_csr_buffer_init(&xt, n_in, B * n_in), NN_OK);
   gsl_matrix *sa = mat_alloc(B, n_out), *sb = mat_alloc(B, n_out);
   static const uint32_t y[] = {0, 1, 2, 3, 1, 2, 0, 3, 1};
   nn_error err = {0, ""};
@@ -834,7 +835,10 @@ static void fused_equals_separate(double mom) {
     ck_assert_int_eq(oo->step(oa, pa, na, &err), NN_OK);
     count_stepper c = {oo, ob, pb, nb, {0}};
     const nn_stepper st = {&c, count_rows};
-    ck_assert_msg(ops->backward_step(b, &xb.csr, sb, &st, &err) == NN_OK,
+    /* Every other step with the transpose handed over, as the core does. */
+    ck_assert_int_eq(nn_csr_transpose(&xt, &xb.csr), NN_OK);
+    ck_assert_msg(ops->backward_step(b, &xb.csr, it % 2 ? &xt.csr : NULL, sb,
+                                     &st, &err) == NN_OK,
                   "%s", err.msg);
     for (size_t k = 0; k < na; k++) {
       ck_assert_uint_eq(c.rows[k], pa[k].value->size1);
@@ -853,6 +857,7 @@ static void fused_equals_separate(double mom) {
       ck_assert(gsl_matrix_equal(va[k].value, vb[k].value));
   }
   nn_csr_buffer_free(&xb);
+  nn_csr_buffer_free(&xt);
   gsl_matrix_free(sa);
   gsl_matrix_free(sb);
   oo->destroy(oa);
