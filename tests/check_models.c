@@ -849,6 +849,16 @@ static void fused_equals_separate(double mom) {
     }
     gsl_matrix_free(X);
   }
+  /* A "transpose" of the wrong shape is refused before anything moves. */
+  {
+    count_stepper c = {oo, ob, pb, nb, {0}};
+    const nn_stepper st = {&c, count_rows};
+    ck_assert_int_eq(ops->forward_csr(b, &xb.csr, sb, &err), NN_OK);
+    ck_assert_int_eq(ops->backward_step(b, &xb.csr, &xb.csr, sb, &st, &err),
+                     NN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not the transpose"));
+    for (size_t k = 0; k < nb; k++) ck_assert_uint_eq(c.rows[k], 0);
+  }
   if (mom != 0.0) {
     size_t qa, qb;
     nn_param *va = oo->state(oa, &qa), *vb = oo->state(ob, &qb);
