@@ -136,9 +136,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
     return fail("plugin", &err);
   const nn_model_ops *mo = nn_loaded_desc(mp)->model;
   const nn_optim_ops *oo = nn_loaded_desc(op)->optim;
-  const int sparse = mo->size >= offsetof(nn_model_ops, backward_csr) +
-                                     sizeof mo->backward_csr &&
-                     mo->forward_csr && mo->backward_csr;
+  const int sparse = nn_plugin_takes_csr(nn_loaded_desc(mp));
   const size_t bs = 64, n_in = train.dim, n_out = 10;
   nn_value mopt[1] = {{.i = hidden}};
   nn_value oopt[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
@@ -151,13 +149,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
   nn_param *params = mo->params(model, &np);
   if (oo->create(oopt, params, np, &opt, &err)) return fail("optimizer", &err);
   /* The step inside backward when both plugins can (as the trainer). */
-  const int fused = sparse &&
-                    mo->size >= offsetof(nn_model_ops, backward_step) +
-                                    sizeof mo->backward_step &&
-                    mo->backward_step &&
-                    oo->size >= offsetof(nn_optim_ops, step_rows) +
-                                    sizeof oo->step_rows &&
-                    oo->step_rows;
+  const int fused = nn_plugins_fuse_step(nn_loaded_desc(mp), nn_loaded_desc(op));
   bench_step_ctx sctx = {oo, opt, params, np};
   const nn_stepper st = {&sctx, bench_step_rows};
   nn_csr_buffer Xs, Xt; /* the batch, and its transpose (fused step) */

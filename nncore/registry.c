@@ -5,6 +5,8 @@
  * (a missing dependency, an undefined symbol, a file that is not ELF). */
 #include <config.h>
 
+#include <stddef.h>
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -49,6 +51,23 @@ const char *nn_kind_name(uint32_t kind) {
 }
 
 const nn_plugin *nn_loaded_desc(const nn_loaded *p) { return p->desc; }
+
+/* An op appended in a later minor is read only when the table's size
+ * (from the plugin's build) covers it. */
+#define NN_HAS_OP(ops, type, field)                                        \
+  ((ops)->size >= offsetof(type, field) + sizeof(ops)->field && (ops)->field)
+
+int nn_plugin_takes_csr(const nn_plugin *model) {
+  const nn_model_ops *m = model->model;
+  return NN_HAS_OP(m, nn_model_ops, forward_csr) &&
+         NN_HAS_OP(m, nn_model_ops, backward_csr);
+}
+
+int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim) {
+  return nn_plugin_takes_csr(model) &&
+         NN_HAS_OP(model->model, nn_model_ops, backward_step) &&
+         NN_HAS_OP(optim->optim, nn_optim_ops, step_rows);
+}
 const char *nn_loaded_path(const nn_loaded *p) { return p->path; }
 
 void nn_plugin_close(nn_loaded *p) {

@@ -30,6 +30,7 @@
 #include <gsl/gsl_randist.h>
 
 #include <nn/math.h>
+#include <nn/registry.h>
 #include <nn/train.h>
 
 #include "worker.h"
@@ -124,10 +125,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   t->rng = gsl_rng_alloc(gsl_rng_mt19937);
   /* The sparse pair arrived in ABI 1.2: read it only if the plugin's
    * table has it, and use it only if both halves are there. */
-  const nn_model_ops *mo = model->model;
-  t->sparse = mo->size >= offsetof(nn_model_ops, backward_csr) +
-                              sizeof mo->backward_csr &&
-              mo->forward_csr && mo->backward_csr;
+  t->sparse = nn_plugin_takes_csr(model);
   int batch_ok = 1;
   for (int k = 0; k < 2; k++) {
     batch_slot *b = &t->slot[k];
@@ -169,14 +167,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     return rc;
   }
   /* The fused step needs both halves of the ABI 1.3 pair. */
-  const nn_optim_ops *oo = optim->optim;
-  t->fused = t->sparse &&
-             mo->size >= offsetof(nn_model_ops, backward_step) +
-                             sizeof mo->backward_step &&
-             mo->backward_step &&
-             oo->size >= offsetof(nn_optim_ops, step_rows) +
-                             sizeof oo->step_rows &&
-             oo->step_rows;
+  t->fused = nn_plugins_fuse_step(model, optim);
   if (t->fused) {
     int ok = (t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
                                        sizeof *t->rows_stepped)) != NULL;

@@ -2,6 +2,8 @@
  * user sees when something is wrong. */
 #include <config.h>
 
+#include <stddef.h>
+
 #include <string.h>
 #include <unistd.h>
 
@@ -193,6 +195,43 @@ START_TEST(test_list_plugins) {
 }
 END_TEST
 
+/* Which optional ABI paths each pair of plugins gets. */
+START_TEST(test_optional_paths) {
+  nn_error err = {0};
+  nn_loaded *tl = NULL, *sm = NULL, *sgd = NULL, *bad = NULL;
+  ck_assert_int_eq(nn_plugin_open(&tl, "twolayer", NN_KIND_MODEL,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&sm, "softmax", NN_KIND_MODEL,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&sgd, "sgd", NN_KIND_OPTIMIZER,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&bad, fixture("bad_stepper"), NN_KIND_MODEL,
+                                  NULL, &err), NN_OK);
+  ck_assert(nn_plugin_takes_csr(nn_loaded_desc(tl)));
+  ck_assert(nn_plugin_takes_csr(nn_loaded_desc(sm)));
+  ck_assert(nn_plugins_fuse_step(nn_loaded_desc(tl), nn_loaded_desc(sgd)));
+  /* softmax keeps the separate step (no backward_step). */
+  ck_assert(!nn_plugins_fuse_step(nn_loaded_desc(sm), nn_loaded_desc(sgd)));
+  ck_assert(nn_plugins_fuse_step(nn_loaded_desc(bad), nn_loaded_desc(sgd)));
+  /* A model table from before ABI 1.2 (its size ends before the CSR ops)
+   * takes neither path, whatever lies beyond its end. */
+  nn_model_ops old = *nn_loaded_desc(tl)->model;
+  old.size = (uint32_t)offsetof(nn_model_ops, forward_csr);
+  nn_plugin desc = *nn_loaded_desc(tl);
+  desc.model = &old;
+  ck_assert(!nn_plugin_takes_csr(&desc));
+  ck_assert(!nn_plugins_fuse_step(&desc, nn_loaded_desc(sgd)));
+  /* A 1.2 model: CSR, but no fused step. */
+  old.size = (uint32_t)offsetof(nn_model_ops, backward_step);
+  ck_assert(nn_plugin_takes_csr(&desc));
+  ck_assert(!nn_plugins_fuse_step(&desc, nn_loaded_desc(sgd)));
+  nn_plugin_close(tl);
+  nn_plugin_close(sm);
+  nn_plugin_close(sgd);
+  nn_plugin_close(bad);
+}
+END_TEST
+
 START_TEST(test_kind_names) {
   ck_assert_str_eq(nn_kind_name(NN_KIND_MODEL), "model");
   ck_assert_str_eq(nn_kind_name(NN_KIND_OPTIMIZER), "optimizer");
@@ -217,6 +256,7 @@ int main(void) {
   tcase_add_test(tc, test_search_path_order_first_wins);
   tcase_add_test(tc, test_list_plugins);
   tcase_add_test(tc, test_kind_names);
+  tcase_add_test(tc, test_optional_paths);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

@@ -48,6 +48,15 @@ int nn_plugin_list(const char *search_path, nn_plugin_info **out, size_t *n,
                    nn_error *err);
 const char *nn_kind_name(uint32_t kind); /* "model", "optimizer", "?" */
 
+/* The optional paths of later ABI minors that a pair of loaded plugins
+ * supports (each op present in its table and non-NULL), as the trainer
+ * decides them:
+ *   nn_plugin_takes_csr: the model has forward_csr and backward_csr (1.2);
+ *   nn_plugins_fuse_step: that, plus the model's backward_step and the
+ *     optimizer's step_rows (1.3). */
+int nn_plugin_takes_csr(const nn_plugin *model);
+int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim);
+
 #ifdef __cplusplus
 }
 #endif
