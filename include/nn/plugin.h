@@ -46,6 +46,10 @@
  *   - Errors go into a caller-owned nn_error; plugins never print, exit,
  *     abort or assert on bad input.
  *
+ * Threads: the core calls an instance's operations from one thread at a
+ * time (its helper thread, with [train] threads >= 2, only gathers
+ * batches and never calls a plugin), so a plugin needs no locking.
+ *
  * Shapes: rows are examples.  X is B x n_in, scores and dscores are
  * B x n_out, with B <= max_batch given to create (the last batch of an
  * epoch may be smaller).  Matrices may be views: never assume tda == size2.
