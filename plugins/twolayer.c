@@ -224,6 +224,21 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
  * reads them back. */
 #define TWOLAYER_STEP_ROWS 32
 
+/* A core's L2 on the machines this was tuned on (AMD EPYC: 1 MB). */
+#define TWOLAYER_L2_BYTES ((size_t)1 << 20)
+
+/* Ask the CPU to start loading rows [r0, r1) of W for writing. */
+static void twolayer_prefetch_rows(const gsl_matrix *W, size_t r0, size_t r1) {
+  const char *p = (const char *)(W->data + r0 * W->tda);
+  const size_t bytes = (r1 - r0) * W->tda * sizeof(double);
+#if defined(__GNUC__)
+  for (size_t off = 0; off < bytes; off += 64)
+    __builtin_prefetch(p + off, 1, 3);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 /* st != NULL: take the optimizer step through st as soon as each
  * parameter's gradient is final (backward_step); NULL: gradients only. */
 static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
@@ -282,10 +297,18 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
     return NN_OK;
   }
   /* With the step: a block of rows of dW1, then the same rows of W1
-   * updated while the block is in L1. */
+   * updated while the block is in L1.  When W1 is larger than a core's L2
+   * (256 hidden units and up), the block's rows of W1 come from memory:
+   * asking for them before the block's product lets the loads overlap
+   * the arithmetic (at 1024 units: backward 1.02-1.10 s per epoch against
+   * 1.28-1.33 s in alternating runs; no clear difference at 256 and 512). */
+  const gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
+  const int far = W1->size1 * W1->tda * sizeof(double) > TWOLAYER_L2_BYTES;
   for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
     const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
                                                         : r0 + TWOLAYER_STEP_ROWS;
+    if (far)
+      twolayer_prefetch_rows(m->params[TWOLAYER_W1].value, r0, r1);
     const nn_csr part = nn_csr_rows(Xt, r0, r1);
     gsl_matrix_view rows = gsl_matrix_submatrix(dW1, r0, 0, r1 - r0, nh);
     if (nn_csr_matmul(&part, &dH.matrix, NULL, NN_ACT_NONE, &rows.matrix) !=
