@@ -13,7 +13,10 @@
  * (ABI 1.2); a dense X is compressed first, so both paths compute the
  * same numbers.  The small output-layer products go through
  * nn_dense_matmul: at 64 x 128 x 10 a dgemm call costs more in setup than
- * in arithmetic. */
+ * in arithmetic.  With a core and optimizer that offer it (ABI 1.3
+ * backward_step), the optimizer step is taken inside backward, on each
+ * block of W1's rows right after its gradient, with the batch's
+ * transpose made by the core. */
 #include <config.h>
 
 #include <math.h>
