@@ -36,7 +36,7 @@ const nn_option cli_train_options[] = {
      0, 0, 0},
     {"threads", NN_OPT_INT, "0",
      "2+: gather the next batch on a second thread (and OpenBLAS's thread "
-     "count); 0: 2 if the machine has 2 CPUs, else 1. Results do not "
+     "count); 0: 2 if this process may run on 2 CPUs, else 1. Results do not "
      "depend on it",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 256},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
@@ -96,7 +96,7 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
    * next batch), when there is a second CPU for it; the resolved value is
    * what the run records. */
   if (r->train_v[TRAIN_THREADS].i == 0)
-    r->train_v[TRAIN_THREADS].i = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
+    r->train_v[TRAIN_THREADS].i = nn_cpus_available() >= 2 ? 2 : 1;
   r->topts = (nn_train_opts){.epochs = (size_t)r->train_v[TRAIN_EPOCHS].i,
                              .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <nn/train.h>
+
 /* Spin budgets.  The worker spins a little after a job (the trainer posts
  * the next one a batch later, 50-200 us; waking a sleeping thread costs a
  * system call on the posting side); the caller spins longer, since its
@@ -34,6 +36,8 @@ struct nn_worker {
   atomic_int worker_asleep; /* the worker sleeps (or is about to) on wake */
   atomic_int caller_asleep; /* the caller sleeps (or is about to) on done */
   atomic_int stop;
+  long idle_spin_ns;        /* WORKER_IDLE_SPIN_NS, or 0 on a single CPU */
+  long caller_spin_ns;      /* CALLER_SPIN_NS, or 0 on a single CPU */
   void (*fn)(void *);       /* the posted job; written before posted bumps */
   void *arg;
 };
@@ -66,7 +70,7 @@ static void *worker_main(void *arg) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (unsigned i = 1; !has_job(w, seen); i++) {
       cpu_relax();
-      if (i % 64 == 0 && elapsed_ns(&t0) > WORKER_IDLE_SPIN_NS) {
+      if (i % 64 == 0 && elapsed_ns(&t0) >= w->idle_spin_ns) {
         pthread_mutex_lock(&w->mu);
         atomic_store(&w->worker_asleep, 1);
         while (!has_job(w, seen)) pthread_cond_wait(&w->wake, &w->mu);
@@ -102,7 +106,7 @@ void nn_worker_wait(nn_worker *w) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (unsigned i = 1; !all_done(w); i++) {
     cpu_relax();
-    if (i % 64 == 0 && elapsed_ns(&t0) > CALLER_SPIN_NS) {
+    if (i % 64 == 0 && elapsed_ns(&t0) >= w->caller_spin_ns) {
       pthread_mutex_lock(&w->mu);
       atomic_store(&w->caller_asleep, 1);
       while (!all_done(w)) pthread_cond_wait(&w->done, &w->mu);
@@ -140,6 +144,11 @@ int nn_worker_create(nn_worker **out, nn_error *err) {
   atomic_init(&w->worker_asleep, 0);
   atomic_init(&w->caller_asleep, 0);
   atomic_init(&w->stop, 0);
+  /* With one CPU, a spinning thread would only take time from the one it
+   * waits for. */
+  const int one_cpu = nn_cpus_available() < 2;
+  w->idle_spin_ns = one_cpu ? 0 : WORKER_IDLE_SPIN_NS;
+  w->caller_spin_ns = one_cpu ? 0 : CALLER_SPIN_NS;
   int rc = pthread_create(&w->thread, NULL, worker_main, w);
   if (rc) {
     nn_worker_free(w);

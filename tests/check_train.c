@@ -272,6 +272,13 @@ static void threads_same(const char *model) {
   fixture_close(&f);
 }
 
+START_TEST(test_cpus_available) {
+  const size_t n = nn_cpus_available();
+  ck_assert_uint_ge(n, 1);
+  ck_assert_uint_le(n, (size_t)sysconf(_SC_NPROCESSORS_CONF));
+}
+END_TEST
+
 START_TEST(test_threads_same_twolayer) { threads_same("twolayer"); }
 END_TEST
 
@@ -329,6 +336,7 @@ int main(void) {
   tcase_add_test(tc, test_epoch_loss_is_mean_of_batch_losses);
   tcase_add_test(tc, test_metrics_csv);
   tcase_add_test(tc, test_bad_inputs_are_errors);
+  tcase_add_test(tc, test_cpus_available);
   tcase_add_test(tc, test_threads_same_twolayer);
   tcase_add_test(tc, test_threads_same_softmax);
   tcase_add_test(tc, test_fused_step_skipped_rows);

@@ -20,6 +20,10 @@ typedef struct nn_train_opts {
                     do not depend on it */
 } nn_train_opts;
 
+/* The CPUs this process may run on (its affinity mask, else the CPUs
+ * online; at least 1). */
+size_t nn_cpus_available(void);
+
 typedef struct nn_epoch_metrics {
   size_t epoch;         /* counts from 0 */
   double train_loss;    /* mean of the epoch's batch losses */
