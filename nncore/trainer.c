@@ -35,7 +35,8 @@
 
 #include "worker.h"
 
-/* One batch as the model takes it; the trainer has two, used in turn. */
+/* One batch as the model takes it.  The trainer has one, or with a helper
+ * thread two, used in turn. */
 typedef struct batch_slot {
   gsl_matrix *X;    /* owned: batch_size x n_in (dense models) */
   nn_csr_buffer Xs; /* owned: the batch as CSR (sparse models) */
@@ -63,6 +64,7 @@ struct nn_trainer {
   int fused;                   /* step inside backward (ABI 1.3 pair) */
   size_t *rows_stepped;        /* owned: per parameter, in the fused step */
   batch_slot slot[2];          /* owned: the current and the next batch */
+  int n_slots;                 /* 2 with a helper thread, else 1 */
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   nn_worker *worker;           /* owned; NULL with threads <= 1 */
   nn_param *best_params;       /* owned array naming t->best (grad NULL) */
@@ -127,7 +129,8 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
    * table has it, and use it only if both halves are there. */
   t->sparse = nn_plugin_takes_csr(model);
   int batch_ok = 1;
-  for (int k = 0; k < 2; k++) {
+  t->n_slots = opts->threads > 1 ? 2 : 1;
+  for (int k = 0; k < t->n_slots; k++) {
     batch_slot *b = &t->slot[k];
     if (t->sparse)
       batch_ok &= n_in <= SIZE_MAX / bs &&
@@ -143,7 +146,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     nn_trainer_free(t);
     return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
   }
-  if (opts->threads > 1) {
+  if (t->n_slots == 2) { /* the helper thread fills the second slot */
     int wrc = nn_worker_create(&t->worker, err);
     if (wrc) {
       nn_trainer_free(t);
@@ -171,7 +174,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   if (t->fused) {
     int ok = (t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
                                        sizeof *t->rows_stepped)) != NULL;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < t->n_slots; k++)
       ok &= nn_csr_buffer_init(&t->slot[k].Xt, n_in, bs * n_in) == NN_OK;
     if (!ok) {
       nn_trainer_free(t);
@@ -269,7 +272,7 @@ static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
 /* The next batch (NULL after the last), its gather's error in *rc. */
 static batch_slot *feed_next(batch_feed *f, int *rc) {
   nn_trainer *t = f->t;
-  const int k = !f->cur;
+  const int k = t->worker ? !f->cur : 0; /* one slot without a helper */
   if (f->pending) {
     nn_worker_wait(t->worker);
     f->pending = 0;
