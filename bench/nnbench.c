@@ -28,11 +28,6 @@
 
 #include <nn/nn.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -62,10 +57,10 @@ static double dgemm_gflops(size_t m, size_t k, size_t n) {
   size_t reps = 1;
   double best = 0;
   for (int trial = 0; trial < 6; trial++) {
-    double t0 = now();
+    double t0 = nn_now_seconds();
     for (size_t r = 0; r < reps; r++)
       gsl_blas_dgemm(CblasNoTrans, CblasNoTrans, 1.0, a, b, 0.0, c);
-    double dt = now() - t0;
+    double dt = nn_now_seconds() - t0;
     if (dt < 0.1 && trial < 5) { /* warm-up and calibration */
       reps = reps * 2 + (size_t)(0.3 / (dt / (double)reps + 1e-9));
       continue;
@@ -90,9 +85,9 @@ static int cmd_load(const char *dir, const char *format, int n) {
   for (int i = 0; i < n; i++) {
     nn_dataset train, test;
     nn_error err = {0, ""};
-    double t0 = now();
+    double t0 = nn_now_seconds();
     if (nn_mnist_load(dir, format, &train, &test, &err)) return fail("load", &err);
-    double dt = now() - t0;
+    double dt = nn_now_seconds() - t0;
     if (dt < best) best = dt;
     nn_dataset_free(&train);
     nn_dataset_free(&test);
@@ -167,34 +162,34 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
     for (size_t i = 0; i < train.n; i++) order[i] = i;
     gsl_ran_shuffle(rng, order, train.n, sizeof *order);
     hits = 0;
-    double e0 = now();
+    double e0 = nn_now_seconds();
     for (size_t start = 0; start < train.n; start += bs) {
       size_t count = train.n - start < bs ? train.n - start : bs;
       gsl_matrix_view Xv = gsl_matrix_submatrix(X, 0, 0, count, n_in);
       gsl_matrix_view Sv = gsl_matrix_submatrix(S, 0, 0, count, n_out);
-      double c0 = now();
+      double c0 = nn_now_seconds();
       int rc = sparse ? nn_dataset_gather_csr(&train, order + start, count,
                                               &Xs, labels)
                       : nn_dataset_gather(&train, order + start, count, X,
                                           labels);
       /* The trainer transposes with the gather (on its helper thread). */
       if (!rc && fused) rc = nn_csr_transpose(&Xt, &Xs.csr);
-      double c1 = now();
+      double c1 = nn_now_seconds();
       if (!rc)
         rc = sparse ? mo->forward_csr(model, &Xs.csr, &Sv.matrix, &err)
                     : mo->forward(model, &Xv.matrix, &Sv.matrix, &err);
-      double c2 = now(), loss;
+      double c2 = nn_now_seconds(), loss;
       size_t h = 0;
       if (!rc) rc = nn_softmax_xent(&Sv.matrix, labels, &Sv.matrix, &loss, &h);
-      double c3 = now();
+      double c3 = nn_now_seconds();
       if (!rc)
         rc = fused    ? mo->backward_step(model, &Xs.csr, &Xt.csr, &Sv.matrix,
                                           &st, &err)
              : sparse ? mo->backward_csr(model, &Xs.csr, &Sv.matrix, &err)
                       : mo->backward(model, &Xv.matrix, &Sv.matrix, &err);
-      double c4 = now();
+      double c4 = nn_now_seconds();
       if (!rc && !fused) rc = oo->step(opt, params, np, &err);
-      double c5 = now();
+      double c5 = nn_now_seconds();
       if (rc) return fail("training", &err);
       hits += h;
       t[e][P_GATHER] += c1 - c0;
@@ -203,7 +198,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
       t[e][P_BACKWARD] += c4 - c3;
       t[e][P_STEP] += c5 - c4;
     }
-    total[e] = now() - e0;
+    total[e] = nn_now_seconds() - e0;
   }
   /* Epoch 0 is the warm-up (page faults, caches); medians of the rest. */
   const int first = epochs > 1 ? 1 : 0;

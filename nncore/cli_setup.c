@@ -49,12 +49,6 @@ static const char *const optim_extra[] = {"type", NULL};
 /* The fraction of the training file used for training (the rest validates). */
 #define TRAIN_FRACTION 0.8
 
-double cli_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void slot_free(plugin_slot *s) {
   nn_plugin_close(s->loaded);
   free(s->values);
@@ -142,10 +136,10 @@ static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
 }
 
 static int setup_data(cli_run *r, nn_error *err) {
-  double t0 = cli_now();
+  double t0 = nn_now_seconds();
   const char *dir = r->data_v[DATA_DIR].s;
   int rc = nn_mnist_load(dir, r->data_v[DATA_FORMAT].s, &r->all, &r->test, err);
-  r->load_seconds = cli_now() - t0;
+  r->load_seconds = nn_now_seconds() - t0;
   if (rc) {
     /* A data directory that does not exist is the config's mistake. */
     const char *where;

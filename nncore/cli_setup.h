@@ -48,7 +48,4 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
                   nn_error *err);
 void cli_run_free(cli_run *r); /* safe on a partly set-up run */
 
-/* Monotonic seconds, for timings. */
-double cli_now(void);
-
 #endif

@@ -294,7 +294,7 @@ static void run_all(sweep *s, const cli_options *opt) {
   while (done < s->n_runs) {
     while (running < opt->jobs && next < s->n_runs) {
       sweep_run *run = &s->runs[next++];
-      if (start) start[run - s->runs] = cli_now();
+      if (start) start[run - s->runs] = nn_now_seconds();
       run->pid = fork();
       if (run->pid == 0) run_child(s, run, opt);
       if (run->pid < 0) {
@@ -315,7 +315,7 @@ static void run_all(sweep *s, const cli_options *opt) {
       sweep_run *run = &s->runs[r];
       if (run->pid != pid || run->status != -1) continue;
       run->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : EXIT_RUNTIME;
-      run->seconds = start ? cli_now() - start[r] : NAN;
+      run->seconds = start ? nn_now_seconds() - start[r] : NAN;
       read_results(run);
       running--;
       done++;

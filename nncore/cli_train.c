@@ -38,7 +38,7 @@ typedef struct run_state {
 static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
                      double loss, double accuracy) {
   run_state *st = user;
-  double now = cli_now();
+  double now = nn_now_seconds();
   if (batch == 1) st->epoch_start = now;
   if (batch != n_batches && now - st->last_draw < 0.1) return;
   st->last_draw = now;
@@ -139,7 +139,7 @@ static int write_summary(const run_state *st, long best, double loss,
                      .n_epochs = st->n_epochs_done, .best_epoch = best,
                      .test_loss = loss, .test_accuracy = acc,
                      .load_seconds = r->load_seconds,
-                     .total_seconds = cli_now() - t_start};
+                     .total_seconds = nn_now_seconds() - t_start};
   char path[4200];
   snprintf(path, sizeof path, "%s/summary.json", st->out_dir);
   return run_summary_write(path, &sum, err);
@@ -151,7 +151,7 @@ static int has_sweep(const cli_options *opt, const nn_config *cfg) {
 }
 
 int cli_train(const cli_options *opt) {
-  double t_start = cli_now();
+  double t_start = nn_now_seconds();
   nn_error err = {0};
   cli_run run = {0};
   run_state st = {.opt = opt, .run = &run};

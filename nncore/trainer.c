@@ -25,7 +25,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <gsl/gsl_randist.h>
 
@@ -72,12 +71,6 @@ struct nn_trainer {
   nn_batch_fn on_batch;        /* optional progress callback */
   void *on_batch_user;
 };
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void nn_trainer_free(nn_trainer *t) {
   if (!t) return;
@@ -458,13 +451,13 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     for (size_t i = 0; i < train->n; i++) order[i] = i;
     if (t->opts.shuffle)
       gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
-    double t0 = now_seconds();
+    double t0 = nn_now_seconds();
     rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy, err);
-    m.train_seconds = now_seconds() - t0;
+    m.train_seconds = nn_now_seconds() - t0;
     if (rc) break;
-    t0 = now_seconds();
+    t0 = nn_now_seconds();
     rc = nn_trainer_evaluate(t, val, &m.val_loss, &m.val_accuracy, err);
-    m.val_seconds = now_seconds() - t0;
+    m.val_seconds = nn_now_seconds() - t0;
     if (rc) break;
     if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
       t->best_epoch = (long)e;

@@ -14,7 +14,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <nn/train.h>
 
@@ -22,8 +21,8 @@
  * the next one a batch later, 50-200 us; waking a sleeping thread costs a
  * system call on the posting side); the caller spins longer, since its
  * core has nothing else to do while it waits. */
-#define WORKER_IDLE_SPIN_NS 500000L
-#define CALLER_SPIN_NS 2000000L
+#define WORKER_IDLE_SPIN_S 0.5e-3
+#define CALLER_SPIN_S 2e-3
 
 struct nn_worker {
   pthread_t thread;
@@ -36,17 +35,11 @@ struct nn_worker {
   atomic_int worker_asleep; /* the worker sleeps (or is about to) on wake */
   atomic_int caller_asleep; /* the caller sleeps (or is about to) on done */
   atomic_int stop;
-  long idle_spin_ns;        /* WORKER_IDLE_SPIN_NS, or 0 on a single CPU */
-  long caller_spin_ns;      /* CALLER_SPIN_NS, or 0 on a single CPU */
+  double idle_spin_s;       /* WORKER_IDLE_SPIN_S, or 0 on a single CPU */
+  double caller_spin_s;     /* CALLER_SPIN_S, or 0 on a single CPU */
   void (*fn)(void *);       /* the posted job; written before posted bumps */
   void *arg;
 };
-
-static long elapsed_ns(const struct timespec *t0) {
-  struct timespec t1;
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  return (t1.tv_sec - t0->tv_sec) * 1000000000L + (t1.tv_nsec - t0->tv_nsec);
-}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -66,11 +59,10 @@ static void *worker_main(void *arg) {
   nn_worker *w = arg;
   unsigned long seen = 0;
   for (;;) {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = nn_now_seconds();
     for (unsigned i = 1; !has_job(w, seen); i++) {
       cpu_relax();
-      if (i % 64 == 0 && elapsed_ns(&t0) >= w->idle_spin_ns) {
+      if (i % 64 == 0 && nn_now_seconds() - t0 >= w->idle_spin_s) {
         pthread_mutex_lock(&w->mu);
         atomic_store(&w->worker_asleep, 1);
         while (!has_job(w, seen)) pthread_cond_wait(&w->wake, &w->mu);
@@ -102,11 +94,10 @@ void nn_worker_post(nn_worker *w, void (*fn)(void *), void *arg) {
 }
 
 void nn_worker_wait(nn_worker *w) {
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  const double t0 = nn_now_seconds();
   for (unsigned i = 1; !all_done(w); i++) {
     cpu_relax();
-    if (i % 64 == 0 && elapsed_ns(&t0) >= w->caller_spin_ns) {
+    if (i % 64 == 0 && nn_now_seconds() - t0 >= w->caller_spin_s) {
       pthread_mutex_lock(&w->mu);
       atomic_store(&w->caller_asleep, 1);
       while (!all_done(w)) pthread_cond_wait(&w->done, &w->mu);
@@ -147,8 +138,8 @@ int nn_worker_create(nn_worker **out, nn_error *err) {
   /* With one CPU, a spinning thread would only take time from the one it
    * waits for. */
   const int one_cpu = nn_cpus_available() < 2;
-  w->idle_spin_ns = one_cpu ? 0 : WORKER_IDLE_SPIN_NS;
-  w->caller_spin_ns = one_cpu ? 0 : CALLER_SPIN_NS;
+  w->idle_spin_s = one_cpu ? 0.0 : WORKER_IDLE_SPIN_S;
+  w->caller_spin_s = one_cpu ? 0.0 : CALLER_SPIN_S;
   int rc = pthread_create(&w->thread, NULL, worker_main, w);
   if (rc) {
     nn_worker_free(w);

@@ -23,6 +23,8 @@ typedef struct nn_train_opts {
 /* The CPUs this process may run on (its affinity mask, else the CPUs
  * online; at least 1). */
 size_t nn_cpus_available(void);
+/* Seconds on a monotonic clock (for timings: differences only). */
+double nn_now_seconds(void);
 
 typedef struct nn_epoch_metrics {
   size_t epoch;         /* counts from 0 */
