@@ -183,8 +183,8 @@ static void place_runs(sweep *s) {
 }
 
 /* The options of one run: the user's --set overrides, then the run's
- * values (and one BLAS thread per run when several run at once, unless the
- * user chose a thread count). */
+ * values.  (The run keeps -j: with several runs at once, an automatic
+ * thread count is 1 per run; see setup_config.) */
 static void run_options(const sweep *s, const sweep_run *run,
                         const cli_options *opt, cli_options *child,
                         const char **sets, char (*buf)[400]) {
@@ -194,25 +194,19 @@ static void run_options(const sweep *s, const sweep_run *run,
   child->n_sweeps = 0;
   child->single_run = 1;
   child->resume_dir = NULL;
-  int threads_given = 0;
-  for (size_t i = 0; i < opt->n_sets; i++) {
-    sets[child->n_sets++] = opt->sets[i];
-    threads_given |= !strncmp(opt->sets[i], "train.threads", 13);
-  }
+  for (size_t i = 0; i < opt->n_sets; i++) sets[child->n_sets++] = opt->sets[i];
   for (size_t i = 0; i < s->n_axes; i++) {
     snprintf(buf[i], sizeof buf[i], "%s=%s", s->axes[i].key,
              s->axes[i].values[run->idx[i]]);
     sets[child->n_sets++] = buf[i];
-    threads_given |= !strcmp(s->axes[i].key, "train.threads");
   }
-  if (opt->jobs > 1 && !threads_given) sets[child->n_sets++] = "train.threads=1";
   child->output_dir = run->dir;
   child->verbosity = 0;
 }
 
 /* Check every run's configuration before starting any. */
 static int validate_runs(const sweep *s, const cli_options *opt, nn_error *err) {
-  const char **sets = malloc((opt->n_sets + MAX_AXES + 1) * sizeof *sets);
+  const char **sets = malloc((opt->n_sets + MAX_AXES) * sizeof *sets);
   char(*buf)[400] = malloc(MAX_AXES * sizeof *buf);
   int status = EXIT_OK;
   if (!sets || !buf) {
@@ -239,7 +233,7 @@ static int validate_runs(const sweep *s, const cli_options *opt, nn_error *err) 
 static void run_child(const sweep *s, const sweep_run *run,
                       const cli_options *opt) {
   /* Freed by _exit: this process only runs cli_train and ends. */
-  const char **sets = malloc((opt->n_sets + MAX_AXES + 1) * sizeof *sets);
+  const char **sets = malloc((opt->n_sets + MAX_AXES) * sizeof *sets);
   char(*buf)[400] = malloc(MAX_AXES * sizeof *buf);
   cli_options child;
   if (!sets || !buf) _exit(EXIT_RUNTIME);
@@ -250,7 +244,11 @@ static void run_child(const sweep *s, const sweep_run *run,
   if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
     _exit(EXIT_RUNTIME);
   child.verbosity = 1; /* the log gets the epoch lines */
-  _exit(cli_train(&child));
+  const int status = cli_train(&child);
+  /* _exit skips stdio's flush, and stderr reopened on a file is fully
+   * buffered: without this every log.txt came out empty. */
+  fflush(NULL);
+  _exit(status);
 }
 
 /* Read a finished run's summary.json. */
@@ -464,7 +462,11 @@ int cli_sweep(const cli_options *opt) {
   if (!status && (collect_axes(&s, opt, base.cfg, &err) || enumerate(&s, &err)))
     status = EXIT_USAGE;
   if (status) goto done;
-  /* The sweep directory first (run directories are named inside it). */
+  /* Every run's configuration is checked before anything is created, so a
+   * bad value leaves no empty sweep directory behind (the checks do not
+   * need the run directories). */
+  if ((status = validate_runs(&s, opt, &err))) goto done;
+  /* The sweep directory, then the run directories named inside it. */
   char msg[512];
   if (run_dir_create(opt->output_dir, nn_config_name(base.cfg), s.dir,
                      sizeof s.dir, msg, sizeof msg)) {
@@ -473,7 +475,6 @@ int cli_sweep(const cli_options *opt) {
     goto done;
   }
   place_runs(&s);
-  if ((status = validate_runs(&s, opt, &err))) goto done;
   if (opt->verbosity > 0)
     fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time, in %s\n", s.n_runs,
             opt->jobs, s.dir);

@@ -142,6 +142,8 @@ check "a two-value sweep exits 0" test "$rc" -eq 0
 check "sweep.csv has a header and two rows" test "$(wc -l <"$tmp/sw/sweep.csv")" -eq 3
 check "sweep.csv names the swept key" grep -q '^optimizer.learning_rate,best_val_accuracy,best_epoch,test_accuracy,final_train_loss,seconds' "$tmp/sw/sweep.csv"
 check "each sweep run has its own directory" test -s "$tmp/sw/01-learning_rate=0.5/summary.json" -a -s "$tmp/sw/02-learning_rate=0.1/summary.json"
+check "each sweep run's log.txt holds its epoch lines" grep -q '^epoch *0 ' "$tmp/sw/01-learning_rate=0.5/log.txt"
+check "with -j 2 an automatic thread count is 1 per run" grep -q '"threads": 1' "$tmp/sw/01-learning_rate=0.5/summary.json"
 for f in sweep_val_accuracy sweep_train_loss; do
   check "sweep writes $f.png" test "$(png_size "$tmp/sw/$f.png")" = 1000x560
   check "sweep writes $f.svg" grep -q '</svg>' "$tmp/sw/$f.svg"
@@ -149,12 +151,16 @@ done
 check "report.md has the table" grep -q '^| \*\*1\*\* | \*\*0\.' "$tmp/sw/report.md"
 check "report.md embeds the charts" grep -q '!\[validation accuracy per epoch\](sweep_val_accuracy.png)' "$tmp/sw/report.md"
 check "the sweep prints the best run" grep -q '^best learning_rate=' "$tmp/out"
+sed 's/^seed = 11$/seed = 11\nthreads = 3/' "$tmp/base.ini" >"$tmp/thr.ini"
+nn -q -c "$tmp/thr.ini" -o "$tmp/swt" --sweep train.epochs=1,2 -j 2
+check "with -j 2 a thread count set in the config file stays" grep -q '"threads": 3' "$tmp/swt/01-epochs=1/summary.json"
 printf '[sweep]\noptimizer.learning_rate = 0.5, 0.1\n' >>"$tmp/base.ini"
 nn -q -c "$tmp/base.ini" -o "$tmp/sw2" --sweep train.seed=1,2
 check "[sweep] and --sweep combine (4 runs)" test "$(wc -l <"$tmp/sw2/sweep.csv")" -eq 5
 nn -q -c "$tmp/base.ini" -o "$tmp/sw3" --sweep optimizer.learning_rate=0.5,-1
 check "a bad sweep value exits 2" test "$rc" -eq 2
 check "a bad sweep value is reported before any run" test ! -e "$tmp/sw3/01-learning_rate=0.5"
+check "a bad sweep value leaves no sweep directory" test ! -e "$tmp/sw3"
 check "a bad sweep value names the run and the key" grep -q "learning_rate=-1.*out of range" "$tmp/err"
 nn -q -c "$tmp/base.ini" --sweep learning_rate=1,2
 check "a sweep key without a section exits 2" test "$rc" -eq 2
