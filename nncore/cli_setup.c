@@ -169,24 +169,27 @@ static int setup_trainer(cli_run *r, nn_error *err) {
   if (rc)
     return rc == NN_ECONFIG ? EXIT_USAGE
            : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
-  if (r->init_from) {
-    size_t n;
-    nn_param *p = nn_trainer_params(r->trainer, &n);
-    const char *where;
-    nn_config_get(r->cfg, "model", "init_from", &where);
-    nn_error e;
-    if (access(r->init_from, R_OK) != 0) {
-      nn_error_set(err, NN_ECONFIG, "%s: [model] init_from = %s: cannot read it",
-                   where, r->init_from);
-      return EXIT_USAGE;
-    }
-    if ((rc = checkpoint_load_weights(r->init_from, p, n, &e))) {
-      nn_error_set(err, rc, "%s: [model] init_from = %s: %s", where, r->init_from,
-                   e.msg);
-      /* Weights for another model are the config's mistake; a damaged file
-       * is a runtime failure. */
-      return rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
-    }
+  return EXIT_OK;
+}
+
+int cli_init_weights(cli_run *r, nn_error *err) {
+  const char *where;
+  const char *path = nn_config_get(r->cfg, "model", "init_from", &where);
+  if (!path) return EXIT_OK;
+  size_t n;
+  nn_param *p = nn_trainer_params(r->trainer, &n);
+  if (access(path, R_OK) != 0) {
+    nn_error_set(err, NN_ECONFIG, "%s: [model] init_from = %s: cannot read it",
+                 where, path);
+    return EXIT_USAGE;
+  }
+  nn_error e;
+  int rc = checkpoint_load_weights(path, p, n, &e);
+  if (rc) {
+    nn_error_set(err, rc, "%s: [model] init_from = %s: %s", where, path, e.msg);
+    /* Weights for another model are the config's mistake; a damaged file
+     * is a runtime failure. */
+    return rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
   }
   return EXIT_OK;
 }
@@ -201,7 +204,6 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
     if (!status)
       status = load_slot(r->cfg, "optimizer", NN_KIND_OPTIMIZER, optim_extra,
                          &r->optim, err);
-    r->init_from = nn_config_get(r->cfg, "model", "init_from", NULL);
   }
   if (!status && (what & SETUP_DATA)) status = setup_data(r, err);
   if (!status && (what & SETUP_TRAINER)) status = setup_trainer(r, err);

@@ -30,7 +30,6 @@ typedef struct cli_run {
   nn_config *cfg; /* owned */
   nn_value data_v[N_DATA], train_v[N_TRAIN];
   plugin_slot model, optim;
-  const char *init_from;  /* [model] init_from, or NULL (points into cfg) */
   nn_dataset all, test;   /* owned */
   nn_dataset train, val;  /* views of `all` */
   nn_train_opts topts;
@@ -47,5 +46,10 @@ enum { SETUP_CONFIG = 1, SETUP_PLUGINS = 2, SETUP_DATA = 4, SETUP_TRAINER = 8,
 int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
                   nn_error *err);
 void cli_run_free(cli_run *r); /* safe on a partly set-up run */
+/* A fresh training run's starting weights: [model] init_from, when set,
+ * loaded into the trainer's parameters (after SETUP_TRAINER).  Not for
+ * resumed runs or evaluation, whose weights come from elsewhere.  Returns
+ * an exit status; err says why, with the config's FILE:LINE. */
+int cli_init_weights(cli_run *r, nn_error *err);
 
 #endif

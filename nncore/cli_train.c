@@ -168,6 +168,9 @@ int cli_train(const cli_options *opt) {
   if (!status)
     status = cli_run_setup(&run, opt, SETUP_PLUGINS | SETUP_DATA | SETUP_TRAINER,
                            &err);
+  /* Before the run directory exists, so a bad file leaves nothing behind;
+   * a resumed run takes its weights from its checkpoint instead. */
+  if (!status && !opt->resume_dir) status = cli_init_weights(&run, &err);
   if (status) goto done;
 
   char msg[512];

@@ -85,6 +85,9 @@ check "init_from names both shapes" grep -q "W1' is 784x16 (shape \[784, 16\]) b
 nn -q -c "$tmp/base.ini" -o "$tmp/bad3" --set "model.init_from=$tmp/nope.safetensors"
 check "init_from a missing file exits 2" test "$rc" -eq 2
 check "init_from a missing file names it" grep -q "init_from = .*nope.safetensors: cannot read it" "$tmp/err"
+check "a bad init_from leaves no run directory" test ! -e "$tmp/bad3"
+nn eval -c "$tmp/base.ini" --set "model.init_from=$tmp/nope.safetensors" --weights "$tmp/a/best.safetensors"
+check "eval ignores init_from (its weights are --weights)" cmp -s "$tmp/out" "$tmp/test_line"
 nn -q -c "$tmp/base.ini" -o "$tmp/init2" --set "model.init_from=$tmp/a/last.safetensors" --set train.epochs=1
 check "init_from last.safetensors (with optimizer state) works" test "$rc" -eq 0
 
