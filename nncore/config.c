@@ -112,6 +112,11 @@ static char *read_line(char *buf, int size, void *stream) {
     while (c != '\n' && c != EOF) c = fgetc(ctx->fp);
     buf[0] = '\0';
   }
+  /* inih takes an indented line for the continuation of the key above it
+   * (so `  batch_size = 32` under `epochs = 5` was "epochs set twice"):
+   * here indentation means nothing, so it is dropped. */
+  size_t lead = strspn(buf, " \t");
+  if (lead) memmove(buf, buf + lead, strlen(buf + lead) + 1);
   return buf;
 }
 
@@ -206,12 +211,14 @@ int nn_config_load(nn_config **out, const char *path, nn_error *err) {
 }
 
 /* Copy s without leading/trailing blanks into buf. */
-static void trim_into(char *buf, size_t size, const char *s, size_t len) {
+/* s[0..len) without surrounding blanks into buf; 0 if it does not fit. */
+static int trim_into(char *buf, size_t size, const char *s, size_t len) {
   while (len && isspace((unsigned char)*s)) s++, len--;
   while (len && isspace((unsigned char)s[len - 1])) len--;
-  if (len >= size) len = size - 1;
+  if (len >= size) return 0;
   memcpy(buf, s, len);
   buf[len] = '\0';
+  return 1;
 }
 
 int nn_config_set(nn_config *cfg, const char *assignment, nn_error *err) {
@@ -222,9 +229,13 @@ int nn_config_set(nn_config *cfg, const char *assignment, nn_error *err) {
                         "--set '%s': expected SECTION.KEY=VALUE, e.g. "
                         "optimizer.learning_rate=0.01", assignment);
   char section[128], key[128], value[1024];
-  trim_into(section, sizeof section, assignment, (size_t)(dot - assignment));
-  trim_into(key, sizeof key, dot + 1, (size_t)(eq - dot - 1));
-  trim_into(value, sizeof value, eq + 1, strlen(eq + 1));
+  if (!trim_into(section, sizeof section, assignment, (size_t)(dot - assignment)) ||
+      !trim_into(key, sizeof key, dot + 1, (size_t)(eq - dot - 1)) ||
+      !trim_into(value, sizeof value, eq + 1, strlen(eq + 1)))
+    return nn_error_set(err, NN_ECONFIG,
+                        "--set '%.60s...': too long (sections and keys take "
+                        "up to %zu characters, values up to %zu)",
+                        assignment, sizeof section - 1, sizeof value - 1);
   if (!*section || !*key)
     return nn_error_set(err, NN_ECONFIG,
                         "--set '%s': empty section or key", assignment);

@@ -201,6 +201,31 @@ START_TEST(test_set_overrides) {
   ck_assert_int_eq(nn_config_set(cfg, "epochs=3", &err), NN_ECONFIG);
   ck_assert_int_eq(nn_config_set(cfg, "opt.epochs", &err), NN_ECONFIG);
   ck_assert_int_eq(nn_config_set(cfg, ".x=1", &err), NN_ECONFIG);
+  /* Too long is refused, never cut short. */
+  char big[2100] = "opt.name=";
+  memset(big + 9, 'x', 2000);
+  big[2009] = '\0';
+  ck_assert_int_eq(nn_config_set(cfg, big, &err), NN_ECONFIG);
+  ck_assert_msg(strstr(err.msg, "too long") != NULL, "%s", err.msg);
+  ck_assert_str_eq(nn_config_get(cfg, "opt", "name", NULL), "b");
+  nn_config_free(cfg);
+}
+END_TEST
+
+/* Indentation means nothing: an indented key is a key of its own, not the
+ * continuation of the line above (inih's reading). */
+START_TEST(test_indented_keys) {
+  nn_config *cfg = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_config_load(&cfg, write_ini("i.ini", "[opt]\nname = a\n"
+                                                       "   epochs = 5\n"
+                                                       "\t[x]\n  k = 1\n"),
+                               &err) == NN_OK, "%s", err.msg);
+  const char *where;
+  ck_assert_str_eq(nn_config_get(cfg, "opt", "name", NULL), "a");
+  ck_assert_str_eq(nn_config_get(cfg, "opt", "epochs", &where), "5");
+  ck_assert_msg(strstr(where, "i.ini:3") != NULL, "%s", where);
+  ck_assert_str_eq(nn_config_get(cfg, "x", "k", NULL), "1");
   nn_config_free(cfg);
 }
 END_TEST
@@ -240,6 +265,7 @@ int main(void) {
   tcase_add_test(tc, test_overlong_line_is_an_error_not_a_truncation);
   tcase_add_test(tc, test_missing_file_says_what_was_tried);
   tcase_add_test(tc, test_set_overrides);
+  tcase_add_test(tc, test_indented_keys);
   tcase_add_test(tc, test_unknown_section);
   tcase_add_test(tc, test_option_count);
   suite_add_tcase(s, tc);
