@@ -67,7 +67,7 @@ int nn_gradcheck(const nn_model_ops *ops, void *model, const gsl_matrix *X,
     rc = nn_error_set(err, NN_ENOMEM, "gradcheck: out of memory");
     goto out;
   }
-  scores = gsl_matrix_alloc(X->size1, n_out);
+  scores = nn_matrix_calloc_aligned(X->size1, n_out);
   if (!scores) {
     rc = nn_error_set(err, NN_ENOMEM,
                       "gradcheck: cannot allocate a %zux%zu score matrix",
@@ -92,7 +92,7 @@ int nn_gradcheck(const nn_model_ops *ops, void *model, const gsl_matrix *X,
     goto out;
   for (size_t k = 0; k < n; k++) {
     const gsl_matrix *g = params[k].grad;
-    analytic[k] = gsl_matrix_alloc(g->size1, g->size2);
+    analytic[k] = nn_matrix_calloc_aligned(g->size1, g->size2);
     if (!analytic[k] || gsl_matrix_memcpy(analytic[k], g) != GSL_SUCCESS) {
       rc = nn_error_set(err, NN_ENOMEM,
                         "gradcheck: cannot copy the gradient of %s",

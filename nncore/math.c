@@ -259,19 +259,22 @@ gsl_matrix *nn_matrix_calloc_aligned(size_t rows, size_t cols) {
     free(data);
     return NULL;
   }
-  memset(data, 0, bytes);
-  b->size = rows * cols;
-  b->data = data;
-  gsl_matrix *m = gsl_matrix_alloc_from_block(b, 0, rows, cols, cols);
+  gsl_matrix *m = malloc(sizeof *m);
   if (!m) {
     free(data);
     free(b);
     return NULL;
   }
-  /* The matrix owns the block: gsl_matrix_free then frees it with
-   * gsl_block_free, which is free(data) and free(block) - both valid for
-   * memory from aligned_alloc and malloc. */
-  m->owner = 1;
+  memset(data, 0, bytes);
+  b->size = rows * cols;
+  b->data = data;
+  /* Filled in here rather than by gsl_matrix_alloc_from_block, whose
+   * failure goes through GSL's error handler (abort, unless the program
+   * turned it off): library code must return NULL instead.  The matrix
+   * owns the block, so gsl_matrix_free frees it with gsl_block_free:
+   * free(data) and free(block), valid for aligned_alloc and malloc. */
+  *m = (gsl_matrix){.size1 = rows, .size2 = cols, .tda = cols, .data = data,
+                    .block = b, .owner = 1};
   return m;
 }
 

@@ -129,12 +129,12 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
       batch_ok &= n_in <= SIZE_MAX / bs &&
                   nn_csr_buffer_init(&b->Xs, bs, bs * n_in) == NN_OK;
     else
-      batch_ok &= (b->X = gsl_matrix_alloc(bs, n_in)) != NULL;
+      batch_ok &= (b->X = nn_matrix_calloc_aligned(bs, n_in)) != NULL;
     b->labels = malloc(bs * sizeof *b->labels);
     b->idx = malloc(bs * sizeof *b->idx);
     batch_ok &= b->labels && b->idx;
   }
-  t->scores = gsl_matrix_alloc(bs, n_out);
+  t->scores = nn_matrix_calloc_aligned(bs, n_out);
   if (!t->rng || !batch_ok || !t->scores) {
     nn_trainer_free(t);
     return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
@@ -178,7 +178,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   t->best_params = calloc(t->n_params ? t->n_params : 1, sizeof *t->best_params);
   for (size_t i = 0; t->best && i < t->n_params; i++) {
     const gsl_matrix *v = t->params[i].value;
-    t->best[i] = gsl_matrix_alloc(v->size1, v->size2);
+    t->best[i] = nn_matrix_calloc_aligned(v->size1, v->size2);
     if (!t->best[i]) break;
     gsl_matrix_memcpy(t->best[i], v);
   }

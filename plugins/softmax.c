@@ -56,7 +56,7 @@ static int softmax_create(const nn_value *opts, size_t n_in, size_t n_out,
                         n_in, n_out, max_batch);
   if (!rng)
     return nn_error_set(err, NN_EINVAL, "softmax: NULL random generator");
-  /* gsl_matrix_alloc multiplies the sizes without an overflow check. */
+  /* Shapes too large to address say so, rather than "cannot allocate". */
   if (n_in > SIZE_MAX / sizeof(double) / n_out ||
       max_batch > SIZE_MAX / sizeof(double) / n_out ||
       max_batch > SIZE_MAX / sizeof(double) / n_in)

@@ -67,7 +67,8 @@ static void twolayer_destroy(void *self) {
   free(m);
 }
 
-/* a * b * sizeof(double) fits in size_t (gsl_matrix_alloc does not check). */
+/* a * b * sizeof(double) fits in size_t: checked up front so that a
+ * network too large to address says so, rather than "cannot allocate". */
 static int twolayer_fits(size_t a, size_t b) {
   return a <= SIZE_MAX / sizeof(double) / b;
 }

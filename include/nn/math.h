@@ -55,7 +55,9 @@ int nn_column_sums(const gsl_matrix *m, gsl_matrix *out);
  * gsl_matrix_alloc's data starts 16 bytes into a line, so with 8-double
  * (64-byte) vectors every load of a row of W1 straddled two lines: the
  * two-layer model's sparse products took 35 % longer.  NULL when out of
- * memory. */
+ * memory or too large, without going through GSL's error handler (which
+ * aborts unless the program turned it off), so libnn and plugins allocate
+ * their matrices with it. */
 gsl_matrix *nn_matrix_calloc_aligned(size_t rows, size_t cols);
 
 /* Fill m with scale * N(0, 1) draws from rng, row by row. */
