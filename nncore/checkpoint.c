@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include "checkpoint.h"
+#include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,4 +183,14 @@ out:
   free(all);
   free(rng);
   return rc;
+}
+
+int checkpoint_status(int rc) {
+  switch (rc) {
+    case NN_OK: return EXIT_OK;
+    case NN_ENOTFOUND:
+    case NN_EINVAL:
+    case NN_ECONFIG: return EXIT_USAGE;
+    default: return EXIT_RUNTIME;
+  }
 }

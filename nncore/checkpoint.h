@@ -30,5 +30,10 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
  * copied. */
 int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
                             nn_error *err);
+/* The exit status for a checkpoint_* error, the same wherever weights are
+ * loaded (--weights, init_from, --resume): a file that is not there or
+ * does not fit the configured model is the user's mistake (EXIT_USAGE); a
+ * damaged or unreadable one is a runtime failure. */
+int checkpoint_status(int rc);
 
 #endif

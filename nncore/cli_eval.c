@@ -18,10 +18,7 @@ int cli_eval(const cli_options *opt) {
   if (!status) {
     size_t n;
     nn_param *p = nn_trainer_params(run.trainer, &n);
-    int rc = checkpoint_load_weights(opt->weights, p, n, &err);
-    /* Weights that do not fit the configured model are a usage error; a
-     * damaged file is a runtime one. */
-    if (rc) status = rc == NN_EFORMAT || rc == NN_ENOMEM ? EXIT_RUNTIME : EXIT_USAGE;
+    status = checkpoint_status(checkpoint_load_weights(opt->weights, p, n, &err));
   }
   double loss, acc;
   if (!status && nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err))

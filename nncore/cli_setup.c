@@ -185,13 +185,9 @@ int cli_init_weights(cli_run *r, nn_error *err) {
   }
   nn_error e;
   int rc = checkpoint_load_weights(path, p, n, &e);
-  if (rc) {
+  if (rc)
     nn_error_set(err, rc, "%s: [model] init_from = %s: %s", where, path, e.msg);
-    /* Weights for another model are the config's mistake; a damaged file
-     * is a runtime failure. */
-    return rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
-  }
-  return EXIT_OK;
+  return checkpoint_status(rc);
 }
 
 int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,

@@ -208,13 +208,7 @@ int cli_train(const cli_options *opt) {
             nn_loaded_path(run.model.loaded), nn_loaded_path(run.optim.loaded),
             nn_cblas_name(), (unsigned long long)run.topts.seed);
   if (opt->resume_dir) {
-    /* A checkpoint that does not fit the config is the user's mistake; a
-     * damaged one is a runtime failure. */
-    int rc = resume(&st, &err);
-    if (rc) {
-      status = rc == NN_ECONFIG || rc == NN_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
-      goto done;
-    }
+    if ((status = checkpoint_status(resume(&st, &err)))) goto done;
   }
 
   st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);

@@ -278,9 +278,9 @@ struct nn_safetensors {
 static int slurp(const char *path, unsigned char **buf, size_t *size,
                  nn_error *err) {
   FILE *fp = fopen(path, "rb");
-  if (!fp)
-    return nn_error_set(err, NN_EIO, "cannot open %s: %s", path,
-                        strerror(errno));
+  if (!fp) /* no such file: NN_ENOTFOUND, as for the data files */
+    return nn_error_set(err, errno == ENOENT ? NN_ENOTFOUND : NN_EIO,
+                        "cannot open %s: %s", path, strerror(errno));
   size_t cap = 1 << 16, len = 0;
   unsigned char *b = malloc(cap);
   int rc = b ? NN_OK : nn_error_set(err, NN_ENOMEM, "%s: out of memory", path);

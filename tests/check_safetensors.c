@@ -489,7 +489,7 @@ START_TEST(test_open_errors_io) {
   nn_safetensors *f = NULL;
   nn_error err = {0};
   const char *p = tpath("missing.safetensors");
-  ck_assert_int_eq(nn_safetensors_open(&f, p, &err), NN_EIO);
+  ck_assert_int_eq(nn_safetensors_open(&f, p, &err), NN_ENOTFOUND);
   ck_assert_ptr_null(f);
   ck_assert_msg(strstr(err.msg, p) != NULL, "%s", err.msg);
   ck_assert_int_eq(nn_safetensors_open(&f, test_tmpdir, &err), NN_EIO);

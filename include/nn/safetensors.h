@@ -58,7 +58,8 @@ int nn_safetensors_save(const char *path, const nn_param *params, size_t n,
 typedef struct nn_safetensors nn_safetensors;
 
 /* Read and validate `path`.  On success *out is a new handle owned by the
- * caller (release with nn_safetensors_close); on error *out is NULL.
+ * caller (release with nn_safetensors_close); on error *out is NULL
+ * (NN_ENOTFOUND: no such file; NN_EIO: it cannot be read).
  * Validation: header length within the file, JSON syntax (jansson's message
  * with header line/column), duplicate keys, every entry an object with
  * "dtype" ("F64" or "F32"; anything else, e.g. "BF16", is refused as an
