@@ -32,7 +32,6 @@ typedef struct axis {
   char *text;        /* owned copy of the value list, split in place */
   const char *values[MAX_VALUES];
   size_t n;
-  char where[4200];  /* FILE:LINE or --sweep */
 } axis;
 
 /* One run of the sweep and, after it finished, its results. */
@@ -93,7 +92,6 @@ static int add_axis(sweep *s, const char *key, const char *list,
   free(a->text);
   memset(a, 0, sizeof *a);
   snprintf(a->key, sizeof a->key, "%s", key);
-  snprintf(a->where, sizeof a->where, "%s", where);
   a->text = strdup(list);
   if (!a->text) return nn_error_set(err, NN_ENOMEM, "out of memory");
   for (char *p = a->text; p;) {
@@ -314,7 +312,9 @@ static void run_all(sweep *s, const cli_options *opt) {
       if (run->pid != pid || run->status != -1) continue;
       run->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : EXIT_RUNTIME;
       run->seconds = start ? nn_now_seconds() - start[r] : NAN;
-      read_results(run);
+      /* A failed run's directory may hold a summary.json from an earlier
+       * sweep into the same -o: only a finished run's is its own. */
+      if (run->status == 0) read_results(run);
       running--;
       done++;
       if (opt->verbosity > 0) {
@@ -384,10 +384,16 @@ static int draw_comparisons(const sweep *s, const char *name) {
   return n > 0;
 }
 
+/* How runs rank: by best validation accuracy; failed runs and runs
+ * without a number (-1) last.  The report's order and the printed best
+ * both come from it. */
+static double rank_key(const sweep_run *r) {
+  return r->status == 0 && isfinite(r->best_val) ? r->best_val : -1;
+}
+
 static int by_val_desc(const void *a, const void *b) {
-  const sweep_run *x = *(const sweep_run *const *)a, *y = *(const sweep_run *const *)b;
-  double vx = x->status == 0 && isfinite(x->best_val) ? x->best_val : -1;
-  double vy = y->status == 0 && isfinite(y->best_val) ? y->best_val : -1;
+  const double vx = rank_key(*(const sweep_run *const *)a);
+  const double vy = rank_key(*(const sweep_run *const *)b);
   return vx < vy ? 1 : vx > vy ? -1 : 0;
 }
 
@@ -485,13 +491,12 @@ int cli_sweep(const cli_options *opt) {
     status = EXIT_RUNTIME;
     goto done;
   }
-  size_t failed = 0, best = s.n_runs;
+  size_t failed = 0, best = 0;
   for (size_t r = 0; r < s.n_runs; r++) {
     if (s.runs[r].status) failed++;
-    else if (best == s.n_runs || s.runs[r].best_val > s.runs[best].best_val)
-      best = r;
+    if (rank_key(&s.runs[r]) > rank_key(&s.runs[best])) best = r;
   }
-  if (best < s.n_runs)
+  if (rank_key(&s.runs[best]) >= 0)
     printf("best %s val_accuracy=%.4f test accuracy=%.4f report=%s/report.md\n",
            s.runs[best].label, s.runs[best].best_val, s.runs[best].test_acc, s.dir);
   if (failed) {
