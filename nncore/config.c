@@ -12,6 +12,7 @@
 
 #include <ini.h>
 
+#include "strlist.h"
 #include <nn/config.h>
 
 /* One key = value, with where it came from. */
@@ -280,23 +281,14 @@ const char *nn_config_key_at(const nn_config *cfg, const char *section,
   return NULL;
 }
 
-static int in_list(const char *s, const char *const *list) {
-  for (; list && *list; list++)
-    if (!strcmp(s, *list)) return 1;
-  return 0;
-}
-
 int nn_config_check_sections(const nn_config *cfg, const char *const *names,
                              nn_error *err) {
   for (size_t i = 0; i < cfg->n; i++) {
     const entry *e = &cfg->entries[i];
-    if (in_list(e->section, names)) continue;
+    if (nn__in_list(e->section, names)) continue;
     char list[512] = "";
-    for (const char *const *p = names; *p; p++) {
-      strncat(list, list[0] ? ", [" : "[", sizeof list - strlen(list) - 1);
-      strncat(list, *p, sizeof list - strlen(list) - 1);
-      strncat(list, "]", sizeof list - strlen(list) - 1);
-    }
+    for (const char *const *p = names; *p; p++)
+      nn__list_add(list, sizeof list, "[", *p, "]");
     return nn_error_set(err, NN_ECONFIG,
                         "%s: unknown section [%s]; expected one of %s",
                         e->where, e->section, list);
@@ -381,14 +373,10 @@ int nn_option_parse(const nn_option *opt, const char *text, nn_value *out,
 static void accepted_keys(const nn_option *table, const char *const *extra,
                           char *buf, size_t size) {
   buf[0] = '\0';
-  for (const char *const *p = extra; p && *p; p++) {
-    strncat(buf, buf[0] ? ", " : "", size - strlen(buf) - 1);
-    strncat(buf, *p, size - strlen(buf) - 1);
-  }
-  for (size_t k = 0; table && table[k].key; k++) {
-    strncat(buf, buf[0] ? ", " : "", size - strlen(buf) - 1);
-    strncat(buf, table[k].key, size - strlen(buf) - 1);
-  }
+  for (const char *const *p = extra; p && *p; p++)
+    nn__list_add(buf, size, "", *p, "");
+  for (size_t k = 0; table && table[k].key; k++)
+    nn__list_add(buf, size, "", table[k].key, "");
   if (!buf[0]) snprintf(buf, size, "(no keys)");
 }
 
@@ -399,7 +387,7 @@ int nn_config_resolve(const nn_config *cfg, const char *section,
   /* Unknown keys first: a typo must never be silently ignored. */
   for (size_t i = 0; i < cfg->n; i++) {
     const entry *e = &cfg->entries[i];
-    if (strcmp(e->section, section) || in_list(e->key, extra)) continue;
+    if (strcmp(e->section, section) || nn__in_list(e->key, extra)) continue;
     int known = 0;
     for (size_t k = 0; table && table[k].key; k++)
       if (!strcmp(table[k].key, e->key)) known = 1;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "strlist.h"
 #include <nn/registry.h>
 
 /* Size of the descriptor as defined by ABI 1.0: every field a 1.x plugin
@@ -218,8 +219,7 @@ static void available(const char *search_path, uint32_t kind, char *buf,
   if (nn_plugin_list(search_path, &list, &n, NULL) == NN_OK) {
     for (size_t i = 0; i < n; i++) {
       if (!list[i].kind || (kind && list[i].kind != kind)) continue;
-      strncat(buf, buf[0] ? ", " : "", size - strlen(buf) - 1);
-      strncat(buf, list[i].name, size - strlen(buf) - 1);
+      nn__list_add(buf, size, "", list[i].name, "");
     }
   }
   free(list);

@@ -7,6 +7,7 @@
  * every platform with IEEE-754 hardware in use today). */
 #include <config.h>
 
+#include "strlist.h"
 #include <nn/safetensors.h>
 
 #include <errno.h>
@@ -617,12 +618,6 @@ int nn_safetensors_read(const nn_safetensors *f, const char *name,
   return NN_OK;
 }
 
-static int in_list(const char *name, const char *const *list) {
-  for (; list && *list; list++)
-    if (strcmp(*list, name) == 0) return 1;
-  return 0;
-}
-
 int nn_safetensors_read_params(const nn_safetensors *f, nn_param *params,
                                size_t n, const char *const *ignore,
                                nn_error *err) {
@@ -658,7 +653,7 @@ int nn_safetensors_read_params(const nn_safetensors *f, nn_param *params,
   for (size_t k = 0; k < f->n; k++) {
     size_t i = 0;
     while (i < n && strcmp(params[i].name, f->t[k].name) != 0) i++;
-    if (i == n && !in_list(f->t[k].name, ignore))
+    if (i == n && !nn__in_list(f->t[k].name, ignore))
       return nn_error_set(err, NN_EINVAL, "%s: tensor '%s' is not a parameter "
                           "of the model (%zu tensors in the file, %zu "
                           "parameters)", path, f->t[k].name, f->n, n);
