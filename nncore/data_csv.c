@@ -267,22 +267,14 @@ static int csv_parse_file(csv_parser *p, gzFile f, unsigned char *block) {
   for (;;) {
     int r = gzread(f, block, (unsigned)CSV_BLOCK);
     if (r < 0) {
-      int zerr;
-      const char *zmsg = gzerror(f, &zerr);
-      if (zerr == Z_ERRNO)
-        return nn_error_set(p->err, NN_EIO, "cannot read %s: %s", p->path,
-                            strerror(errno));
-      if (zerr == Z_MEM_ERROR) return csv_oom(p);
-      return nn_error_set(p->err, NN_EFORMAT,
-                          "%s:%zu: corrupt gzip data: %s", p->path, p->line,
-                          nn__gz_reason(zmsg, p->path));
+      char where[4200];
+      snprintf(where, sizeof where, "%s:%zu", p->path, p->line);
+      return nn__gz_read_error(f, p->path, where, p->err);
     }
     if (r == 0) break;
     if ((rc = csv_parse_block(p, block, block + r))) return rc;
   }
-  int zerr;
-  (void)gzerror(f, &zerr);
-  if (zerr == Z_BUF_ERROR) /* zlib reports a cut gzip stream as plain EOF */
+  if (nn__gz_cut_short(f)) /* zlib reports a cut gzip stream as plain EOF */
     return nn_error_set(p->err, NN_EFORMAT,
                         "%s:%zu: truncated gzip stream (the file ends in the "
                         "middle of compressed data)",

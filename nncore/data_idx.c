@@ -63,18 +63,7 @@ static int idx_read(idx_file *x, void *buf, size_t len, size_t *got,
   while (done < len) {
     size_t want = len - done < IDX_MAX_CHUNK ? len - done : IDX_MAX_CHUNK;
     int r = gzread(x->f, p + done, (unsigned)want);
-    if (r < 0) {
-      int zerr;
-      const char *zmsg = gzerror(x->f, &zerr);
-      if (zerr == Z_ERRNO)
-        return nn_error_set(err, NN_EIO, "cannot read %s: %s", x->path,
-                            strerror(errno));
-      if (zerr == Z_MEM_ERROR)
-        return nn_error_set(err, NN_ENOMEM, "%s: out of memory in zlib",
-                            x->path);
-      return nn_error_set(err, NN_EFORMAT, "%s: corrupt gzip data: %s",
-                          x->path, nn__gz_reason(zmsg, x->path));
-    }
+    if (r < 0) return nn__gz_read_error(x->f, x->path, x->path, err);
     if (r == 0) break;
     done += (size_t)r;
   }
@@ -85,9 +74,7 @@ static int idx_read(idx_file *x, void *buf, size_t len, size_t *got,
 /* " (the compressed stream is cut short)" when zlib saw a truncated gzip
  * member, so that the message says why the data ended early. */
 static const char *idx_cut_note(idx_file *x) {
-  int zerr;
-  (void)gzerror(x->f, &zerr);
-  return zerr == Z_BUF_ERROR ? " (the gzip stream is cut short)" : "";
+  return nn__gz_cut_short(x->f) ? " (the gzip stream is cut short)" : "";
 }
 
 static uint32_t be32(const unsigned char *b) {

@@ -30,3 +30,22 @@ const char *nn__gz_reason(const char *zmsg, const char *path) {
     return zmsg + len + 2;
   return zmsg;
 }
+
+int nn__gz_read_error(gzFile f, const char *path, const char *where,
+                      nn_error *err) {
+  int zerr;
+  const char *zmsg = gzerror(f, &zerr);
+  if (zerr == Z_ERRNO)
+    return nn_error_set(err, NN_EIO, "cannot read %s: %s", path,
+                        strerror(errno));
+  if (zerr == Z_MEM_ERROR)
+    return nn_error_set(err, NN_ENOMEM, "%s: out of memory in zlib", where);
+  return nn_error_set(err, NN_EFORMAT, "%s: corrupt gzip data: %s", where,
+                      nn__gz_reason(zmsg, path));
+}
+
+int nn__gz_cut_short(gzFile f) {
+  int zerr;
+  (void)gzerror(f, &zerr);
+  return zerr == Z_BUF_ERROR;
+}

@@ -14,5 +14,13 @@ int nn__gz_open(gzFile *out, const char *path, unsigned buffer_size,
                 nn_error *err);
 /* zlib's message for path without the "path: " zlib puts in front. */
 const char *nn__gz_reason(const char *zmsg, const char *path);
+/* After gzread returned < 0: the error, with its code (read error ->
+ * NN_EIO, zlib out of memory -> NN_ENOMEM, corrupt data -> NN_EFORMAT).
+ * `where` starts the corrupt-data message (the path, or "path:line"). */
+int nn__gz_read_error(gzFile f, const char *path, const char *where,
+                      nn_error *err);
+/* 1 if zlib ended a read at a gzip stream that is cut short (it reports
+ * that as a plain end of file). */
+int nn__gz_cut_short(gzFile f);
 
 #endif
