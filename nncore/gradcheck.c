@@ -14,15 +14,17 @@
 #include <nn/math.h>
 #include <nn/train.h>
 
-/* Loss of the model on (X, labels) at the current parameter values. */
+/* Loss of the model on (X, labels) at the current parameter values; with
+ * dscores (which may be scores) also its gradient, for a backward pass. */
 static int gradcheck_loss(const nn_model_ops *ops, void *model,
                           const gsl_matrix *X, const uint32_t *labels,
-                          gsl_matrix *scores, double *loss, nn_error *err) {
+                          gsl_matrix *scores, gsl_matrix *dscores,
+                          double *loss, nn_error *err) {
   int rc = ops->forward(model, X, scores, err);
   if (rc != NN_OK)
     return rc;
   size_t hits;
-  if (nn_softmax_xent(scores, labels, NULL, loss, &hits) != NN_OK)
+  if (nn_softmax_xent(scores, labels, dscores, loss, &hits) != NN_OK)
     return nn_error_set(err, NN_EINVAL,
                         "gradcheck: bad labels for a %zu-class model",
                         scores->size2);
@@ -78,15 +80,9 @@ int nn_gradcheck(const nn_model_ops *ops, void *model, const gsl_matrix *X,
   /* Analytic gradients, copied so that nothing the model does during the
    * numeric passes can change what they are compared against. */
   double loss;
-  size_t hits;
-  rc = ops->forward(model, X, scores, err);
+  rc = gradcheck_loss(ops, model, X, labels, scores, scores, &loss, err);
   if (rc != NN_OK)
     goto out;
-  if (nn_softmax_xent(scores, labels, scores, &loss, &hits) != NN_OK) {
-    rc = nn_error_set(err, NN_EINVAL,
-                      "gradcheck: bad labels for a %zu-class model", n_out);
-    goto out;
-  }
   rc = ops->backward(model, X, scores, err);
   if (rc != NN_OK)
     goto out;
@@ -111,10 +107,10 @@ int nn_gradcheck(const nn_model_ops *ops, void *model, const gsl_matrix *X,
         const double orig = *w;
         double lp, lm;
         *w = orig + step;
-        rc = gradcheck_loss(ops, model, X, labels, scores, &lp, err);
+        rc = gradcheck_loss(ops, model, X, labels, scores, NULL, &lp, err);
         if (rc == NN_OK) {
           *w = orig - step;
-          rc = gradcheck_loss(ops, model, X, labels, scores, &lm, err);
+          rc = gradcheck_loss(ops, model, X, labels, scores, NULL, &lm, err);
         }
         /* Restore before any exit so the model is left as it was found. */
         *w = orig;
