@@ -7,6 +7,7 @@
  * put the whole cairo context into an error state). */
 #include <config.h>
 
+#include "utf8.h"
 #include "plot_internal.h"
 
 #ifdef HAVE_CAIRO
@@ -81,37 +82,13 @@ static int fonts_work(void) {
   return ok;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0.  Strict (no overlongs, no
- * surrogates): cairo refuses invalid text by erroring the whole context. */
-static size_t utf8_len(const unsigned char *s) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned lo = 0x80, hi = 0xbf;
-  if (c >= 0xc2 && c <= 0xdf) n = 2;
-  else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else
-    return 0;
-  if (s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < n; i++)
-    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-  return n;
-}
-
 /* Copy src into dst (cap bytes) as valid, printable UTF-8: bad bytes become
  * '?', control characters ' ', and a character never gets cut in half. */
 static void sanitize(char *dst, size_t cap, const char *src) {
   const unsigned char *s = (const unsigned char *)src;
   size_t o = 0;
   while (*s) {
-    size_t n = utf8_len(s);
+    size_t n = nn__utf8_len(s);
     if (n == 0) {
       if (o + 1 >= cap) break;
       dst[o++] = '?';

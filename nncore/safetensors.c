@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include "strlist.h"
+#include "utf8.h"
 #include <nn/safetensors.h>
 
 #include <errno.h>
@@ -72,33 +73,6 @@ static void join_names(char *buf, size_t cap, const char *const *names,
 
 /* ------------------------------------------------------------ writing */
 
-/* Strict UTF-8 check (no overlongs, surrogates or code points past
- * U+10FFFF): jansson refuses invalid strings only with a NULL return that
- * looks like out-of-memory, so we check first to report the right error. */
-static int utf8_valid(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  while (*p) {
-    unsigned c = *p++;
-    if (c < 0x80) continue;
-    unsigned more, cp, min;
-    if ((c & 0xE0) == 0xC0) {
-      more = 1, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      more = 2, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      more = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-      return 0;
-    }
-    for (; more; more--) {
-      if ((*p & 0xC0) != 0x80) return 0; /* also stops at the NUL */
-      cp = (cp << 6) | (*p++ & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  }
-  return 1;
-}
-
 /* Add "__metadata__" to root from the alternating key/value array. */
 static int add_metadata(json_t *root, const char *path,
                         const char *const *metadata, nn_error *err) {
@@ -110,7 +84,7 @@ static int add_metadata(json_t *root, const char *path,
     if (!kv[1])
       return nn_error_set(err, NN_EINVAL, "%s: metadata key '%s' has no value",
                           path, kv[0]);
-    if (!utf8_valid(kv[0]) || !utf8_valid(kv[1]))
+    if (!nn__utf8_valid(kv[0]) || !nn__utf8_valid(kv[1]))
       return nn_error_set(err, NN_EINVAL,
                           "%s: metadata entry '%s' is not valid UTF-8", path,
                           kv[0]);
@@ -142,7 +116,7 @@ static int build_header(const char *path, const nn_param *params, size_t n,
     }
     /* A duplicate would silently replace the earlier entry in the JSON
      * object, and "__metadata__" is not a tensor: refuse both. */
-    const char *why = !utf8_valid(p->name)              ? "not valid UTF-8"
+    const char *why = !nn__utf8_valid(p->name)        ? "not valid UTF-8"
                       : strcmp(p->name, META_KEY) == 0 ? "reserved"
                       : json_object_get(root, p->name) ? "used twice"
                                                         : NULL;

@@ -460,9 +460,22 @@ START_TEST(test_save_refuses_bad_arguments_and_keeps_old_file) {
   nn_param unnamed[] = {{NULL, W, NULL, 0}};
   ck_assert_int_eq(nn_safetensors_save(p, unnamed, 1, NN_DTYPE_F64, NULL,
                                        &err), NN_EINVAL);
-  nn_param badutf[] = {{"W\xc0\x80", W, NULL, 0}};
-  ck_assert_int_eq(nn_safetensors_save(p, badutf, 1, NN_DTYPE_F64, NULL,
-                                       &err), NN_EINVAL);
+  /* Overlong, surrogate, past U+10FFFF, cut short: each refused; a valid
+   * 4-byte name passes. */
+  const char *const bad_utf8[] = {"W\xc0\x80", "W\xed\xa0\x80",
+                                  "W\xf4\x90\x80\x80", "W\xe2\x82"};
+  for (size_t i = 0; i < 4; i++) {
+    nn_param badutf[] = {{bad_utf8[i], W, NULL, 0}};
+    ck_assert_int_eq(nn_safetensors_save(p, badutf, 1, NN_DTYPE_F64, NULL,
+                                         &err), NN_EINVAL);
+    ck_assert_msg(strstr(err.msg, "not valid UTF-8") != NULL, "%s", err.msg);
+  }
+  nn_param emoji[] = {{"W\xf0\x9f\x99\x82", W, NULL, 0}};
+  char u[600]; /* tpath's buffer is p's */
+  snprintf(u, sizeof u, "%s/u.safetensors", test_tmpdir);
+  ck_assert_int_eq(nn_safetensors_save(u, emoji, 1, NN_DTYPE_F64, NULL, &err),
+                   NN_OK);
+  ck_assert_int_eq(remove(u), 0);
   ck_assert_int_eq(nn_safetensors_save(p, good, 1, 99, NULL, &err), NN_EINVAL);
   /* The earlier file is intact and no temporary file is left behind. */
   nn_safetensors *f = NULL;
