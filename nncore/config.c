@@ -124,14 +124,14 @@ static char *read_line(char *buf, int size, void *stream) {
 static int handle_pair(void *user, const char *section, const char *key,
                        const char *value) {
   parse_ctx *ctx = user;
+  const entry *e;
   if (ctx->err_code) return 1; /* keep the first error only */
   const char *path = ctx->cfg->path;
   if (!*section) {
     ctx->err_code = NN_ECONFIG;
     snprintf(ctx->err_msg, sizeof ctx->err_msg,
              "%s:%d: key '%s' is outside any [section]", path, ctx->line, key);
-  } else if (find_entry(ctx->cfg, section, key)) {
-    const entry *e = find_entry(ctx->cfg, section, key);
+  } else if ((e = find_entry(ctx->cfg, section, key))) {
     ctx->err_code = NN_ECONFIG;
     snprintf(ctx->err_msg, sizeof ctx->err_msg,
              "%s:%d: [%s] %s is set twice (first at %s)", path, ctx->line,
@@ -187,31 +187,32 @@ int nn_config_load(nn_config **out, const char *path, nn_error *err) {
   int rc = ini_parse_stream(read_line, &ctx, handle_pair, &ctx);
   fclose(ctx.fp);
   /* Report whichever problem comes first in the file. */
-  int first = 0;
+  int first = 0, code;
   if (ctx.long_line) first = ctx.long_line;
   if (rc > 0 && (!first || rc < first)) first = rc;
   if (ctx.err_code && ctx.err_line == first && ctx.long_line != first) {
-    nn_error_set(err, ctx.err_code, "%s", ctx.err_msg);
+    code = nn_error_set(err, ctx.err_code, "%s", ctx.err_msg);
   } else if (first && first == ctx.long_line) {
-    nn_error_set(err, NN_ECONFIG, "%s:%d: line too long (at most %d characters)",
-                 path, first, INI_MAX_LINE - 2);
+    code = nn_error_set(err, NN_ECONFIG,
+                        "%s:%d: line too long (at most %d characters)", path,
+                        first, INI_MAX_LINE - 2);
   } else if (rc > 0) {
-    nn_error_set(err, NN_ECONFIG,
-                 "%s:%d: syntax error: expected '[section]', 'key = value' or a "
-                 "comment", path, rc);
+    code = nn_error_set(err, NN_ECONFIG,
+                        "%s:%d: syntax error: expected '[section]', 'key = "
+                        "value' or a comment", path, rc);
   } else if (rc < 0) {
-    nn_error_set(err, rc == -2 ? NN_ENOMEM : NN_EIO, "%s: cannot read", path);
-  } else if (ctx.err_code) {
-    nn_error_set(err, ctx.err_code, "%s", ctx.err_msg);
+    code = nn_error_set(err, rc == -2 ? NN_ENOMEM : NN_EIO, "%s: cannot read",
+                        path);
+  } else if (ctx.err_code) { /* not expected: inih reports a handler's line */
+    code = nn_error_set(err, ctx.err_code, "%s", ctx.err_msg);
   } else {
     *out = cfg;
     return NN_OK;
   }
   nn_config_free(cfg);
-  return err ? err->code : NN_ECONFIG;
+  return code; /* the right code even when err is NULL */
 }
 
-/* Copy s without leading/trailing blanks into buf. */
 /* s[0..len) without surrounding blanks into buf; 0 if it does not fit. */
 static int trim_into(char *buf, size_t size, const char *s, size_t len) {
   while (len && isspace((unsigned char)*s)) s++, len--;
