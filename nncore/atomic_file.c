@@ -43,18 +43,17 @@ int nn__atomic_open(nn__atomic_file *f, const char *path, nn_error *err) {
 }
 
 int nn__atomic_commit(nn__atomic_file *f, nn_error *err) {
-  int failed = ferror(f->fp) || fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0;
-  int e = errno;
-  if (fclose(f->fp) != 0 && !failed) {
-    failed = 1;
-    e = errno;
-  }
+  /* e: the first failure's errno.  A write that failed earlier left only
+   * the stream's error flag (its errno is long overwritten): EIO. */
+  int e = 0;
+  if (ferror(f->fp))
+    e = EIO;
+  else if (fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0)
+    e = errno ? errno : EIO;
+  if (fclose(f->fp) != 0 && !e) e = errno ? errno : EIO;
   f->fp = NULL;
-  if (!failed && rename(f->tmp, f->path) != 0) {
-    failed = 1;
-    e = errno;
-  }
-  if (failed) {
+  if (!e && rename(f->tmp, f->path) != 0) e = errno ? errno : EIO;
+  if (e) {
     unlink(f->tmp);
     return nn_error_set(err, NN_EIO, "cannot write %s: %s", f->path,
                         strerror(e));
