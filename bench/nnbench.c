@@ -146,7 +146,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
   /* The step inside backward when both plugins can (as the trainer). */
   const int fused = nn_plugins_fuse_step(nn_loaded_desc(mp), nn_loaded_desc(op));
   bench_step_ctx sctx = {oo, opt, params, np};
-  const nn_stepper st = {&sctx, bench_step_rows};
+  const nn_stepper st = {&sctx, bench_step_rows, NULL};
   nn_csr_buffer Xs, Xt; /* the batch, and its transpose (fused step) */
   gsl_matrix *X = gsl_matrix_alloc(bs, n_in), *S = gsl_matrix_alloc(bs, n_out);
   uint32_t *labels = malloc(bs * sizeof *labels);

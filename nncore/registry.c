@@ -69,6 +69,16 @@ int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim) {
          NN_HAS_OP(model->model, nn_model_ops, backward_step) &&
          NN_HAS_OP(optim->optim, nn_optim_ops, step_rows);
 }
+
+int nn_plugins_pipeline(const nn_plugin *model, const nn_plugin *optim) {
+  return nn_plugins_fuse_step(model, optim) &&
+         NN_HAS_OP(model->model, nn_model_ops, backward_step_forward);
+}
+
+int nn_plugin_steps_blocks(const nn_plugin *optim) {
+  return NN_HAS_OP(optim->optim, nn_optim_ops, step_block);
+}
+
 const char *nn_loaded_path(const nn_loaded *p) { return p->path; }
 
 void nn_plugin_close(nn_loaded *p) {

@@ -47,7 +47,7 @@ static inline double sigmoid1(double x) {
 #define NN_AVX512 __attribute__((target("avx512f")))
 #endif
 
-#define NN_NARROW 16  /* outputs up to this many columns take the narrow path */
+#define NN_NARROW NN_CSR_NARROW /* <nn/math.h>: outputs this narrow take the narrow path */
 #define NN_KBLOCK 64  /* AVX2: rows of B per L1 block, 64 x 32 doubles = 16 KB */
 #define NN_RGROUP 64  /* rows of A sharing one pass over the blocks of B */
 

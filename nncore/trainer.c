@@ -18,7 +18,13 @@
  * on: splitting the model's own work between two cores gained nothing
  * there (the cores' speeds vary under the hypervisor, and a split waits
  * for the slower one), while the gather is a fifth of an epoch that hides
- * behind the model's work entirely. */
+ * behind the model's work entirely.
+ *
+ * A model with the ABI 1.4 backward_step_forward gets the next batch
+ * together with the current one's dscores, and runs its forward inside
+ * the backward pass and step (the two-layer network does so band by band
+ * of W1 once W1 outgrows L2).  The feed then holds two batches at a time,
+ * and with a helper thread gathers a third. */
 #include <config.h>
 
 #include <math.h>
@@ -34,8 +40,8 @@
 
 #include "worker.h"
 
-/* One batch as the model takes it.  The trainer has one, or with a helper
- * thread two, used in turn. */
+/* One batch as the model takes it.  The trainer has up to three, used in
+ * turn (see n_slots). */
 typedef struct batch_slot {
   gsl_matrix *X;    /* owned: batch_size x n_in (dense models) */
   nn_csr_buffer Xs; /* owned: the batch as CSR (sparse models) */
@@ -45,6 +51,8 @@ typedef struct batch_slot {
   size_t count;     /* examples in the slot */
   int rc;           /* the gather's result */
 } batch_slot;
+
+#define TRAINER_MAX_SLOTS 3
 
 struct nn_trainer {
   const nn_plugin *model_desc; /* lent; outlive the trainer */
@@ -61,10 +69,14 @@ struct nn_trainer {
   size_t n_in, n_out;
   int sparse;                  /* the model takes nn_csr batches (ABI 1.2) */
   int fused;                   /* step inside backward (ABI 1.3 pair) */
-  size_t *rows_stepped;        /* owned: per parameter, in the fused step */
-  batch_slot slot[2];          /* owned: the current and the next batch */
-  int n_slots;                 /* 2 with a helper thread, else 1 */
+  int pipeline;                /* next forward inside it too (ABI 1.4) */
+  size_t *stepped;             /* owned: per parameter, elements stepped in
+                                  the fused step (checked against its size) */
+  batch_slot slot[TRAINER_MAX_SLOTS]; /* owned: n_slots of them */
+  int n_slots;                 /* the current batch, + 1 for the next one
+                                  with the pipeline, + 1 for the helper's */
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
+  gsl_matrix *scores_next;     /* owned, pipeline only: the next batch's */
   nn_worker *worker;           /* owned; NULL with threads <= 1 */
   nn_param *best_params;       /* owned array naming t->best (grad NULL) */
   size_t start_epoch;          /* first epoch of the next run */
@@ -83,7 +95,7 @@ void nn_trainer_free(nn_trainer *t) {
   }
   if (t->rng) gsl_rng_free(t->rng);
   nn_worker_free(t->worker); /* first: it may be writing a slot */
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < TRAINER_MAX_SLOTS; k++) {
     batch_slot *b = &t->slot[k];
     if (b->X) gsl_matrix_free(b->X);
     nn_csr_buffer_free(&b->Xs);
@@ -92,8 +104,9 @@ void nn_trainer_free(nn_trainer *t) {
     free(b->idx);
   }
   if (t->scores) gsl_matrix_free(t->scores);
+  if (t->scores_next) gsl_matrix_free(t->scores_next);
   free(t->best_params);
-  free(t->rows_stepped);
+  free(t->stepped);
   free(t);
 }
 
@@ -121,8 +134,12 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   /* The sparse pair arrived in ABI 1.2: read it only if the plugin's
    * table has it, and use it only if both halves are there. */
   t->sparse = nn_plugin_takes_csr(model);
+  /* The fused step needs both halves of the ABI 1.3 pair; the pipeline
+   * that, and the model's backward_step_forward (1.4). */
+  t->fused = nn_plugins_fuse_step(model, optim);
+  t->pipeline = nn_plugins_pipeline(model, optim);
   int batch_ok = 1;
-  t->n_slots = opts->threads > 1 ? 2 : 1;
+  t->n_slots = 1 + t->pipeline + (opts->threads > 1);
   for (int k = 0; k < t->n_slots; k++) {
     batch_slot *b = &t->slot[k];
     if (t->sparse)
@@ -135,11 +152,13 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     batch_ok &= b->labels && b->idx;
   }
   t->scores = nn_matrix_calloc_aligned(bs, n_out);
+  if (t->pipeline)
+    batch_ok &= (t->scores_next = nn_matrix_calloc_aligned(bs, n_out)) != NULL;
   if (!t->rng || !batch_ok || !t->scores) {
     nn_trainer_free(t);
     return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
   }
-  if (t->n_slots == 2) { /* the helper thread fills the second slot */
+  if (opts->threads > 1) { /* the helper thread fills a slot ahead */
     int wrc = nn_worker_create(&t->worker, err);
     if (wrc) {
       nn_trainer_free(t);
@@ -162,11 +181,9 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     nn_trainer_free(t);
     return rc;
   }
-  /* The fused step needs both halves of the ABI 1.3 pair. */
-  t->fused = nn_plugins_fuse_step(model, optim);
   if (t->fused) {
-    int ok = (t->rows_stepped = calloc(t->n_params ? t->n_params : 1,
-                                       sizeof *t->rows_stepped)) != NULL;
+    int ok = (t->stepped = calloc(t->n_params ? t->n_params : 1,
+                                  sizeof *t->stepped)) != NULL;
     for (int k = 0; k < t->n_slots; k++)
       ok &= nn_csr_buffer_init(&t->slot[k].Xt, n_in, bs * n_in) == NN_OK;
     if (!ok) {
@@ -201,17 +218,23 @@ nn_param *nn_trainer_params(nn_trainer *t, size_t *n) {
 
 /* ------------------------------------------------------------ batches
  * A feed hands out the batches of one pass over a dataset in order:
- * feed_next returns the slot holding the next batch, which the worker
- * gathered while the model computed on the previous one (without a
- * worker: gathered here and now).  A pass must call feed_end on every way
- * out: it waits for a gather still running. */
+ * feed_next returns the next batch, feed_peek the one after the batch
+ * feed_next returned last, without handing it out (the pipeline's next
+ * batch; a pass that peeks says so in feed_begin).  Batch j lives in slot
+ * j % n_slots.  With a worker, one batch beyond those the caller holds is
+ * gathered meanwhile; without, each is gathered when asked for.  A pass
+ * must call feed_end on every way out: it waits for a gather still
+ * running. */
 typedef struct batch_feed {
   nn_trainer *t;
   const nn_dataset *ds;
   const size_t *order; /* the examples in order; NULL: 0, 1, 2, ... */
+  size_t n_batches;
   size_t next;         /* first example not yet handed to a gather */
-  int cur;             /* slot of the batch feed_next returned last */
-  int pending;         /* a gather into slot[!cur] is posted */
+  size_t handed;       /* batches feed_next has returned */
+  size_t filled;       /* batches gathered or being gathered */
+  int peeks;           /* 1 if the pass uses feed_peek */
+  int pending;         /* the worker is gathering batch filled - 1 */
   /* The posted gather's arguments (read by the worker: they live here,
    * in the caller's frame, for the whole pass). */
   batch_slot *job_slot;
@@ -235,11 +258,14 @@ static void feed_job(void *arg) {
   gather_slot(f->t, f->ds, f->job_slot, f->job_idx);
 }
 
-/* Start filling slot k with the examples from f->next on (on the worker
- * when there is one, else at once). */
-static void feed_fill(batch_feed *f, int k) {
+static batch_slot *feed_slot(const batch_feed *f, size_t j) {
+  return &f->t->slot[j % (size_t)f->t->n_slots];
+}
+
+/* Gather batch f->filled into its slot: on the worker (post) or here. */
+static void feed_fill(batch_feed *f, int post) {
   nn_trainer *t = f->t;
-  batch_slot *b = &t->slot[k];
+  batch_slot *b = feed_slot(f, f->filled++);
   const size_t bs = t->opts.batch_size, left = f->ds->n - f->next;
   b->count = left < bs ? left : bs;
   const size_t *idx = f->order ? f->order + f->next : b->idx;
@@ -248,7 +274,7 @@ static void feed_fill(batch_feed *f, int k) {
   f->next += b->count;
   f->job_slot = b;
   f->job_idx = idx;
-  if (t->worker) {
+  if (post) {
     nn_worker_post(t->worker, feed_job, f);
     f->pending = 1;
   } else {
@@ -256,83 +282,149 @@ static void feed_fill(batch_feed *f, int k) {
   }
 }
 
-static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
-                       const size_t *order) {
-  *f = (batch_feed){.t = t, .ds = ds, .order = order, .cur = 1};
-  if (t->worker && ds->n) feed_fill(f, 0); /* the first batch, ahead */
-}
-
-/* The next batch (NULL after the last), its gather's error in *rc. */
-static batch_slot *feed_next(batch_feed *f, int *rc) {
-  nn_trainer *t = f->t;
-  const int k = t->worker ? !f->cur : 0; /* one slot without a helper */
-  if (f->pending) {
-    nn_worker_wait(t->worker);
-    f->pending = 0;
-  } else {
-    if (f->next >= f->ds->n) return NULL;
-    feed_fill(f, k);
-  }
-  f->cur = k;
-  /* With a worker, the batch after this one is gathered meanwhile. */
-  if (t->worker && f->next < f->ds->n) feed_fill(f, !k);
-  *rc = t->slot[k].rc;
-  return &t->slot[k];
-}
-
-static void feed_end(batch_feed *f) {
+static void feed_wait(batch_feed *f) {
   if (f->pending) nn_worker_wait(f->t->worker);
   f->pending = 0;
 }
 
-/* Run the model forward on slot b; scores land in t->scores (*Sv views
- * the batch's rows), the dense batch (if the model takes one) in *Xv. */
-static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
-                         gsl_matrix_view *Sv, nn_error *err) {
+/* Post the next gather if the worker is idle and its slot is free: the
+ * caller holds batches handed - 1 and, when it peeks, handed; n_slots is
+ * one more than that. */
+static void feed_ahead(batch_feed *f) {
+  if (f->t->worker && !f->pending && f->filled < f->n_batches &&
+      f->filled <= f->handed + (size_t)f->peeks)
+    feed_fill(f, 1);
+}
+
+static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
+                       const size_t *order, int peeks) {
+  const size_t bs = t->opts.batch_size;
+  *f = (batch_feed){.t = t, .ds = ds, .order = order,
+                    .n_batches = (ds->n + bs - 1) / bs, .peeks = peeks};
+  feed_ahead(f); /* the first batch, ahead */
+}
+
+/* Batch j (handed or handed + 1), gathered; its gather's error in *rc. */
+static batch_slot *feed_get(batch_feed *f, size_t j, int *rc) {
+  if (j >= f->n_batches) return NULL;
+  if (f->pending && f->filled - 1 <= j) feed_wait(f);
+  while (f->filled <= j) {
+    feed_wait(f);
+    feed_fill(f, 0);
+  }
+  batch_slot *b = feed_slot(f, j);
+  *rc = b->rc;
+  return b;
+}
+
+/* The next batch (NULL after the last), its gather's error in *rc. */
+static batch_slot *feed_next(batch_feed *f, int *rc) {
+  batch_slot *b = feed_get(f, f->handed, rc);
+  if (b) f->handed++;
+  feed_ahead(f);
+  return b;
+}
+
+/* The batch after the one feed_next returned last (NULL if none). */
+static batch_slot *feed_peek(batch_feed *f, int *rc) {
+  batch_slot *b = feed_get(f, f->handed, rc);
+  feed_ahead(f);
+  return b;
+}
+
+static void feed_end(batch_feed *f) { feed_wait(f); }
+
+/* Run the model forward on slot b; scores land in S (*Sv views the
+ * batch's rows), the dense batch (if the model takes one) in *Xv. */
+static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix *S,
+                         gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                         nn_error *err) {
   const nn_model_ops *m = t->model_desc->model;
-  *Sv = gsl_matrix_submatrix(t->scores, 0, 0, b->count, t->n_out);
+  *Sv = gsl_matrix_submatrix(S, 0, 0, b->count, t->n_out);
   if (t->sparse) return m->forward_csr(t->model, &b->Xs.csr, &Sv->matrix, err);
   *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
   return m->forward(t->model, &Xv->matrix, &Sv->matrix, err);
 }
 
-/* The stepper lent to backward_step: checks the rows asked for, counts
- * them, and hands them to the optimizer's step_rows. */
+/* The stepper lent to backward_step: checks the block asked for, counts
+ * its elements, and hands it to the optimizer (step_rows for whole rows,
+ * step_block for a block with its gradient). */
+static int stepper_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, nn_error *err) {
+  if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1 ||
+      c0 >= c1 || c1 > t->params[k].value->size2)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "model %s asked to step rows [%zu, %zu) x columns "
+                        "[%zu, %zu) of parameter %zu, which is not within "
+                        "one of its %zu parameters",
+                        t->model_desc->name, r0, r1, c0, c1, k, t->n_params);
+  t->stepped[k] += (r1 - r0) * (c1 - c0);
+  return NN_OK;
+}
+
 static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
                         nn_error *err) {
   nn_trainer *t = ctx;
-  if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1)
-    return nn_error_set(err, NN_EPLUGIN,
-                        "model %s asked to step rows [%zu, %zu) of parameter "
-                        "%zu, which is not one of its %zu parameters' rows",
-                        t->model_desc->name, r0, r1, k, t->n_params);
-  t->rows_stepped[k] += r1 - r0;
+  const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
+  int rc = stepper_check(t, k, r0, r1, 0, cols, err);
+  if (rc) return rc;
   return t->optim_desc->optim->step_rows(t->optim, t->params, t->n_params, k,
                                          r0, r1, err);
 }
 
-/* Backward on slot b, then the optimizer step: inside the backward pass
- * when the model and optimizer can (ABI 1.3), after it otherwise. */
+static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, const gsl_matrix *g,
+                         nn_error *err) {
+  nn_trainer *t = ctx;
+  int rc = stepper_check(t, k, r0, r1, c0, c1, err);
+  if (rc) return rc;
+  if (!g || g->size1 != r1 - r0 || g->size2 != c1 - c0)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "model %s stepped a %zux%zu block of parameter %zu "
+                        "with a gradient of another shape",
+                        t->model_desc->name, r1 - r0, c1 - c0, k);
+  return t->optim_desc->optim->step_block(t->optim, t->params, t->n_params, k,
+                                          r0, r1, c0, c1, g, err);
+}
+
+/* Backward on slot b (dscores in *Sv), then the optimizer step: inside
+ * the backward pass when the model and optimizer can (ABI 1.3), after it
+ * otherwise.  With next (pipeline only): the forward on it too, into
+ * *Snext (ABI 1.4). */
 static int batch_backward_step(nn_trainer *t, batch_slot *b,
                                gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                               batch_slot *next, gsl_matrix_view *Snext,
                                nn_error *err) {
   const nn_model_ops *m = t->model_desc->model;
   int rc;
   if (t->fused) {
-    for (size_t k = 0; k < t->n_params; k++) t->rows_stepped[k] = 0;
-    const nn_stepper st = {t, stepper_rows};
-    if ((rc = m->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
-                               &st, err)))
-      return rc;
-    /* A model that skipped or repeated rows would train wrongly, silently. */
-    for (size_t k = 0; k < t->n_params; k++)
-      if (t->rows_stepped[k] != t->params[k].value->size1)
+    for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
+    const nn_stepper st = {
+        t, stepper_rows,
+        nn_plugin_steps_blocks(t->optim_desc) ? stepper_block : NULL};
+    if (next) {
+      *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
+                                    t->n_out);
+      rc = m->backward_step_forward(t->model, &b->Xs.csr, &b->Xt.csr,
+                                    &Sv->matrix, &st, &next->Xs.csr,
+                                    &Snext->matrix, err);
+    } else {
+      rc = m->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
+                            &st, err);
+    }
+    if (rc) return rc;
+    /* A model that skipped or repeated a block would train wrongly,
+     * silently. */
+    for (size_t k = 0; k < t->n_params; k++) {
+      const gsl_matrix *v = t->params[k].value;
+      if (t->stepped[k] != v->size1 * v->size2)
         return nn_error_set(err, NN_EPLUGIN,
-                            "model %s stepped %zu rows of parameter %s, "
-                            "which has %zu",
-                            t->model_desc->name, t->rows_stepped[k],
-                            t->params[k].name ? t->params[k].name : "?",
-                            t->params[k].value->size1);
+                            "model %s stepped %zu of the %zu elements of "
+                            "parameter %s",
+                            t->model_desc->name, t->stepped[k],
+                            v->size1 * v->size2,
+                            t->params[k].name ? t->params[k].name : "?");
+    }
     return NN_OK;
   }
   rc = t->sparse ? m->backward_csr(t->model, &b->Xs.csr, &Sv->matrix, err)
@@ -367,7 +459,7 @@ static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
   for (batch_slot *b; (b = feed_next(f, &rc)); batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
     gsl_matrix_view Xv, Sv;
-    if ((rc = batch_forward(t, b, &Xv, &Sv, err))) return rc;
+    if ((rc = batch_forward(t, b, t->scores, &Xv, &Sv, err))) return rc;
     double batch_loss;
     size_t batch_hits;
     rc = nn_softmax_xent(&Sv.matrix, b->labels, NULL, &batch_loss, &batch_hits);
@@ -386,7 +478,7 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
   int rc = check_dataset(t, ds, "evaluation", err);
   if (rc) return rc;
   batch_feed f;
-  feed_begin(&f, t, ds, NULL);
+  feed_begin(&f, t, ds, NULL, 0);
   rc = evaluate_feed(t, &f, loss, accuracy, err);
   feed_end(&f);
   return rc;
@@ -399,17 +491,33 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
   double loss_sum = 0;
   size_t hits = 0, batches = 0, seen = 0;
   int rc = NN_OK;
-  for (batch_slot *b; (b = feed_next(f, &rc)); batches++) {
+  gsl_matrix_view Xv, Sv, Snext;
+  /* With the pipeline, a batch's scores come from the previous batch's
+   * backward_step_forward (scored = 1), except for the first batch. */
+  int scored = 0;
+  for (batch_slot *b = feed_next(f, &rc); b; batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
-    gsl_matrix_view Xv, Sv;
-    if ((rc = batch_forward(t, b, &Xv, &Sv, err))) return rc;
+    if (!scored && (rc = batch_forward(t, b, t->scores, &Xv, &Sv, err)))
+      return rc;
     double batch_loss;
     size_t batch_hits;
     /* scores become dscores in place: no second buffer, one pass. */
     rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix, &batch_loss,
                          &batch_hits);
     if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
-    if ((rc = batch_backward_step(t, b, &Xv, &Sv, err))) return rc;
+    batch_slot *next = NULL;
+    if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
+      return nn_error_set(err, rc, "cannot gather a batch");
+    if ((rc = batch_backward_step(t, b, &Xv, &Sv, next, &Snext, err)))
+      return rc;
+    if ((scored = next != NULL)) {
+      /* The next batch's scores are in scores_next: the buffers trade
+       * places (Snext views the same numbers under its new name). */
+      gsl_matrix *tmp = t->scores;
+      t->scores = t->scores_next;
+      t->scores_next = tmp;
+      Sv = Snext;
+    }
     loss_sum += batch_loss;
     hits += batch_hits;
     seen += b->count;
@@ -417,6 +525,7 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
       t->on_batch(t->on_batch_user, epoch, batches + 1, (n + bs - 1) / bs,
                   loss_sum / (double)(batches + 1),
                   (double)hits / (double)seen);
+    b = feed_next(f, &rc);
   }
   *loss = loss_sum / (double)batches;
   *accuracy = (double)hits / (double)n;
@@ -428,7 +537,7 @@ static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
                        nn_error *err) {
   batch_feed f;
-  feed_begin(&f, t, ds, order);
+  feed_begin(&f, t, ds, order, t->pipeline);
   int rc = train_feed(t, epoch, &f, loss, accuracy, err);
   feed_end(&f);
   return rc;

@@ -176,17 +176,19 @@ static int sgd_check_call(const sgd_state *s, const nn_param *params,
  * one pass over each parameter instead of two.  For W1 of the two-layer
  * network (2 x 800 KB with its gradient, more than a core's L2 cache) the
  * separate pass cost as much as the update itself. */
-static int sgd_update_rows(sgd_state *s, nn_param *params, size_t k,
-                           size_t r0, size_t r1, nn_error *err) {
+static int sgd_update_block(sgd_state *s, nn_param *params, size_t k,
+                            size_t r0, size_t r1, size_t c0, size_t c1,
+                            const gsl_matrix *gblock, nn_error *err) {
   gsl_matrix *w = params[k].value, *v = s->slots[k].v;
-  const gsl_matrix *g = params[k].grad;
-  const size_t cols = w->size2;
-  gsl_matrix_view wv = gsl_matrix_submatrix(w, r0, 0, r1 - r0, cols);
-  gsl_matrix_const_view gv = gsl_matrix_const_submatrix(g, r0, 0, r1 - r0,
-                                                        cols);
+  gsl_matrix_view wv = gsl_matrix_submatrix(w, r0, c0, r1 - r0, c1 - c0);
+  /* The block's gradient: handed over (step_block) or the grad's rows. */
+  gsl_matrix_const_view gv =
+      gblock ? gsl_matrix_const_submatrix(gblock, 0, 0, r1 - r0, c1 - c0)
+             : gsl_matrix_const_submatrix(params[k].grad, r0, c0, r1 - r0,
+                                          c1 - c0);
   gsl_matrix_view vv;
   if (v)
-    vv = gsl_matrix_submatrix(v, r0, 0, r1 - r0, cols);
+    vv = gsl_matrix_submatrix(v, r0, c0, r1 - r0, c1 - c0);
   const double reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
   if (nn_sgd_update(&wv.matrix, &gv.matrix, v ? &vv.matrix : NULL, s->lr,
                     reg, s->momentum) != NN_OK)
@@ -202,7 +204,19 @@ static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
   for (size_t k = 0; rc == NN_OK && k < n; k++)
     rc = sgd_check_param(s, params, k, err);
   for (size_t k = 0; rc == NN_OK && k < n; k++)
-    rc = sgd_update_rows(s, params, k, 0, params[k].value->size1, err);
+    rc = sgd_update_block(s, params, k, 0, params[k].value->size1, 0,
+                          params[k].value->size2, NULL, err);
+  return rc;
+}
+
+/* The call and parameter k, for step_rows and step_block. */
+static int sgd_check_one(const sgd_state *s, const nn_param *params,
+                         size_t n, size_t k, nn_error *err) {
+  int rc = sgd_check_call(s, params, n, err);
+  if (rc == NN_OK && k >= n)
+    rc = nn_error_set(err, NN_EINVAL, "sgd: parameter %zu of %zu", k, n);
+  if (rc == NN_OK)
+    rc = sgd_check_param(s, params, k, err);
   return rc;
 }
 
@@ -210,18 +224,40 @@ static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
 static int sgd_step_rows(void *self, nn_param *params, size_t n, size_t k,
                          size_t r0, size_t r1, nn_error *err) {
   sgd_state *s = self;
-  int rc = sgd_check_call(s, params, n, err);
-  if (rc == NN_OK && k >= n)
-    rc = nn_error_set(err, NN_EINVAL, "sgd: parameter %zu of %zu", k, n);
-  if (rc == NN_OK)
-    rc = sgd_check_param(s, params, k, err);
+  int rc = sgd_check_one(s, params, n, k, err);
   if (rc == NN_OK && !(r0 < r1 && r1 <= params[k].value->size1))
     rc = nn_error_set(err, NN_EINVAL,
                       "sgd: rows [%zu, %zu) of %s, which has %zu rows", r0,
                       r1, params[k].name ? params[k].name : "?",
                       params[k].value->size1);
   if (rc == NN_OK)
-    rc = sgd_update_rows(s, params, k, r0, r1, err);
+    rc = sgd_update_block(s, params, k, r0, r1, 0, params[k].value->size2,
+                          NULL, err);
+  return rc;
+}
+
+/* ABI 1.4: the same update on a block of rows and columns, with the
+ * block's gradient handed over (the update is elementwise, so any block
+ * gives the bits of the whole step). */
+static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
+                          size_t r0, size_t r1, size_t c0, size_t c1,
+                          const gsl_matrix *g, nn_error *err) {
+  sgd_state *s = self;
+  int rc = sgd_check_one(s, params, n, k, err);
+  if (rc == NN_OK && !(r0 < r1 && r1 <= params[k].value->size1 && c0 < c1 &&
+                       c1 <= params[k].value->size2))
+    rc = nn_error_set(err, NN_EINVAL,
+                      "sgd: block [%zu, %zu) x [%zu, %zu) of %s, which is "
+                      "%zux%zu",
+                      r0, r1, c0, c1, params[k].name ? params[k].name : "?",
+                      params[k].value->size1, params[k].value->size2);
+  if (rc == NN_OK && (!g || g->size1 != r1 - r0 || g->size2 != c1 - c0))
+    rc = nn_error_set(err, NN_EINVAL,
+                      "sgd: the gradient of a %zux%zu block of %s is %s",
+                      r1 - r0, c1 - c0, params[k].name ? params[k].name : "?",
+                      g ? "another shape" : "missing");
+  if (rc == NN_OK)
+    rc = sgd_update_block(s, params, k, r0, r1, c0, c1, g, err);
   return rc;
 }
 
@@ -232,6 +268,7 @@ static const nn_optim_ops sgd_ops = {
     sgd_step,
     sgd_state_of,
     sgd_step_rows,
+    sgd_step_block,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",

@@ -212,8 +212,9 @@ static const nn_model_ops softmax_ops = {
      * costs nothing, and handing the transpose to the core's helper thread
      * (as twolayer does) made this model's 2-thread epoch 0.036 -> 0.088 s:
      * writing the transpose on the other core took longer than this
-     * model's whole batch, so the main thread waited for it. */
-    NULL,
+     * model's whole batch, so the main thread waited for it.  Without
+     * it, no backward_step_forward (ABI 1.4) either. */
+    NULL, NULL,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_MODEL, "softmax", "0.1.0",

@@ -32,6 +32,22 @@ enum { TWOLAYER_W1, TWOLAYER_B1, TWOLAYER_W2, TWOLAYER_B2, TWOLAYER_NPARAM };
 
 #define TWOLAYER_MAX_HIDDEN 1000000
 
+/* Rows of W1 per block of the fused step (ABI 1.3 backward_step): 32 rows
+ * of dW1, 32 KB at 128 hidden units, are still in L1 when the optimizer
+ * reads them back. */
+#define TWOLAYER_STEP_ROWS 32
+
+/* Columns of W1 per band of the banded step (ABI 1.4): 784 x 128 doubles
+ * = 800 KB, which stay in a 1 MB L2 from the band's update to the next
+ * batch's forward through it.  128 is also the width of the sparse
+ * product's AVX-512 tile: narrower bands made it pass over the batch more
+ * often (64 columns: the in-band forward took three times as long).  A
+ * band may grow by up to NN_CSR_NARROW columns so that the last one is
+ * never narrow enough to take the product's narrow path (whose sums are
+ * ordered differently). */
+#define TWOLAYER_BAND 128
+#define TWOLAYER_BAND_MAX (TWOLAYER_BAND + NN_CSR_NARROW)
+
 typedef struct twolayer_model {
   size_t n_in, n_hidden, n_out, max_batch;
   size_t last_rows; /* rows of the last successful forward(); 0 = none */
@@ -43,6 +59,8 @@ typedef struct twolayer_model {
   nn_csr_buffer Xd; /* a dense X compressed (dense forward/backward only) */
   nn_csr_buffer Xt; /* X^T for dW1: n_in rows */
   gsl_matrix *W2t;  /* n_out x h: W2 transposed for dH = dscores W2^T */
+  gsl_matrix *gband; /* one block of dW1 in the banded step (see
+                        twolayer_banded_step): a few KB, stays in L1 */
 } twolayer_model;
 
 static const nn_option twolayer_options[] = {
@@ -64,6 +82,7 @@ static void twolayer_destroy(void *self) {
   nn_csr_buffer_free(&m->Xd);
   nn_csr_buffer_free(&m->Xt);
   gsl_matrix_free(m->W2t);
+  gsl_matrix_free(m->gband);
   free(m);
 }
 
@@ -129,11 +148,13 @@ static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
   m->H = nn_matrix_calloc_aligned(max_batch, nh);
   m->dH = nn_matrix_calloc_aligned(max_batch, nh);
   m->W2t = nn_matrix_calloc_aligned(n_out, nh);
+  m->gband = nn_matrix_calloc_aligned(
+      TWOLAYER_STEP_ROWS, nh < TWOLAYER_BAND_MAX ? nh : TWOLAYER_BAND_MAX);
   /* Room for a fully dense batch: the worst case, touched only as far as
    * the batches actually fill it. */
   ok &= nn_csr_buffer_init(&m->Xd, max_batch, max_batch * n_in) == NN_OK;
   ok &= nn_csr_buffer_init(&m->Xt, n_in, max_batch * n_in) == NN_OK;
-  if (!ok || !m->H || !m->dH || !m->W2t) {
+  if (!ok || !m->H || !m->dH || !m->W2t || !m->gband) {
     twolayer_destroy(m);
     return nn_error_set(err, NN_ENOMEM,
                         "twolayer: cannot allocate a %zu-%zu-%zu network for "
@@ -223,31 +244,100 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
   return twolayer_forward_core(m, &m->Xd.csr, scores, err);
 }
 
-/* Rows of W1 per block of the fused step (ABI 1.3 backward_step): 32 rows
- * of dW1, 32 KB at 128 hidden units, are still in L1 when the optimizer
- * reads them back. */
-#define TWOLAYER_STEP_ROWS 32
-
 /* A core's L2 on the machines this was tuned on (AMD EPYC: 1 MB). */
 #define TWOLAYER_L2_BYTES ((size_t)1 << 20)
 
-/* Ask the CPU to start loading rows [r0, r1) of W for writing. */
-static void twolayer_prefetch_rows(const gsl_matrix *W, size_t r0, size_t r1) {
-  const char *p = (const char *)(W->data + r0 * W->tda);
-  const size_t bytes = (r1 - r0) * W->tda * sizeof(double);
+/* Ask the CPU to start loading W's block [r0, r1) x [c0, c1) for
+ * writing. */
+static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
+                              size_t c0, size_t c1) {
 #if defined(__GNUC__)
-  for (size_t off = 0; off < bytes; off += 64)
-    __builtin_prefetch(p + off, 1, 3);
+  for (size_t r = r0; r < r1; r++) {
+    const char *p = (const char *)(W->data + r * W->tda + c0);
+    const size_t bytes = (c1 - c0) * sizeof(double);
+    for (size_t off = 0; off < bytes; off += 64)
+      __builtin_prefetch(p + off, 1, 3);
+  }
 #else
-  (void)p, (void)bytes;
+  (void)W, (void)r0, (void)r1, (void)c0, (void)c1;
 #endif
 }
 
+/* Is W1 larger than a core's L2? */
+static int twolayer_w1_far(const twolayer_model *m) {
+  const gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
+  return W1->size1 * W1->tda * sizeof(double) > TWOLAYER_L2_BYTES;
+}
+
+/* The rest of the step and the next batch's forward, band by band
+ * (ABI 1.4 backward_step_forward, when W1 is larger than L2).  For each
+ * band of TWOLAYER_BAND columns of W1: its gradient, 32 rows at a time
+ * into m->gband (never into W1's grad matrix, 6.4 MB at 1024 units), each
+ * block stepped at once through st->block; then the next batch's hidden
+ * units of that band, from the band of W1 just updated, still in L2.
+ * Without bands, W1 went from memory to the core three times a batch
+ * (forward, and the step's read and write) plus its gradient's write.
+ * Every sum runs in the order of the unbanded products (see
+ * nn_csr_matmul), so the numbers are those of backward_step followed by
+ * forward_csr.  Called with dZ1 in m->dH and every other parameter
+ * stepped; H is overwritten band by band with the next batch's. */
+static int twolayer_banded_step(twolayer_model *m, const nn_csr *Xt,
+                                const gsl_matrix *dZ1, const nn_stepper *st,
+                                const nn_csr *Xn, gsl_matrix *scores_next,
+                                nn_error *err) {
+  const size_t nh = m->n_hidden, Bn = Xn->rows;
+  gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
+  m->last_rows = 0; /* H is the next batch's only once every band is */
+  for (size_t c0 = 0; c0 < nh;) {
+    size_t c1 = nh - c0 < TWOLAYER_BAND ? nh : c0 + TWOLAYER_BAND;
+    if (nh - c1 <= NN_CSR_NARROW)
+      c1 = nh; /* no narrow band at the end */
+    gsl_matrix_const_view dZ = gsl_matrix_const_submatrix(dZ1, 0, c0,
+                                                          dZ1->size1, c1 - c0);
+    for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
+      const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS
+                            ? m->n_in
+                            : r0 + TWOLAYER_STEP_ROWS;
+      twolayer_prefetch(W1, r0, r1, c0, c1);
+      const nn_csr part = nn_csr_rows(Xt, r0, r1);
+      gsl_matrix_view g = gsl_matrix_submatrix(m->gband, 0, 0, r1 - r0,
+                                               c1 - c0);
+      if (nn_csr_matmul(&part, &dZ.matrix, NULL, NN_ACT_NONE, &g.matrix) !=
+          NN_OK)
+        return nn_error_set(err, NN_EINVAL,
+                            "twolayer: X^T dZ1 shape mismatch");
+      int rc = st->block(st->ctx, TWOLAYER_W1, r0, r1, c0, c1, &g.matrix,
+                         err);
+      if (rc != NN_OK)
+        return rc;
+    }
+    /* The next batch through the band: H[:, c0:c1] = sigmoid(Xn W1 + b1). */
+    gsl_matrix_const_view Wb = gsl_matrix_const_submatrix(W1, 0, c0, m->n_in,
+                                                          c1 - c0);
+    gsl_matrix_const_view bb = gsl_matrix_const_submatrix(
+        m->params[TWOLAYER_B1].value, 0, c0, 1, c1 - c0);
+    gsl_matrix_view Hb = gsl_matrix_submatrix(m->H, 0, c0, Bn, c1 - c0);
+    if (nn_csr_matmul(Xn, &Wb.matrix, &bb.matrix, NN_ACT_SIGMOID,
+                      &Hb.matrix) != NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: X W1 shape mismatch");
+    c0 = c1;
+  }
+  gsl_matrix_view H = gsl_matrix_submatrix(m->H, 0, 0, Bn, nh);
+  if (nn_dense_matmul(&H.matrix, 0, m->params[TWOLAYER_W2].value,
+                      m->params[TWOLAYER_B2].value, scores_next) != NN_OK)
+    return nn_error_set(err, NN_EINVAL, "twolayer: H W2 shape mismatch");
+  m->last_rows = Bn;
+  return NN_OK;
+}
+
 /* st != NULL: take the optimizer step through st as soon as each
- * parameter's gradient is final (backward_step); NULL: gradients only. */
+ * parameter's gradient is final (backward_step); NULL: gradients only.
+ * Xn != NULL (with st): then the forward on Xn into scores_next
+ * (backward_step_forward). */
 static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
                                   const nn_csr *Xt, gsl_matrix *dscores,
-                                  const nn_stepper *st, nn_error *err) {
+                                  const nn_stepper *st, const nn_csr *Xn,
+                                  gsl_matrix *scores_next, nn_error *err) {
   const size_t B = X->rows, nh = m->n_hidden;
   if (m->last_rows != B)
     return nn_error_set(err, NN_EINVAL,
@@ -300,19 +390,21 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
       return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
     return NN_OK;
   }
+  if (Xn && st->block && twolayer_w1_far(m))
+    return twolayer_banded_step(m, Xt, &dH.matrix, st, Xn, scores_next, err);
   /* With the step: a block of rows of dW1, then the same rows of W1
    * updated while the block is in L1.  When W1 is larger than a core's L2
    * (256 hidden units and up), the block's rows of W1 come from memory:
    * asking for them before the block's product lets the loads overlap
    * the arithmetic (at 1024 units: backward 1.02-1.10 s per epoch against
    * 1.28-1.33 s in alternating runs; no clear difference at 256 and 512). */
-  const gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
-  const int far = W1->size1 * W1->tda * sizeof(double) > TWOLAYER_L2_BYTES;
+  const int far = twolayer_w1_far(m);
+  const size_t nh1 = m->params[TWOLAYER_W1].value->size2;
   for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
     const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
                                                         : r0 + TWOLAYER_STEP_ROWS;
     if (far)
-      twolayer_prefetch_rows(m->params[TWOLAYER_W1].value, r0, r1);
+      twolayer_prefetch(m->params[TWOLAYER_W1].value, r0, r1, 0, nh1);
     const nn_csr part = nn_csr_rows(Xt, r0, r1);
     gsl_matrix_view rows = gsl_matrix_submatrix(dW1, r0, 0, r1 - r0, nh);
     if (nn_csr_matmul(&part, &dH.matrix, NULL, NN_ACT_NONE, &rows.matrix) !=
@@ -321,7 +413,7 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
     if ((rc = st->rows(st->ctx, TWOLAYER_W1, r0, r1, err)) != NN_OK)
       return rc;
   }
-  return NN_OK;
+  return Xn ? twolayer_forward_core(m, Xn, scores_next, err) : NN_OK;
 }
 
 static int twolayer_backward_csr(void *self, const nn_csr *X,
@@ -330,13 +422,14 @@ static int twolayer_backward_csr(void *self, const nn_csr *X,
   int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
-  return twolayer_backward_core(m, X, NULL, dscores, NULL, err);
+  return twolayer_backward_core(m, X, NULL, dscores, NULL, NULL, NULL, err);
 }
 
-static int twolayer_backward_step(void *self, const nn_csr *X,
-                                  const nn_csr *Xt, gsl_matrix *dscores,
-                                  const nn_stepper *st, nn_error *err) {
-  twolayer_model *m = self;
+/* The arguments of backward_step (and the first half of
+ * backward_step_forward's). */
+static int twolayer_check_step(const twolayer_model *m, const nn_csr *X,
+                               const nn_csr *Xt, const gsl_matrix *dscores,
+                               const nn_stepper *st, nn_error *err) {
   if (!st || !st->rows)
     return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
   int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
@@ -349,7 +442,36 @@ static int twolayer_backward_step(void *self, const nn_csr *X,
                         "transpose of the %zux%zu batch",
                         Xt->rows, Xt->cols, Xt->start ? Xt->start[Xt->rows] : 0,
                         X->rows, X->cols);
-  return twolayer_backward_core(m, X, Xt, dscores, st, err);
+  return NN_OK;
+}
+
+static int twolayer_backward_step(void *self, const nn_csr *X,
+                                  const nn_csr *Xt, gsl_matrix *dscores,
+                                  const nn_stepper *st, nn_error *err) {
+  twolayer_model *m = self;
+  int rc = twolayer_check_step(m, X, Xt, dscores, st, err);
+  if (rc != NN_OK)
+    return rc;
+  return twolayer_backward_core(m, X, Xt, dscores, st, NULL, NULL, err);
+}
+
+/* ABI 1.4: banded when W1 is larger than L2 and the optimizer steps
+ * blocks (twolayer_banded_step); otherwise backward_step then forward. */
+static int twolayer_backward_step_forward(void *self, const nn_csr *X,
+                                          const nn_csr *Xt,
+                                          gsl_matrix *dscores,
+                                          const nn_stepper *st,
+                                          const nn_csr *Xnext,
+                                          gsl_matrix *scores_next,
+                                          nn_error *err) {
+  twolayer_model *m = self;
+  int rc = twolayer_check_step(m, X, Xt, dscores, st, err);
+  if (rc == NN_OK)
+    rc = twolayer_check_csr(m, Xnext, scores_next, "next scores", err);
+  if (rc != NN_OK)
+    return rc;
+  return twolayer_backward_core(m, X, Xt, dscores, st, Xnext, scores_next,
+                                err);
 }
 
 static int twolayer_backward(void *self, const gsl_matrix *X,
@@ -361,14 +483,15 @@ static int twolayer_backward(void *self, const gsl_matrix *X,
   /* Compressed again rather than trusting that Xd still holds this X. */
   if (nn_csr_from_dense(&m->Xd, X) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: cannot compress X");
-  return twolayer_backward_core(m, &m->Xd.csr, NULL, dscores, NULL, err);
+  return twolayer_backward_core(m, &m->Xd.csr, NULL, dscores, NULL, NULL,
+                                NULL, err);
 }
 
 static const nn_model_ops twolayer_ops = {
     (uint32_t)sizeof(nn_model_ops), twolayer_create,  twolayer_destroy,
     twolayer_params,                 twolayer_forward, twolayer_backward,
     twolayer_forward_csr,            twolayer_backward_csr,
-    twolayer_backward_step,
+    twolayer_backward_step,          twolayer_backward_step_forward,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_MODEL, "twolayer", "0.1.0",

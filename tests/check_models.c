@@ -555,6 +555,17 @@ static void params_make(nn_param p[2], gsl_rng *r) {
                     NN_PARAM_BIAS};
 }
 
+/* q = a copy of p (values and grads), owned by the caller (params_free). */
+static void params_copy(nn_param q[2], const nn_param p[2]) {
+  for (size_t k = 0; k < 2; k++) {
+    q[k] = p[k];
+    q[k].value = mat_alloc(p[k].value->size1, p[k].value->size2);
+    q[k].grad = mat_alloc(p[k].value->size1, p[k].value->size2);
+    gsl_matrix_memcpy(q[k].value, p[k].value);
+    gsl_matrix_memcpy(q[k].grad, p[k].grad);
+  }
+}
+
 static void params_free(nn_param p[2]) {
   for (size_t k = 0; k < 2; k++) {
     gsl_matrix_free(p[k].value);
@@ -834,7 +845,7 @@ static void fused_equals_separate(double mom) {
     ck_assert_int_eq(ops->backward_csr(a, &xb.csr, sa, &err), NN_OK);
     ck_assert_int_eq(oo->step(oa, pa, na, &err), NN_OK);
     count_stepper c = {oo, ob, pb, nb, {0}};
-    const nn_stepper st = {&c, count_rows};
+    const nn_stepper st = {&c, count_rows, NULL};
     /* Every other step with the transpose handed over, as the core does. */
     ck_assert_int_eq(nn_csr_transpose(&xt, &xb.csr), NN_OK);
     ck_assert_msg(ops->backward_step(b, &xb.csr, it % 2 ? &xt.csr : NULL, sb,
@@ -852,7 +863,7 @@ static void fused_equals_separate(double mom) {
   /* A "transpose" of the wrong shape is refused before anything moves. */
   {
     count_stepper c = {oo, ob, pb, nb, {0}};
-    const nn_stepper st = {&c, count_rows};
+    const nn_stepper st = {&c, count_rows, NULL};
     ck_assert_int_eq(ops->forward_csr(b, &xb.csr, sb, &err), NN_OK);
     ck_assert_int_eq(ops->backward_step(b, &xb.csr, &xb.csr, sb, &st, &err),
                      NN_EINVAL);
@@ -893,13 +904,7 @@ START_TEST(test_sgd_step_rows) {
   gsl_rng *r = rng_seeded(33);
   nn_param p[2], q[2];
   params_make(p, r);
-  for (size_t k = 0; k < 2; k++) {
-    q[k] = p[k];
-    q[k].value = mat_alloc(p[k].value->size1, p[k].value->size2);
-    q[k].grad = mat_alloc(p[k].value->size1, p[k].value->size2);
-    gsl_matrix_memcpy(q[k].value, p[k].value);
-    gsl_matrix_memcpy(q[k].grad, p[k].grad);
-  }
+  params_copy(q, p);
   void *sp = sgd_new(&l, 0.1, 0.01, 0.5, p, 2);
   void *sq = sgd_new(&l, 0.1, 0.01, 0.5, q, 2);
   nn_error err = {0, ""};
@@ -920,6 +925,65 @@ START_TEST(test_sgd_step_rows) {
   ck_assert_int_eq(ops->step_rows(sq, q, 1, 0, 0, 1, &err), NN_EINVAL);
   ck_assert(gsl_matrix_equal(before, q[0].value));
   gsl_matrix_free(before);
+  ops->destroy(sp);
+  ops->destroy(sq);
+  params_free(p);
+  params_free(q);
+  gsl_rng_free(r);
+  unload(&l);
+}
+END_TEST
+
+/* step_block (ABI 1.4) on blocks of rows and columns, each with its
+ * gradient handed over, equals step, momentum included; the parameters'
+ * own grads are not read (they are poisoned here); bad blocks and
+ * mis-shaped gradients are refused without touching anything. */
+START_TEST(test_sgd_step_block) {
+  loaded l = load("sgd");
+  const nn_optim_ops *ops = l.desc->optim;
+  ck_assert_ptr_nonnull(ops->step_block);
+  gsl_rng *r = rng_seeded(34);
+  nn_param p[2], q[2];
+  params_make(p, r);
+  params_copy(q, p);
+  for (size_t k = 0; k < 2; k++)
+    gsl_matrix_set_all(q[k].grad, NAN);
+  void *sp = sgd_new(&l, 0.1, 0.01, 0.5, p, 2);
+  void *sq = sgd_new(&l, 0.1, 0.01, 0.5, q, 2);
+  nn_error err = {0, ""};
+  /* W (3 x 4) in blocks [0,2)x[0,3), [0,2)x[3,4), [2,3)x[0,4); b whole.
+   * Twice, so the velocities written by the blocks are read back. */
+  static const size_t blocks[4][5] = {
+      {0, 0, 2, 0, 3}, {0, 0, 2, 3, 4}, {0, 2, 3, 0, 4}, {1, 0, 1, 0, 4}};
+  for (int round = 0; round < 2; round++) {
+    ck_assert_int_eq(ops->step(sp, p, 2, &err), NN_OK);
+    for (size_t i = 0; i < 4; i++) {
+      const size_t *b = blocks[i];
+      gsl_matrix_const_view g = gsl_matrix_const_submatrix(
+          p[b[0]].grad, b[1], b[3], b[2] - b[1], b[4] - b[3]);
+      ck_assert_msg(ops->step_block(sq, q, 2, b[0], b[1], b[2], b[3], b[4],
+                                    &g.matrix, &err) == NN_OK, "%s", err.msg);
+    }
+  }
+  for (size_t k = 0; k < 2; k++)
+    ck_assert(gsl_matrix_equal(p[k].value, q[k].value));
+  gsl_matrix *before = mat_alloc(3, 4), *g = mat_alloc(2, 2);
+  gsl_matrix_memcpy(before, q[0].value);
+  ck_assert_int_eq(ops->step_block(sq, q, 2, 0, 0, 2, 0, 3, g, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "another shape"));
+  ck_assert_int_eq(ops->step_block(sq, q, 2, 0, 0, 2, 0, 2, NULL, &err),
+                   NN_EINVAL);
+  ck_assert_int_eq(ops->step_block(sq, q, 2, 0, 0, 2, 3, 5, g, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "[3, 5) of W"));
+  ck_assert_int_eq(ops->step_block(sq, q, 2, 0, 1, 1, 0, 2, g, &err),
+                   NN_EINVAL);
+  ck_assert_int_eq(ops->step_block(sq, q, 2, 2, 0, 2, 0, 2, g, &err),
+                   NN_EINVAL);
+  ck_assert(gsl_matrix_equal(before, q[0].value));
+  gsl_matrix_free(before);
+  gsl_matrix_free(g);
   ops->destroy(sp);
   ops->destroy(sq);
   params_free(p);
@@ -957,6 +1021,7 @@ static Suite *models_suite(void) {
   tcase_add_test(tc, test_sgd_errors);
   tcase_add_test(tc, test_training_lowers_loss);
   tcase_add_test(tc, test_sgd_step_rows);
+  tcase_add_test(tc, test_sgd_step_block);
   tcase_add_test(tc, test_fused_step_plain_sgd);
   tcase_add_test(tc, test_fused_step_momentum);
   suite_add_tcase(s, tc);

@@ -213,6 +213,19 @@ START_TEST(test_optional_paths) {
   /* softmax keeps the separate step (no backward_step). */
   ck_assert(!nn_plugins_fuse_step(nn_loaded_desc(sm), nn_loaded_desc(sgd)));
   ck_assert(nn_plugins_fuse_step(nn_loaded_desc(bad), nn_loaded_desc(sgd)));
+  /* The 1.4 pipeline: twolayer has backward_step_forward, the fixture
+   * (NULL there) and softmax do not; sgd steps blocks. */
+  ck_assert(nn_plugins_pipeline(nn_loaded_desc(tl), nn_loaded_desc(sgd)));
+  ck_assert(!nn_plugins_pipeline(nn_loaded_desc(bad), nn_loaded_desc(sgd)));
+  ck_assert(!nn_plugins_pipeline(nn_loaded_desc(sm), nn_loaded_desc(sgd)));
+  ck_assert(nn_plugin_steps_blocks(nn_loaded_desc(sgd)));
+  /* A 1.3 optimizer table: no step_block, whatever lies beyond its end. */
+  nn_optim_ops oldo = *nn_loaded_desc(sgd)->optim;
+  oldo.size = (uint32_t)offsetof(nn_optim_ops, step_block);
+  nn_plugin odesc = *nn_loaded_desc(sgd);
+  odesc.optim = &oldo;
+  ck_assert(!nn_plugin_steps_blocks(&odesc));
+  ck_assert(nn_plugins_pipeline(nn_loaded_desc(tl), &odesc));
   /* A model table from before ABI 1.2 (its size ends before the CSR ops)
    * takes neither path, whatever lies beyond its end. */
   nn_model_ops old = *nn_loaded_desc(tl)->model;
@@ -225,6 +238,10 @@ START_TEST(test_optional_paths) {
   old.size = (uint32_t)offsetof(nn_model_ops, backward_step);
   ck_assert(nn_plugin_takes_csr(&desc));
   ck_assert(!nn_plugins_fuse_step(&desc, nn_loaded_desc(sgd)));
+  /* A 1.3 model: the fused step, but no pipeline. */
+  old.size = (uint32_t)offsetof(nn_model_ops, backward_step_forward);
+  ck_assert(nn_plugins_fuse_step(&desc, nn_loaded_desc(sgd)));
+  ck_assert(!nn_plugins_pipeline(&desc, nn_loaded_desc(sgd)));
   nn_plugin_close(tl);
   nn_plugin_close(sm);
   nn_plugin_close(sgd);

@@ -122,13 +122,17 @@ nn_csr nn_csr_rows(const nn_csr *A, size_t r0, size_t r1);
 
 #define NN_ACT_NONE 0
 #define NN_ACT_SIGMOID 1
+/* Outputs up to this many columns wide take nn_csr_matmul's narrow path. */
+#define NN_CSR_NARROW 16
 /* out = act(A B + bias) for a well-formed sparse A (m x k), dense B
  * (k x n), bias 1 x n or NULL, out m x n (must not overlap B).  Each
  * element is the sum of A's stored entries times B in ascending column
- * order (with fused multiply-adds where the CPU has them; for n <= 16,
- * even and odd entries are summed apart and then added), then + bias,
- * then the activation: the same numbers on every x86-64 CPU with FMA,
- * with or without AVX-512. */
+ * order (with fused multiply-adds where the CPU has them; for
+ * n <= NN_CSR_NARROW, even and odd entries are summed apart and then
+ * added), then + bias, then the activation: the same numbers on every
+ * x86-64 CPU with FMA, with or without AVX-512.  So a product over a band
+ * of B's columns (a view) more than NN_CSR_NARROW wide gives exactly
+ * those columns of the product over all of them. */
 int nn_csr_matmul(const nn_csr *A, const gsl_matrix *B, const gsl_matrix *bias,
                   int act, gsl_matrix *out);
 

@@ -32,6 +32,17 @@
  *        core's L2).  Optional: the core uses them only when the model has
  *        backward_step and the optimizer step_rows; otherwise it calls
  *        backward_csr and step as before.  The numbers are the same.
+ *   1.4  nn_model_ops.backward_step_forward, nn_optim_ops.step_block and
+ *        nn_stepper.block: the next batch's forward taken inside the
+ *        backward pass and step, and steps on blocks of columns with the
+ *        gradient handed over directly.  A model whose first weight matrix
+ *        is larger than a core's L2 (the two-layer network from 256 hidden
+ *        units up) can then update a band of W1's columns and run the next
+ *        batch through that band while it is still in L2, and keep the
+ *        band's gradient in a small scratch block: one pass over W1 per
+ *        batch instead of three.  Optional: the core uses it only with the
+ *        1.3 pair; otherwise it calls backward_step and forward_csr in
+ *        turn.  The numbers are the same.
  *
  * Ownership, in one place:
  *   - The descriptor, option table, ops tables and every string in them live
@@ -71,7 +82,7 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 1u
-#define NN_ABI_MINOR 3u
+#define NN_ABI_MINOR 4u
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 /* Plugin kinds (carried as uint32_t in the descriptor). */
@@ -188,6 +199,14 @@ typedef struct nn_csr {
 typedef struct nn_stepper {
   void *ctx;
   int (*rows)(void *ctx, size_t k, size_t r0, size_t r1, nn_error *err);
+  /* ABI 1.4 (NULL when the optimizer has no step_block; a model built
+   * for 1.3 never reads it): update the elements [r0, r1) x [c0, c1) of
+   * parameter k, with g ((r1 - r0) x (c1 - c0), lent for the call) as
+   * their gradient.  The parameter's own grad matrix is not read, so a
+   * model may compute the block's gradient into scratch of its own; the
+   * parameter's grad is then left as it was for those elements. */
+  int (*block)(void *ctx, size_t k, size_t r0, size_t r1, size_t c0,
+               size_t c1, const gsl_matrix *g, nn_error *err);
 } nn_stepper;
 
 typedef struct nn_model_ops {
@@ -233,6 +252,19 @@ typedef struct nn_model_ops {
   int (*backward_step)(void *self, const nn_csr *X, const nn_csr *Xt,
                        gsl_matrix *dscores, const nn_stepper *st,
                        nn_error *err);
+  /* ABI 1.4, optional (read only when `size` covers it; used only with
+   * backward_step): backward_step on (X, Xt, dscores, st), then
+   * forward_csr on the next batch (Xnext, scores_next), in one call, with
+   * the same results as those two calls.  The model may interleave them:
+   * the next batch's forward through a block of a parameter may run as
+   * soon as that block is stepped.  Every element of every parameter is
+   * stepped exactly once, through st->rows or st->block (the core counts
+   * elements); st->block may be NULL.  Afterwards backward_csr /
+   * backward_step follow on Xnext. */
+  int (*backward_step_forward)(void *self, const nn_csr *X, const nn_csr *Xt,
+                               gsl_matrix *dscores, const nn_stepper *st,
+                               const nn_csr *Xnext, gsl_matrix *scores_next,
+                               nn_error *err);
 } nn_model_ops;
 
 typedef struct nn_optim_ops {
@@ -258,6 +290,15 @@ typedef struct nn_optim_ops {
    * rows against the parameters; the optimizer checks them too. */
   int (*step_rows)(void *self, nn_param *params, size_t n, size_t k,
                    size_t r0, size_t r1, nn_error *err);
+  /* ABI 1.4, optional (read only when `size` covers it and non-NULL):
+   * update elements [r0, r1) x [c0, c1) of parameter k, exactly as step
+   * would update them, with g ((r1 - r0) x (c1 - c0), lent) as their
+   * gradient instead of the parameter's grad (which is not read).  Only
+   * an optimizer whose update is elementwise can offer this.  Checks as
+   * step_rows. */
+  int (*step_block)(void *self, nn_param *params, size_t n, size_t k,
+                    size_t r0, size_t r1, size_t c0, size_t c1,
+                    const gsl_matrix *g, nn_error *err);
 } nn_optim_ops;
 
 /* The exported descriptor.  Never reorder; append only, bumping the minor. */
