@@ -11,7 +11,7 @@
  * batch loop.
  *
  * With [train] threads >= 2 the next batch is gathered on a helper thread
- * while the model computes on the current one (two batch slots, used in
+ * while the model computes on the current one (a batch slot more, used in
  * turn).  The gather only reads the dataset and writes the idle slot, so
  * the results are those of one thread, bit for bit.  This is the one use
  * of a second core that paid off on the 2-vCPU machines this was measured
