@@ -14,7 +14,8 @@
 int cli_eval(const cli_options *opt) {
   nn_error err = {0};
   cli_run run = {0};
-  int status = cli_run_setup(&run, opt, SETUP_ALL, &err);
+  /* The training file is not needed: its examples are never read here. */
+  int status = cli_run_setup(&run, opt, SETUP_ALL | SETUP_TEST_ONLY, &err);
   if (!status) {
     size_t n;
     nn_param *p = nn_trainer_params(run.trainer, &n);

@@ -138,10 +138,11 @@ static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
   return EXIT_OK;
 }
 
-static int setup_data(cli_run *r, nn_error *err) {
+static int setup_data(cli_run *r, int test_only, nn_error *err) {
   double t0 = nn_now_seconds();
   const char *dir = r->data_v[DATA_DIR].s;
-  int rc = nn_mnist_load(dir, r->data_v[DATA_FORMAT].s, &r->all, &r->test, err);
+  int rc = nn_mnist_load(dir, r->data_v[DATA_FORMAT].s,
+                         test_only ? NULL : &r->all, &r->test, err);
   r->load_seconds = nn_now_seconds() - t0;
   if (rc) {
     /* A data directory that does not exist is the config's mistake. */
@@ -155,7 +156,7 @@ static int setup_data(cli_run *r, nn_error *err) {
                  cwd[0] ? " (in " : "", cwd, cwd[0] ? ")" : "", msg);
     return rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
   }
-  nn_dataset_split(&r->all, TRAIN_FRACTION, &r->train, &r->val);
+  if (!test_only) nn_dataset_split(&r->all, TRAIN_FRACTION, &r->train, &r->val);
   return EXIT_OK;
 }
 
@@ -165,7 +166,9 @@ static int setup_trainer(cli_run *r, nn_error *err) {
 #endif
   int rc = nn_trainer_create(&r->trainer, nn_loaded_desc(r->model.loaded),
                              r->model.values, nn_loaded_desc(r->optim.loaded),
-                             r->optim.values, r->all.dim, 10, &r->topts, err);
+                             r->optim.values,
+                             r->all.n ? r->all.dim : r->test.dim, 10, &r->topts,
+                             err);
   if (rc)
     return rc == NN_ECONFIG ? EXIT_USAGE
            : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
@@ -201,7 +204,8 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
       status = load_slot(r->cfg, "optimizer", NN_KIND_OPTIMIZER, optim_extra,
                          &r->optim, err);
   }
-  if (!status && (what & SETUP_DATA)) status = setup_data(r, err);
+  if (!status && (what & SETUP_DATA))
+    status = setup_data(r, (what & SETUP_TEST_ONLY) != 0, err);
   if (!status && (what & SETUP_TRAINER)) status = setup_trainer(r, err);
   return status;
 }

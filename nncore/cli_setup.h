@@ -37,9 +37,10 @@ typedef struct cli_run {
   double load_seconds;
 } cli_run;
 
-/* What to set up. */
+/* What to set up.  SETUP_TEST_ONLY: SETUP_DATA loads the test set only
+ * (evaluation; all, train and val stay empty). */
 enum { SETUP_CONFIG = 1, SETUP_PLUGINS = 2, SETUP_DATA = 4, SETUP_TRAINER = 8,
-       SETUP_ALL = 15 };
+       SETUP_ALL = 15, SETUP_TEST_ONLY = 16 };
 
 /* Set up `what` (each step needs the ones before it).  Returns an exit
  * status; on failure err says why (FILE:LINE where it applies). */

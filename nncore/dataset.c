@@ -264,9 +264,9 @@ static int mnist_find(const char *dir, const char *name, char *out,
 
 int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
                   nn_dataset *test, nn_error *err) {
-  if (!train || !test)
-    return nn_error_set(err, NN_EINVAL, "no datasets to load into");
-  memset(train, 0, sizeof *train);
+  if (!test)
+    return nn_error_set(err, NN_EINVAL, "no dataset to load into");
+  if (train) memset(train, 0, sizeof *train);
   memset(test, 0, sizeof *test);
   if (!dir || !format)
     return nn_error_set(err, NN_EINVAL, "missing data directory or format");
@@ -289,18 +289,19 @@ int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
    * reported at once rather than after the training set was read. */
   char paths[2][2][MNIST_PATH_MAX];
   int rc;
-  for (int s = 0; s < 2; s++)
+  const int first = train ? 0 : 1; /* no train: the test set only */
+  for (int s = first; s < 2; s++)
     for (int f = 0; f < (is_idx ? 2 : 1); f++)
       if ((rc = mnist_find(dir, is_idx ? idx_names[s][f] : csv_names[s],
                            paths[s][f], err)))
         return rc;
 
   nn_dataset *out[2] = {train, test};
-  for (int s = 0; s < 2; s++) {
+  for (int s = first; s < 2; s++) {
     rc = is_idx ? nn_dataset_load_idx(out[s], paths[s][0], paths[s][1], err)
                 : nn_dataset_load_csv(out[s], paths[s][0], err);
     if (rc) {
-      nn_dataset_free(train); /* test is still zeroed on failure */
+      if (train) nn_dataset_free(train); /* test is still zeroed on failure */
       return rc;
     }
   }

@@ -756,6 +756,27 @@ START_TEST(test_mnist_load_fixtures) {
 }
 END_TEST
 
+/* train == NULL: the test set only, and no training file is looked for
+ * (a directory holding just the test files will do). */
+START_TEST(test_mnist_load_test_only) {
+  nn_dataset ref_test, test;
+  load_fixture_idx(&ref_test, 0);
+  nn_error err = {0, ""};
+  copy_file(test_data_path("mnist_test.csv.gz"), tmp_path("mnist_test.csv.gz"),
+            SIZE_MAX);
+  ck_assert_msg(nn_mnist_load(tmpdir, "csv", NULL, &test, &err) == NN_OK, "%s",
+                err.msg);
+  assert_same_data(&test, &ref_test);
+  nn_dataset_free(&test);
+  ck_assert_int_eq(nn_mnist_load(tmpdir, "csv", NULL, NULL, &err), NN_EINVAL);
+  ck_assert_int_eq(nn_mnist_load(tmpdir, "idx", NULL, &test, &err),
+                   NN_ENOTFOUND);
+  assert_msg_has(err, tmp_path("t10k-images-idx3-ubyte"));
+  assert_zeroed(&test);
+  nn_dataset_free(&ref_test);
+}
+END_TEST
+
 START_TEST(test_mnist_load_not_found) {
   nn_dataset train, test;
   nn_error err = {0, ""};
@@ -837,6 +858,7 @@ static Suite *data_suite(void) {
   tcase_add_test(tc, test_csv_random_roundtrip);
   tcase_add_test(tc, test_corrupt_gzip);
   tcase_add_test(tc, test_mnist_load_fixtures);
+  tcase_add_test(tc, test_mnist_load_test_only);
   tcase_add_test(tc, test_mnist_load_not_found);
   tcase_add_test(tc, test_mnist_load_partial_failure);
   tcase_add_test(tc, test_mnist_load_bad_format);

@@ -67,6 +67,15 @@ check "eval with the wrong shapes exits 2" test "$rc" -eq 2
 check "eval names the tensor and both shapes" grep -q "W1' is 784x16 (shape \[784, 16\]) but the parameter is 784x17" "$tmp/err"
 nn eval -c "$tmp/base.ini"
 check "eval without --weights is a usage error" test "$rc" -eq 2
+# eval reads the test files only: a directory without the training files
+# gives the same line.
+mkdir "$tmp/testonly"
+for f in "$DATA"/t10k-*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$tmp/testonly/"; done
+nn eval -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" --weights "$tmp/a/best.safetensors"
+check "eval needs no training file" cmp -s "$tmp/out" "$tmp/test_line"
+nn -q -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" -o "$tmp/notrain"
+check "training without the training file exits 2" test "$rc" -eq 2
+check "training without the training file names it" grep -q "train-images-idx3-ubyte" "$tmp/err"
 
 # ---- init_from
 nn -q -c "$tmp/base.ini" -o "$tmp/init" --set "model.init_from=$tmp/a/best.safetensors" --set train.epochs=1

@@ -59,7 +59,8 @@ int nn_dataset_gather_csr(const nn_dataset *ds, const size_t *idx,
 
 /* The MNIST file names inside a data directory.  format is "idx" or "csv".
  * For each file the plain name is tried first, then name + ".gz"; the error
- * lists the paths tried. */
+ * lists the paths tried.  train may be NULL: then only the test set is
+ * looked for and loaded (evaluation). */
 int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
                   nn_dataset *test, nn_error *err);
 
