@@ -247,13 +247,18 @@ int nn_column_sums(const gsl_matrix *m, gsl_matrix *out) {
 }
 
 gsl_matrix *nn_matrix_calloc_aligned(size_t rows, size_t cols) {
-  if (rows == 0 || cols == 0 || cols > SIZE_MAX / sizeof(double) / rows)
+  return nn_matrix_calloc_strided(rows, cols, cols);
+}
+
+gsl_matrix *nn_matrix_calloc_strided(size_t rows, size_t cols, size_t tda) {
+  if (rows == 0 || cols == 0 || tda < cols ||
+      tda > SIZE_MAX / sizeof(double) / rows)
     return NULL;
   /* aligned_alloc wants a size that is a multiple of the alignment. */
-  const size_t bytes = (rows * cols * sizeof(double) + 63) / 64 * 64;
+  const size_t bytes = (rows * tda * sizeof(double) + 63) / 64 * 64;
   gsl_block *b = malloc(sizeof *b);
-  double *data = bytes >= rows * cols * sizeof(double) ? aligned_alloc(64, bytes)
-                                                        : NULL;
+  double *data = bytes >= rows * tda * sizeof(double) ? aligned_alloc(64, bytes)
+                                                       : NULL;
   if (!b || !data) {
     free(b);
     free(data);
@@ -266,14 +271,14 @@ gsl_matrix *nn_matrix_calloc_aligned(size_t rows, size_t cols) {
     return NULL;
   }
   memset(data, 0, bytes);
-  b->size = rows * cols;
+  b->size = rows * tda;
   b->data = data;
   /* Filled in here rather than by gsl_matrix_alloc_from_block, whose
    * failure goes through GSL's error handler (abort, unless the program
    * turned it off): library code must return NULL instead.  The matrix
    * owns the block, so gsl_matrix_free frees it with gsl_block_free:
    * free(data) and free(block), valid for aligned_alloc and malloc. */
-  *m = (gsl_matrix){.size1 = rows, .size2 = cols, .tda = cols, .data = data,
+  *m = (gsl_matrix){.size1 = rows, .size2 = cols, .tda = tda, .data = data,
                     .block = b, .owner = 1};
   return m;
 }

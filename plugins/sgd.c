@@ -105,8 +105,12 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
     sl->rows = params[k].value->size1;
     sl->cols = params[k].value->size2;
     if (mom != 0.0) {
-      /* Velocity starts at zero, so the first step equals plain SGD. */
-      sl->v = nn_matrix_calloc_aligned(sl->rows, sl->cols);
+      /* Velocity starts at zero, so the first step equals plain SGD.  Its
+       * rows as far apart as the parameter's: a model that pads them (so
+       * that blocks of columns stay spread over the L1 sets) gets the
+       * same layout for the velocity it updates alongside. */
+      sl->v = nn_matrix_calloc_strided(sl->rows, sl->cols,
+                                       params[k].value->tda);
       if (!sl->v) {
         sgd_destroy(s);
         return nn_error_set(err, NN_ENOMEM,

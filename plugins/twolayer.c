@@ -48,8 +48,13 @@ enum { TWOLAYER_W1, TWOLAYER_B1, TWOLAYER_W2, TWOLAYER_B2, TWOLAYER_NPARAM };
 #define TWOLAYER_BAND 128
 #define TWOLAYER_BAND_MAX (TWOLAYER_BAND + NN_CSR_NARROW)
 
+/* A core's L2 on the machines this was tuned on (AMD EPYC: 1 MB). */
+#define TWOLAYER_L2_BYTES ((size_t)1 << 20)
+
 typedef struct twolayer_model {
   size_t n_in, n_hidden, n_out, max_batch;
+  int far; /* W1 is larger than L2: its rows, H's and dH's are padded
+              (twolayer_row_stride), and the banded step applies */
   size_t last_rows; /* rows of the last successful forward(); 0 = none */
   /* W1, b1, W2, b2 in that order; every value and grad is owned here. */
   nn_param params[TWOLAYER_NPARAM];
@@ -92,14 +97,25 @@ static int twolayer_fits(size_t a, size_t b) {
   return a <= SIZE_MAX / sizeof(double) / b;
 }
 
+/* Doubles between rows of W1, H and dH.  Unpadded while W1 fits in L2.
+ * Beyond, the banded step walks bands of 128 columns down all the rows:
+ * with rows a power of two apart (4 KB and up: 512 hidden units and up)
+ * a band's rows fall into the same few L1 sets and evict each other.
+ * Rounding up to whole cache lines plus one line spreads them: at 1024
+ * units, the band products' cycles per epoch went from 1180 to 640-790 M
+ * (dW1) and 1250 to 770-1010 M (the next batch's forward). */
+static size_t twolayer_row_stride(size_t nh, int far) {
+  return far ? (nh + 7) / 8 * 8 + 8 : nh;
+}
+
 static int twolayer_param_init(nn_param *p, const char *name, uint32_t flags,
-                               size_t rows, size_t cols) {
+                               size_t rows, size_t cols, size_t tda) {
   p->name = name;
   p->flags = flags;
   /* Zeroed: biases must start at exactly zero, and grads start defined.
    * Cache-line aligned for the vector loads (see nn_matrix_calloc_aligned). */
-  p->value = nn_matrix_calloc_aligned(rows, cols);
-  p->grad = nn_matrix_calloc_aligned(rows, cols);
+  p->value = nn_matrix_calloc_strided(rows, cols, tda);
+  p->grad = nn_matrix_calloc_strided(rows, cols, tda);
   return p->value && p->grad;
 }
 
@@ -137,16 +153,19 @@ static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
   m->n_hidden = nh;
   m->n_out = n_out;
   m->max_batch = max_batch;
-  int ok = twolayer_param_init(&m->params[TWOLAYER_W1], "W1", NN_PARAM_WEIGHT,
-                               n_in, nh);
+  m->far = n_in * nh * sizeof(double) > TWOLAYER_L2_BYTES;
+  const size_t stride = twolayer_row_stride(nh, m->far);
+  int ok = !m->far || twolayer_fits(n_in, stride);
+  ok = ok && twolayer_param_init(&m->params[TWOLAYER_W1], "W1",
+                                 NN_PARAM_WEIGHT, n_in, nh, stride);
   ok &= twolayer_param_init(&m->params[TWOLAYER_B1], "b1", NN_PARAM_BIAS, 1,
-                            nh);
+                            nh, nh);
   ok &= twolayer_param_init(&m->params[TWOLAYER_W2], "W2", NN_PARAM_WEIGHT,
-                            nh, n_out);
+                            nh, n_out, n_out);
   ok &= twolayer_param_init(&m->params[TWOLAYER_B2], "b2", NN_PARAM_BIAS, 1,
-                            n_out);
-  m->H = nn_matrix_calloc_aligned(max_batch, nh);
-  m->dH = nn_matrix_calloc_aligned(max_batch, nh);
+                            n_out, n_out);
+  m->H = nn_matrix_calloc_strided(max_batch, nh, stride);
+  m->dH = nn_matrix_calloc_strided(max_batch, nh, stride);
   m->W2t = nn_matrix_calloc_aligned(n_out, nh);
   m->gband = nn_matrix_calloc_aligned(
       TWOLAYER_STEP_ROWS, nh < TWOLAYER_BAND_MAX ? nh : TWOLAYER_BAND_MAX);
@@ -244,8 +263,6 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
   return twolayer_forward_core(m, &m->Xd.csr, scores, err);
 }
 
-/* A core's L2 on the machines this was tuned on (AMD EPYC: 1 MB). */
-#define TWOLAYER_L2_BYTES ((size_t)1 << 20)
 
 /* Ask the CPU to start loading W's block [r0, r1) x [c0, c1) for
  * writing. */
@@ -261,12 +278,6 @@ static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
 #else
   (void)W, (void)r0, (void)r1, (void)c0, (void)c1;
 #endif
-}
-
-/* Is W1 larger than a core's L2? */
-static int twolayer_w1_far(const twolayer_model *m) {
-  const gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
-  return W1->size1 * W1->tda * sizeof(double) > TWOLAYER_L2_BYTES;
 }
 
 /* The rest of the step and the next batch's forward, band by band
@@ -390,7 +401,7 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
       return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
     return NN_OK;
   }
-  if (Xn && st->block && twolayer_w1_far(m))
+  if (Xn && st->block && m->far)
     return twolayer_banded_step(m, Xt, &dH.matrix, st, Xn, scores_next, err);
   /* With the step: a block of rows of dW1, then the same rows of W1
    * updated while the block is in L1.  When W1 is larger than a core's L2
@@ -398,7 +409,7 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
    * asking for them before the block's product lets the loads overlap
    * the arithmetic (at 1024 units: backward 1.02-1.10 s per epoch against
    * 1.28-1.33 s in alternating runs; no clear difference at 256 and 512). */
-  const int far = twolayer_w1_far(m);
+  const int far = m->far;
   const size_t nh1 = m->params[TWOLAYER_W1].value->size2;
   for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
     const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
