@@ -72,6 +72,7 @@ struct nn_trainer {
   int pipeline;                /* next forward inside it too (ABI 1.4) */
   size_t *stepped;             /* owned: per parameter, elements stepped in
                                   the fused step (checked against its size) */
+  nn_stepper stepper;          /* lent to backward_step; set once in create */
   batch_slot slot[TRAINER_MAX_SLOTS]; /* owned: n_slots of them */
   int n_slots;                 /* the current batch, + 1 for the next one
                                   with the pipeline, + 1 for the helper's */
@@ -109,6 +110,13 @@ void nn_trainer_free(nn_trainer *t) {
   free(t->stepped);
   free(t);
 }
+
+/* The fused step's stepper (below, with the batch loop). */
+static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
+                        nn_error *err);
+static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, const gsl_matrix *g,
+                         nn_error *err);
 
 int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
                       const nn_value *model_opts, const nn_plugin *optim,
@@ -182,6 +190,10 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     return rc;
   }
   if (t->fused) {
+    /* The optimizer's step_block (1.4) is offered to the model only when
+     * the optimizer has it. */
+    t->stepper = (nn_stepper){
+        t, stepper_rows, nn_plugin_steps_blocks(optim) ? stepper_block : NULL};
     int ok = (t->stepped = calloc(t->n_params ? t->n_params : 1,
                                   sizeof *t->stepped)) != NULL;
     for (int k = 0; k < t->n_slots; k++)
@@ -334,13 +346,12 @@ static batch_slot *feed_peek(batch_feed *f, int *rc) {
 
 static void feed_end(batch_feed *f) { feed_wait(f); }
 
-/* Run the model forward on slot b; scores land in S (*Sv views the
- * batch's rows), the dense batch (if the model takes one) in *Xv. */
-static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix *S,
-                         gsl_matrix_view *Xv, gsl_matrix_view *Sv,
-                         nn_error *err) {
+/* Run the model forward on slot b; scores land in t->scores (*Sv views
+ * the batch's rows), the dense batch (if the model takes one) in *Xv. */
+static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
+                         gsl_matrix_view *Sv, nn_error *err) {
   const nn_model_ops *m = t->model_desc->model;
-  *Sv = gsl_matrix_submatrix(S, 0, 0, b->count, t->n_out);
+  *Sv = gsl_matrix_submatrix(t->scores, 0, 0, b->count, t->n_out);
   if (t->sparse) return m->forward_csr(t->model, &b->Xs.csr, &Sv->matrix, err);
   *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
   return m->forward(t->model, &Xv->matrix, &Sv->matrix, err);
@@ -399,18 +410,15 @@ static int batch_backward_step(nn_trainer *t, batch_slot *b,
   int rc;
   if (t->fused) {
     for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
-    const nn_stepper st = {
-        t, stepper_rows,
-        nn_plugin_steps_blocks(t->optim_desc) ? stepper_block : NULL};
     if (next) {
       *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
                                     t->n_out);
       rc = m->backward_step_forward(t->model, &b->Xs.csr, &b->Xt.csr,
-                                    &Sv->matrix, &st, &next->Xs.csr,
+                                    &Sv->matrix, &t->stepper, &next->Xs.csr,
                                     &Snext->matrix, err);
     } else {
       rc = m->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
-                            &st, err);
+                            &t->stepper, err);
     }
     if (rc) return rc;
     /* A model that skipped or repeated a block would train wrongly,
@@ -459,7 +467,7 @@ static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
   for (batch_slot *b; (b = feed_next(f, &rc)); batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
     gsl_matrix_view Xv, Sv;
-    if ((rc = batch_forward(t, b, t->scores, &Xv, &Sv, err))) return rc;
+    if ((rc = batch_forward(t, b, &Xv, &Sv, err))) return rc;
     double batch_loss;
     size_t batch_hits;
     rc = nn_softmax_xent(&Sv.matrix, b->labels, NULL, &batch_loss, &batch_hits);
@@ -497,7 +505,7 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
   int scored = 0;
   for (batch_slot *b = feed_next(f, &rc); b; batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
-    if (!scored && (rc = batch_forward(t, b, t->scores, &Xv, &Sv, err)))
+    if (!scored && (rc = batch_forward(t, b, &Xv, &Sv, err)))
       return rc;
     double batch_loss;
     size_t batch_hits;
