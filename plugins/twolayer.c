@@ -155,9 +155,9 @@ static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
   m->max_batch = max_batch;
   m->far = n_in * nh * sizeof(double) > TWOLAYER_L2_BYTES;
   const size_t stride = twolayer_row_stride(nh, m->far);
-  int ok = !m->far || twolayer_fits(n_in, stride);
-  ok = ok && twolayer_param_init(&m->params[TWOLAYER_W1], "W1",
-                                 NN_PARAM_WEIGHT, n_in, nh, stride);
+  /* (nn_matrix_calloc_strided refuses a padded size that overflows.) */
+  int ok = twolayer_param_init(&m->params[TWOLAYER_W1], "W1", NN_PARAM_WEIGHT,
+                               n_in, nh, stride);
   ok &= twolayer_param_init(&m->params[TWOLAYER_B1], "b1", NN_PARAM_BIAS, 1,
                             nh, nh);
   ok &= twolayer_param_init(&m->params[TWOLAYER_W2], "W2", NN_PARAM_WEIGHT,
@@ -222,24 +222,39 @@ static int twolayer_check_dense(const twolayer_model *m, const gsl_matrix *X,
 }
 
 /* Forward on a well-formed sparse batch (shapes already checked). */
-static int twolayer_forward_core(twolayer_model *m, const nn_csr *X,
-                                 gsl_matrix *scores, nn_error *err) {
-  m->last_rows = 0; /* a failed forward leaves nothing for backward */
-  const size_t B = X->rows, nh = m->n_hidden;
-  gsl_matrix_view H = gsl_matrix_submatrix(m->H, 0, 0, B, nh);
-
-  /* H = sigmoid(X W1 + b1) in one pass over H. */
-  if (nn_csr_matmul(X, m->params[TWOLAYER_W1].value,
-                    m->params[TWOLAYER_B1].value, NN_ACT_SIGMOID,
-                    &H.matrix) != NN_OK)
+/* The hidden units [c0, c1) of batch X: H[:, c0:c1] = sigmoid(X W1 + b1)
+ * over those columns, in one pass (a band of them gives the bits of the
+ * whole product's columns: see nn_csr_matmul). */
+static int twolayer_hidden(twolayer_model *m, const nn_csr *X, size_t c0,
+                           size_t c1, nn_error *err) {
+  gsl_matrix_const_view W = gsl_matrix_const_submatrix(
+      m->params[TWOLAYER_W1].value, 0, c0, m->n_in, c1 - c0);
+  gsl_matrix_const_view b = gsl_matrix_const_submatrix(
+      m->params[TWOLAYER_B1].value, 0, c0, 1, c1 - c0);
+  gsl_matrix_view H = gsl_matrix_submatrix(m->H, 0, c0, X->rows, c1 - c0);
+  if (nn_csr_matmul(X, &W.matrix, &b.matrix, NN_ACT_SIGMOID, &H.matrix) !=
+      NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: X W1 shape mismatch");
+  return NN_OK;
+}
 
-  /* scores = H W2 + b2 */
+/* scores = H W2 + b2 for the B rows of H just computed; backward may
+ * follow on those rows. */
+static int twolayer_output(twolayer_model *m, size_t B, gsl_matrix *scores,
+                           nn_error *err) {
+  gsl_matrix_view H = gsl_matrix_submatrix(m->H, 0, 0, B, m->n_hidden);
   if (nn_dense_matmul(&H.matrix, 0, m->params[TWOLAYER_W2].value,
                       m->params[TWOLAYER_B2].value, scores) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "twolayer: H W2 shape mismatch");
   m->last_rows = B;
   return NN_OK;
+}
+
+static int twolayer_forward_core(twolayer_model *m, const nn_csr *X,
+                                 gsl_matrix *scores, nn_error *err) {
+  m->last_rows = 0; /* a failed forward leaves nothing for backward */
+  int rc = twolayer_hidden(m, X, 0, m->n_hidden, err);
+  return rc != NN_OK ? rc : twolayer_output(m, X->rows, scores, err);
 }
 
 static int twolayer_forward_csr(void *self, const nn_csr *X,
@@ -280,65 +295,72 @@ static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
 #endif
 }
 
+/* dW1 = X^T dZ1 over the columns [c0, c1), 32 rows at a time, each
+ * block stepped as soon as it is final, while it is still in L1.  With
+ * banded set (ABI 1.4), a block goes into the scratch m->gband and to
+ * st->block, so W1's 6.4 MB (at 1024 units) gradient matrix is never
+ * written; otherwise into W1's grad and to st->rows (c0 = 0, c1 = nh).
+ * When W1 is larger than a core's L2, each block's rows of W1 come from
+ * memory: asking for them before the block's product lets the loads
+ * overlap the arithmetic (at 1024 units, before the bands: backward
+ * 1.02-1.10 s per epoch against 1.28-1.33 s in alternating runs). */
+static int twolayer_step_w1(twolayer_model *m, const nn_csr *Xt,
+                            const gsl_matrix *dZ1, size_t c0, size_t c1,
+                            int banded, const nn_stepper *st, nn_error *err) {
+  gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
+  gsl_matrix_const_view dZ =
+      gsl_matrix_const_submatrix(dZ1, 0, c0, dZ1->size1, c1 - c0);
+  for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
+    const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS
+                          ? m->n_in
+                          : r0 + TWOLAYER_STEP_ROWS;
+    if (m->far)
+      twolayer_prefetch(W1, r0, r1, c0, c1);
+    const nn_csr part = nn_csr_rows(Xt, r0, r1);
+    gsl_matrix_view g =
+        banded ? gsl_matrix_submatrix(m->gband, 0, 0, r1 - r0, c1 - c0)
+               : gsl_matrix_submatrix(m->params[TWOLAYER_W1].grad, r0, c0,
+                                      r1 - r0, c1 - c0);
+    if (nn_csr_matmul(&part, &dZ.matrix, NULL, NN_ACT_NONE, &g.matrix) !=
+        NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
+    int rc = banded ? st->block(st->ctx, TWOLAYER_W1, r0, r1, c0, c1,
+                                &g.matrix, err)
+                    : st->rows(st->ctx, TWOLAYER_W1, r0, r1, err);
+    if (rc != NN_OK)
+      return rc;
+  }
+  return NN_OK;
+}
+
 /* The rest of the step and the next batch's forward, band by band
- * (ABI 1.4 backward_step_forward, when W1 is larger than L2).  For each
- * band of TWOLAYER_BAND columns of W1: its gradient, 32 rows at a time
- * into m->gband (never into W1's grad matrix, 6.4 MB at 1024 units), each
- * block stepped at once through st->block; then the next batch's hidden
- * units of that band, from the band of W1 just updated, still in L2.
- * Without bands, W1 went from memory to the core three times a batch
- * (forward, and the step's read and write) plus its gradient's write.
- * Every sum runs in the order of the unbanded products (see
- * nn_csr_matmul), so the numbers are those of backward_step followed by
- * forward_csr.  Called with dZ1 in m->dH and every other parameter
- * stepped; H is overwritten band by band with the next batch's. */
+ * (ABI 1.4 backward_step_forward, when W1 is larger than L2): for each
+ * band of TWOLAYER_BAND columns of W1, its gradient and step
+ * (twolayer_step_w1), then the next batch's hidden units of that band,
+ * from the band of W1 just updated, still in L2.  Without bands, W1 went
+ * from memory to the core three times a batch (forward, and the step's
+ * read and write) plus its gradient's write.  Every sum runs in the
+ * order of the unbanded products, so the numbers are those of
+ * backward_step followed by forward_csr.  Called with dZ1 in m->dH and
+ * every other parameter stepped; H is overwritten band by band with the
+ * next batch's. */
 static int twolayer_banded_step(twolayer_model *m, const nn_csr *Xt,
                                 const gsl_matrix *dZ1, const nn_stepper *st,
                                 const nn_csr *Xn, gsl_matrix *scores_next,
                                 nn_error *err) {
-  const size_t nh = m->n_hidden, Bn = Xn->rows;
-  gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
+  const size_t nh = m->n_hidden;
   m->last_rows = 0; /* H is the next batch's only once every band is */
-  for (size_t c0 = 0; c0 < nh;) {
-    size_t c1 = nh - c0 < TWOLAYER_BAND ? nh : c0 + TWOLAYER_BAND;
+  for (size_t c0 = 0, c1; c0 < nh; c0 = c1) {
+    c1 = nh - c0 < TWOLAYER_BAND ? nh : c0 + TWOLAYER_BAND;
     if (nh - c1 <= NN_CSR_NARROW)
       c1 = nh; /* no narrow band at the end */
-    gsl_matrix_const_view dZ = gsl_matrix_const_submatrix(dZ1, 0, c0,
-                                                          dZ1->size1, c1 - c0);
-    for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
-      const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS
-                            ? m->n_in
-                            : r0 + TWOLAYER_STEP_ROWS;
-      twolayer_prefetch(W1, r0, r1, c0, c1);
-      const nn_csr part = nn_csr_rows(Xt, r0, r1);
-      gsl_matrix_view g = gsl_matrix_submatrix(m->gband, 0, 0, r1 - r0,
-                                               c1 - c0);
-      if (nn_csr_matmul(&part, &dZ.matrix, NULL, NN_ACT_NONE, &g.matrix) !=
-          NN_OK)
-        return nn_error_set(err, NN_EINVAL,
-                            "twolayer: X^T dZ1 shape mismatch");
-      int rc = st->block(st->ctx, TWOLAYER_W1, r0, r1, c0, c1, &g.matrix,
-                         err);
-      if (rc != NN_OK)
-        return rc;
-    }
-    /* The next batch through the band: H[:, c0:c1] = sigmoid(Xn W1 + b1). */
-    gsl_matrix_const_view Wb = gsl_matrix_const_submatrix(W1, 0, c0, m->n_in,
-                                                          c1 - c0);
-    gsl_matrix_const_view bb = gsl_matrix_const_submatrix(
-        m->params[TWOLAYER_B1].value, 0, c0, 1, c1 - c0);
-    gsl_matrix_view Hb = gsl_matrix_submatrix(m->H, 0, c0, Bn, c1 - c0);
-    if (nn_csr_matmul(Xn, &Wb.matrix, &bb.matrix, NN_ACT_SIGMOID,
-                      &Hb.matrix) != NN_OK)
-      return nn_error_set(err, NN_EINVAL, "twolayer: X W1 shape mismatch");
-    c0 = c1;
+    int rc = twolayer_step_w1(m, Xt, dZ1, c0, c1, 1, st, err);
+    if (rc == NN_OK)
+      rc = twolayer_hidden(m, Xn, c0, c1, err);
+    if (rc != NN_OK)
+      return rc;
   }
-  gsl_matrix_view H = gsl_matrix_submatrix(m->H, 0, 0, Bn, nh);
-  if (nn_dense_matmul(&H.matrix, 0, m->params[TWOLAYER_W2].value,
-                      m->params[TWOLAYER_B2].value, scores_next) != NN_OK)
-    return nn_error_set(err, NN_EINVAL, "twolayer: H W2 shape mismatch");
-  m->last_rows = Bn;
-  return NN_OK;
+  return twolayer_output(m, Xn->rows, scores_next, err);
 }
 
 /* st != NULL: take the optimizer step through st as soon as each
@@ -403,27 +425,8 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
   }
   if (Xn && st->block && m->far)
     return twolayer_banded_step(m, Xt, &dH.matrix, st, Xn, scores_next, err);
-  /* With the step: a block of rows of dW1, then the same rows of W1
-   * updated while the block is in L1.  When W1 is larger than a core's L2
-   * (256 hidden units and up), the block's rows of W1 come from memory:
-   * asking for them before the block's product lets the loads overlap
-   * the arithmetic (at 1024 units: backward 1.02-1.10 s per epoch against
-   * 1.28-1.33 s in alternating runs; no clear difference at 256 and 512). */
-  const int far = m->far;
-  const size_t nh1 = m->params[TWOLAYER_W1].value->size2;
-  for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
-    const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS ? m->n_in
-                                                        : r0 + TWOLAYER_STEP_ROWS;
-    if (far)
-      twolayer_prefetch(m->params[TWOLAYER_W1].value, r0, r1, 0, nh1);
-    const nn_csr part = nn_csr_rows(Xt, r0, r1);
-    gsl_matrix_view rows = gsl_matrix_submatrix(dW1, r0, 0, r1 - r0, nh);
-    if (nn_csr_matmul(&part, &dH.matrix, NULL, NN_ACT_NONE, &rows.matrix) !=
-        NN_OK)
-      return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
-    if ((rc = st->rows(st->ctx, TWOLAYER_W1, r0, r1, err)) != NN_OK)
-      return rc;
-  }
+  if ((rc = twolayer_step_w1(m, Xt, &dH.matrix, 0, nh, 0, st, err)) != NN_OK)
+    return rc;
   return Xn ? twolayer_forward_core(m, Xn, scores_next, err) : NN_OK;
 }
 
