@@ -115,6 +115,23 @@ static int softmax_check(const softmax_model *m, size_t rows, size_t cols,
                         m->n_out, what, err);
 }
 
+/* The same for a batch as compressed rows or as a dense matrix. */
+static int softmax_check_csr(const softmax_model *m, const nn_csr *X,
+                             const gsl_matrix *s, const char *what,
+                             nn_error *err) {
+  if (!X)
+    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
+  return softmax_check(m, X->rows, X->cols, s, what, err);
+}
+
+static int softmax_check_dense(const softmax_model *m, const gsl_matrix *X,
+                               const gsl_matrix *s, const char *what,
+                               nn_error *err) {
+  if (!X)
+    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
+  return softmax_check(m, X->size1, X->size2, s, what, err);
+}
+
 static int softmax_forward_core(softmax_model *m, const nn_csr *X,
                                 gsl_matrix *scores, nn_error *err) {
   m->last_rows = 0; /* a failed forward leaves nothing for backward */
@@ -131,9 +148,7 @@ static int softmax_forward_core(softmax_model *m, const nn_csr *X,
 static int softmax_forward_csr(void *self, const nn_csr *X,
                                gsl_matrix *scores, nn_error *err) {
   softmax_model *m = self;
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  int rc = softmax_check(m, X->rows, X->cols, scores, "scores", err);
+  int rc = softmax_check_csr(m, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   return softmax_forward_core(m, X, scores, err);
@@ -142,9 +157,7 @@ static int softmax_forward_csr(void *self, const nn_csr *X,
 static int softmax_forward(void *self, const gsl_matrix *X,
                            gsl_matrix *scores, nn_error *err) {
   softmax_model *m = self;
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  int rc = softmax_check(m, X->size1, X->size2, scores, "scores", err);
+  int rc = softmax_check_dense(m, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   m->last_rows = 0;
@@ -182,9 +195,7 @@ static int softmax_backward_core(softmax_model *m, const nn_csr *X,
 static int softmax_backward_csr(void *self, const nn_csr *X,
                                 gsl_matrix *dscores, nn_error *err) {
   softmax_model *m = self;
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  int rc = softmax_check(m, X->rows, X->cols, dscores, "dscores", err);
+  int rc = softmax_check_csr(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   return softmax_backward_core(m, X, dscores, err);
@@ -193,9 +204,7 @@ static int softmax_backward_csr(void *self, const nn_csr *X,
 static int softmax_backward(void *self, const gsl_matrix *X,
                             gsl_matrix *dscores, nn_error *err) {
   softmax_model *m = self;
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  int rc = softmax_check(m, X->size1, X->size2, dscores, "dscores", err);
+  int rc = softmax_check_dense(m, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   /* Compressed again rather than trusting that Xd still holds this X. */
