@@ -896,17 +896,43 @@ END_TEST
 START_TEST(test_fused_step_momentum) { fused_equals_separate(0.9); }
 END_TEST
 
+/* Two sgd optimizers (with momentum) on equal copies of the same
+ * parameters: one steps whole (sp on p), the other in pieces (sq on q). */
+typedef struct sgd_twins {
+  loaded l;
+  const nn_optim_ops *ops;
+  gsl_rng *r;
+  nn_param p[2], q[2];
+  void *sp, *sq;
+} sgd_twins;
+
+static void twins_make(sgd_twins *t, unsigned long seed) {
+  t->l = load("sgd");
+  t->ops = t->l.desc->optim;
+  t->r = rng_seeded(seed);
+  params_make(t->p, t->r);
+  params_copy(t->q, t->p);
+  t->sp = sgd_new(&t->l, 0.1, 0.01, 0.5, t->p, 2);
+  t->sq = sgd_new(&t->l, 0.1, 0.01, 0.5, t->q, 2);
+}
+
+static void twins_free(sgd_twins *t) {
+  t->ops->destroy(t->sp);
+  t->ops->destroy(t->sq);
+  params_free(t->p);
+  params_free(t->q);
+  gsl_rng_free(t->r);
+  unload(&t->l);
+}
+
 /* step_rows on a block equals step on those rows; bad blocks are refused
  * without touching anything. */
 START_TEST(test_sgd_step_rows) {
-  loaded l = load("sgd");
-  const nn_optim_ops *ops = l.desc->optim;
-  gsl_rng *r = rng_seeded(33);
-  nn_param p[2], q[2];
-  params_make(p, r);
-  params_copy(q, p);
-  void *sp = sgd_new(&l, 0.1, 0.01, 0.5, p, 2);
-  void *sq = sgd_new(&l, 0.1, 0.01, 0.5, q, 2);
+  sgd_twins t;
+  twins_make(&t, 33);
+  const nn_optim_ops *ops = t.ops;
+  nn_param *p = t.p, *q = t.q;
+  void *sp = t.sp, *sq = t.sq;
   nn_error err = {0, ""};
   ck_assert_int_eq(ops->step(sp, p, 2, &err), NN_OK);
   /* W (3 rows) in two blocks, out of order; b in one. */
@@ -925,12 +951,7 @@ START_TEST(test_sgd_step_rows) {
   ck_assert_int_eq(ops->step_rows(sq, q, 1, 0, 0, 1, &err), NN_EINVAL);
   ck_assert(gsl_matrix_equal(before, q[0].value));
   gsl_matrix_free(before);
-  ops->destroy(sp);
-  ops->destroy(sq);
-  params_free(p);
-  params_free(q);
-  gsl_rng_free(r);
-  unload(&l);
+  twins_free(&t);
 }
 END_TEST
 
@@ -939,17 +960,14 @@ END_TEST
  * own grads are not read (they are poisoned here); bad blocks and
  * mis-shaped gradients are refused without touching anything. */
 START_TEST(test_sgd_step_block) {
-  loaded l = load("sgd");
-  const nn_optim_ops *ops = l.desc->optim;
+  sgd_twins t;
+  twins_make(&t, 34);
+  const nn_optim_ops *ops = t.ops;
+  nn_param *p = t.p, *q = t.q;
+  void *sp = t.sp, *sq = t.sq;
   ck_assert_ptr_nonnull(ops->step_block);
-  gsl_rng *r = rng_seeded(34);
-  nn_param p[2], q[2];
-  params_make(p, r);
-  params_copy(q, p);
   for (size_t k = 0; k < 2; k++)
     gsl_matrix_set_all(q[k].grad, NAN);
-  void *sp = sgd_new(&l, 0.1, 0.01, 0.5, p, 2);
-  void *sq = sgd_new(&l, 0.1, 0.01, 0.5, q, 2);
   nn_error err = {0, ""};
   /* W (3 x 4) in blocks [0,2)x[0,3), [0,2)x[3,4), [2,3)x[0,4); b whole.
    * Twice, so the velocities written by the blocks are read back. */
@@ -984,12 +1002,7 @@ START_TEST(test_sgd_step_block) {
   ck_assert(gsl_matrix_equal(before, q[0].value));
   gsl_matrix_free(before);
   gsl_matrix_free(g);
-  ops->destroy(sp);
-  ops->destroy(sq);
-  params_free(p);
-  params_free(q);
-  gsl_rng_free(r);
-  unload(&l);
+  twins_free(&t);
 }
 END_TEST
 
