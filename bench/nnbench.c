@@ -11,6 +11,10 @@
  *                                     timed per phase (gather, forward,
  *                                     softmax + cross-entropy, backward,
  *                                     optimizer step): the median epoch
+ *   nnbench kernels [HIDDEN] [DATA_DIR]
+ *                                     the first layer's sparse products on
+ *                                     real batches against one core's FMA
+ *                                     peak (kernels.c)
  *
  * Output is one `key=value ...` line per measurement, for bench/run.  This
  * is a benchmark, not a test: it checks nothing about speed.  Plugins are
@@ -28,6 +32,8 @@
 
 #include <nn/nn.h>
 
+#include "nnbench.h"
+
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -37,11 +43,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, size_t n) {
   qsort(v, n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static int fail(const char *what, const nn_error *err) {
-  fprintf(stderr, "nnbench: %s: %s\n", what, err ? err->msg : "failed");
-  return 1;
 }
 
 /* Best GFLOP/s of C = A B for an m x k times k x n product, over enough
@@ -242,9 +243,13 @@ int main(int argc, char **argv) {
     return cmd_phases(argv[2], argc > 3 ? atol(argv[3]) : 128,
                       argc > 4 ? atoi(argv[4]) : 6, argc > 5 ? argv[5] : "data",
                       argc > 6 ? (size_t)atol(argv[6]) : 0);
+  if (argc >= 2 && !strcmp(argv[1], "kernels"))
+    return nnbench_kernels(argc > 3 ? argv[3] : "data",
+                           argc > 2 ? atol(argv[2]) : 128);
   fprintf(stderr,
           "usage: nnbench dgemm\n"
           "       nnbench load DATA_DIR idx|csv [N]\n"
-          "       nnbench phases MODEL [HIDDEN [EPOCHS [DATA_DIR [SAMPLES]]]]\n");
+          "       nnbench phases MODEL [HIDDEN [EPOCHS [DATA_DIR [SAMPLES]]]]\n"
+          "       nnbench kernels [HIDDEN [DATA_DIR]]\n");
   return 2;
 }
