@@ -134,7 +134,10 @@ static void time_products(nn_csr_buffer *X, nn_csr_buffer *Xt, size_t nnz,
 
 int nnbench_kernels(const char *dir, long hidden) {
   nn_error err = {0, ""};
-  if (hidden < 1) return fail("kernels", NULL);
+  if (hidden < 1) {
+    nn_error_set(&err, NN_EINVAL, "HIDDEN must be at least 1, not %ld", hidden);
+    return fail("kernels", &err);
+  }
   nn_dataset all, test, train, val;
   if (nn_mnist_load(dir, "idx", &all, &test, &err)) return fail("load", &err);
   nn_dataset_split(&all, 0.8, &train, &val);
