@@ -65,7 +65,8 @@ typedef struct twolayer_model {
   nn_csr_buffer Xt; /* X^T for dW1: n_in rows */
   gsl_matrix *W2t;  /* n_out x h: W2 transposed for dH = dscores W2^T */
   gsl_matrix *gband; /* one block of dW1 in the banded step (see
-                        twolayer_banded_step): a few KB, stays in L1 */
+                        twolayer_banded_step): a few KB, stays in L1;
+                        NULL unless far (the only case that bands) */
 } twolayer_model;
 
 static const nn_option twolayer_options[] = {
@@ -167,13 +168,14 @@ static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
   m->H = nn_matrix_calloc_strided(max_batch, nh, stride);
   m->dH = nn_matrix_calloc_strided(max_batch, nh, stride);
   m->W2t = nn_matrix_calloc_aligned(n_out, nh);
-  m->gband = nn_matrix_calloc_aligned(
-      TWOLAYER_STEP_ROWS, nh < TWOLAYER_BAND_MAX ? nh : TWOLAYER_BAND_MAX);
+  if (m->far)
+    m->gband = nn_matrix_calloc_aligned(
+        TWOLAYER_STEP_ROWS, nh < TWOLAYER_BAND_MAX ? nh : TWOLAYER_BAND_MAX);
   /* Room for a fully dense batch: the worst case, touched only as far as
    * the batches actually fill it. */
   ok &= nn_csr_buffer_init(&m->Xd, max_batch, max_batch * n_in) == NN_OK;
   ok &= nn_csr_buffer_init(&m->Xt, n_in, max_batch * n_in) == NN_OK;
-  if (!ok || !m->H || !m->dH || !m->W2t || !m->gband) {
+  if (!ok || !m->H || !m->dH || !m->W2t || (m->far && !m->gband)) {
     twolayer_destroy(m);
     return nn_error_set(err, NN_ENOMEM,
                         "twolayer: cannot allocate a %zu-%zu-%zu network for "
@@ -221,7 +223,6 @@ static int twolayer_check_dense(const twolayer_model *m, const gsl_matrix *X,
   return twolayer_check(m, X->size1, X->size2, s, what, err);
 }
 
-/* Forward on a well-formed sparse batch (shapes already checked). */
 /* The hidden units [c0, c1) of batch X: H[:, c0:c1] = sigmoid(X W1 + b1)
  * over those columns, in one pass (a band of them gives the bits of the
  * whole product's columns: see nn_csr_matmul). */
