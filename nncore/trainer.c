@@ -15,10 +15,9 @@
  * turn).  The gather only reads the dataset and writes the idle slot, so
  * the results are those of one thread, bit for bit.  This is the one use
  * of a second core that paid off on the 2-vCPU machines this was measured
- * on: splitting the model's own work between two cores gained nothing
- * there (the cores' speeds vary under the hypervisor, and a split waits
- * for the slower one), while the gather is a fifth of an epoch that hides
- * behind the model's work entirely.
+ * on: splitting the model's own work between two cores was measured twice
+ * and never beat one thread there (README, Threads), while the gather is a
+ * fifth of an epoch that hides behind the model's work entirely.
  *
  * A model with the ABI 1.4 backward_step_forward gets the next batch
  * together with the current one's dscores, and runs its forward inside
@@ -150,11 +149,14 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   t->n_slots = 1 + t->pipeline + (opts->threads > 1);
   for (int k = 0; k < t->n_slots; k++) {
     batch_slot *b = &t->slot[k];
-    if (t->sparse)
+    if (!t->sparse) {
+      batch_ok &= (b->X = nn_matrix_calloc_aligned(bs, n_in)) != NULL;
+    } else {
       batch_ok &= n_in <= SIZE_MAX / bs &&
                   nn_csr_buffer_init(&b->Xs, bs, bs * n_in) == NN_OK;
-    else
-      batch_ok &= (b->X = nn_matrix_calloc_aligned(bs, n_in)) != NULL;
+      if (t->fused && batch_ok) /* its transpose, made with the gather */
+        batch_ok &= nn_csr_buffer_init(&b->Xt, n_in, bs * n_in) == NN_OK;
+    }
     b->labels = malloc(bs * sizeof *b->labels);
     b->idx = malloc(bs * sizeof *b->idx);
     batch_ok &= b->labels && b->idx;
@@ -194,11 +196,8 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
      * the optimizer has it. */
     t->stepper = (nn_stepper){
         t, stepper_rows, nn_plugin_steps_blocks(optim) ? stepper_block : NULL};
-    int ok = (t->stepped = calloc(t->n_params ? t->n_params : 1,
-                                  sizeof *t->stepped)) != NULL;
-    for (int k = 0; k < t->n_slots; k++)
-      ok &= nn_csr_buffer_init(&t->slot[k].Xt, n_in, bs * n_in) == NN_OK;
-    if (!ok) {
+    t->stepped = calloc(t->n_params ? t->n_params : 1, sizeof *t->stepped);
+    if (!t->stepped) {
       nn_trainer_free(t);
       return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
     }
