@@ -256,18 +256,14 @@ gsl_matrix *nn_matrix_calloc_strided(size_t rows, size_t cols, size_t tda) {
     return NULL;
   /* aligned_alloc wants a size that is a multiple of the alignment. */
   const size_t bytes = (rows * tda * sizeof(double) + 63) / 64 * 64;
+  gsl_matrix *m = malloc(sizeof *m);
   gsl_block *b = malloc(sizeof *b);
   double *data = bytes >= rows * tda * sizeof(double) ? aligned_alloc(64, bytes)
                                                        : NULL;
-  if (!b || !data) {
+  if (!m || !b || !data) {
+    free(m);
     free(b);
     free(data);
-    return NULL;
-  }
-  gsl_matrix *m = malloc(sizeof *m);
-  if (!m) {
-    free(data);
-    free(b);
     return NULL;
   }
   memset(data, 0, bytes);
