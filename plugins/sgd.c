@@ -173,7 +173,9 @@ static int sgd_check_call(const sgd_state *s, const nn_param *params,
   return NN_OK;
 }
 
-/* Rows [r0, r1) of parameter k (checked by the caller).
+/* Elements [r0, r1) x [c0, c1) of parameter k (checked by the caller),
+ * with gblock as their gradient, or the same elements of the grad when
+ * gblock is NULL.
  *
  * L2 (nn_apply_l2's rule, g + reg * w on weights only) is folded into the
  * update: the same operations in the same order, so the same bits, but
