@@ -101,29 +101,82 @@ static double fma_peak(const char **isa) {
 #endif
 }
 
+/* What the products run on; every member owned (kb_free releases). */
+typedef struct kb_work {
+  nn_csr_buffer X[KB_BATCHES];  /* real batches as the trainer gathers them */
+  nn_csr_buffer Xt[KB_BATCHES]; /* and their transposes */
+  size_t nnz;                   /* stored pixels in all KB_BATCHES */
+  gsl_matrix *W1, *b1, *H, *dZ; /* n_in x nh, 1 x nh, batch x nh (twice) */
+  gsl_matrix *g;                /* one KB_ROWS x nh block of dW1 */
+} kb_work;
+
+static void kb_free(kb_work *w) {
+  for (size_t b = 0; b < KB_BATCHES; b++) {
+    nn_csr_buffer_free(&w->X[b]);
+    nn_csr_buffer_free(&w->Xt[b]);
+  }
+  gsl_matrix_free(w->W1);
+  gsl_matrix_free(w->b1);
+  gsl_matrix_free(w->H);
+  gsl_matrix_free(w->dZ);
+  gsl_matrix_free(w->g);
+}
+
+/* The first KB_BATCHES batches of a seeded shuffle of train, and random
+ * W1 and dZ1 for nh hidden units.  Nonzero when out of memory. */
+static int kb_make(kb_work *w, const nn_dataset *train, size_t nh) {
+  *w = (kb_work){0};
+  const size_t n_in = train->dim;
+  size_t *order = malloc(train->n * sizeof *order);
+  gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+  uint32_t labels[KB_BATCH];
+  w->W1 = nn_matrix_calloc_aligned(n_in, nh);
+  w->b1 = nn_matrix_calloc_aligned(1, nh);
+  w->H = nn_matrix_calloc_aligned(KB_BATCH, nh);
+  w->dZ = nn_matrix_calloc_aligned(KB_BATCH, nh);
+  w->g = nn_matrix_calloc_aligned(KB_ROWS, nh);
+  int rc = order && rng && w->W1 && w->b1 && w->H && w->dZ && w->g ? 0 : 1;
+  if (!rc) {
+    for (size_t i = 0; i < train->n; i++) order[i] = i;
+    gsl_rng_set(rng, 1024);
+    gsl_ran_shuffle(rng, order, train->n, sizeof *order);
+    nn_fill_gaussian(w->W1, rng, 0.001);
+    nn_fill_gaussian(w->dZ, rng, 0.001);
+  }
+  for (size_t b = 0; !rc && b < KB_BATCHES; b++) {
+    rc = nn_csr_buffer_init(&w->X[b], KB_BATCH, KB_BATCH * n_in) ||
+         nn_csr_buffer_init(&w->Xt[b], n_in, KB_BATCH * n_in) ||
+         nn_dataset_gather_csr(train, order + b * KB_BATCH, KB_BATCH,
+                               &w->X[b], labels) ||
+         nn_csr_transpose(&w->Xt[b], &w->X[b].csr);
+    if (!rc) w->nnz += w->X[b].csr.start[KB_BATCH];
+  }
+  gsl_rng_free(rng);
+  free(order);
+  return rc;
+}
+
 /* Best of 3 timings of KB_CALLS forward products / weight-gradient passes,
  * as GFLOP/s (2 flops per stored pixel and hidden unit). */
-static void time_products(nn_csr_buffer *X, nn_csr_buffer *Xt, size_t nnz,
-                          gsl_matrix *W1, gsl_matrix *b1, gsl_matrix *H,
-                          gsl_matrix *dZ, gsl_matrix *g, double *fwd,
-                          double *dw) {
-  const size_t nh = W1->size2;
+static void time_products(kb_work *w, double *fwd, double *dw) {
+  const size_t nh = w->W1->size2;
   /* nnz counts KB_BATCHES batches; each timing makes KB_CALLS calls. */
   const double flop =
-      2.0 * (double)nnz / KB_BATCHES * (double)nh * (double)KB_CALLS;
+      2.0 * (double)w->nnz / KB_BATCHES * (double)nh * (double)KB_CALLS;
   *fwd = *dw = 0;
   for (int trial = 0; trial < 3; trial++) {
     double t0 = nn_now_seconds();
     for (size_t c = 0; c < KB_CALLS; c++)
-      nn_csr_matmul(&X[c % KB_BATCHES].csr, W1, b1, NN_ACT_SIGMOID, H);
+      nn_csr_matmul(&w->X[c % KB_BATCHES].csr, w->W1, w->b1, NN_ACT_SIGMOID,
+                    w->H);
     double t1 = nn_now_seconds();
     for (size_t c = 0; c < KB_CALLS; c++) {
-      const nn_csr *xt = &Xt[c % KB_BATCHES].csr;
+      const nn_csr *xt = &w->Xt[c % KB_BATCHES].csr;
       for (size_t r0 = 0; r0 < xt->rows; r0 += KB_ROWS) {
         const size_t r1 = xt->rows - r0 < KB_ROWS ? xt->rows : r0 + KB_ROWS;
         const nn_csr part = nn_csr_rows(xt, r0, r1);
-        gsl_matrix_view gv = gsl_matrix_submatrix(g, 0, 0, r1 - r0, nh);
-        nn_csr_matmul(&part, dZ, NULL, NN_ACT_NONE, &gv.matrix);
+        gsl_matrix_view gv = gsl_matrix_submatrix(w->g, 0, 0, r1 - r0, nh);
+        nn_csr_matmul(&part, w->dZ, NULL, NN_ACT_NONE, &gv.matrix);
       }
     }
     double t2 = nn_now_seconds();
@@ -141,53 +194,19 @@ int nnbench_kernels(const char *dir, long hidden) {
   nn_dataset all, test, train, val;
   if (nn_mnist_load(dir, "idx", &all, &test, &err)) return fail("load", &err);
   nn_dataset_split(&all, 0.8, &train, &val);
-  const size_t nh = (size_t)hidden, n_in = train.dim;
-  size_t *order = malloc(train.n * sizeof *order);
-  uint32_t labels[KB_BATCH];
-  nn_csr_buffer X[KB_BATCHES] = {0}, Xt[KB_BATCHES] = {0};
-  gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-  gsl_matrix *W1 = nn_matrix_calloc_aligned(n_in, nh),
-             *b1 = nn_matrix_calloc_aligned(1, nh),
-             *H = nn_matrix_calloc_aligned(KB_BATCH, nh),
-             *dZ = nn_matrix_calloc_aligned(KB_BATCH, nh),
-             *g = nn_matrix_calloc_aligned(KB_ROWS, nh);
-  int rc = order && rng && W1 && b1 && H && dZ && g ? 0 : 1;
-  size_t nnz = 0;
-  if (!rc) {
-    for (size_t i = 0; i < train.n; i++) order[i] = i;
-    gsl_rng_set(rng, 1024);
-    gsl_ran_shuffle(rng, order, train.n, sizeof *order);
-    nn_fill_gaussian(W1, rng, 0.001);
-    nn_fill_gaussian(dZ, rng, 0.001);
-  }
-  for (size_t b = 0; !rc && b < KB_BATCHES; b++) {
-    rc = nn_csr_buffer_init(&X[b], KB_BATCH, KB_BATCH * n_in) ||
-         nn_csr_buffer_init(&Xt[b], n_in, KB_BATCH * n_in) ||
-         nn_dataset_gather_csr(&train, order + b * KB_BATCH, KB_BATCH, &X[b],
-                               labels) ||
-         nn_csr_transpose(&Xt[b], &X[b].csr);
-    if (!rc) nnz += X[b].csr.start[KB_BATCH];
-  }
+  kb_work w;
+  const int rc = kb_make(&w, &train, (size_t)hidden);
   if (!rc) {
     double fwd, dw;
     const char *isa;
     const double peak = fma_peak(&isa);
-    time_products(X, Xt, nnz, W1, b1, H, dZ, g, &fwd, &dw);
-    printf("kernels hidden=%zu nnz_per_row=%.1f forward=%.2f dw=%.2f "
+    time_products(&w, &fwd, &dw);
+    printf("kernels hidden=%ld nnz_per_row=%.1f forward=%.2f dw=%.2f "
            "peak=%.2f isa=%s\n",
-           nh, (double)nnz / (KB_BATCHES * KB_BATCH), fwd, dw, peak, isa);
+           hidden, (double)w.nnz / (KB_BATCHES * KB_BATCH), fwd, dw, peak,
+           isa);
   }
-  for (size_t b = 0; b < KB_BATCHES; b++) {
-    nn_csr_buffer_free(&X[b]);
-    nn_csr_buffer_free(&Xt[b]);
-  }
-  gsl_matrix_free(W1);
-  gsl_matrix_free(b1);
-  gsl_matrix_free(H);
-  gsl_matrix_free(dZ);
-  gsl_matrix_free(g);
-  gsl_rng_free(rng);
-  free(order);
+  kb_free(&w);
   nn_dataset_free(&all);
   nn_dataset_free(&test);
   return rc ? fail("kernels: out of memory or bad batch", NULL) : 0;
