@@ -42,23 +42,34 @@ static void fixture_close(fixture *f) {
 /* Model options: hidden_size for twolayer; softmax has none. */
 static const nn_value model_values[] = {{.i = 128}};
 
-/* Train `epochs` epochs; returns the trainer (caller frees). */
+/* Create a trainer from these descriptors and options and run it to the
+ * end; returns the trainer (caller frees). */
+static nn_trainer *train_with(fixture *f, const nn_plugin *model,
+                              const nn_value *model_opts,
+                              const nn_plugin *optim, const nn_value *sgd,
+                              const nn_train_opts *o, nn_epoch_metrics *m) {
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_trainer_create(&t, model, model_opts, optim, sgd,
+                                  f->all.dim, 10, o, &err) == NN_OK,
+                "%s", err.msg);
+  size_t n_run = 0;
+  ck_assert_msg(nn_trainer_run(t, &f->train, &f->val, NULL, NULL, m, &n_run,
+                               &err) == NN_OK, "%s", err.msg);
+  ck_assert_uint_eq(n_run, o->epochs);
+  return t;
+}
+
+/* Train `epochs` epochs with the fixture's plugins; returns the trainer
+ * (caller frees). */
 static nn_trainer *train_threads(fixture *f, size_t epochs, size_t batch,
                                  double lr, uint64_t seed, size_t threads,
                                  nn_epoch_metrics *m) {
   nn_value sgd[3] = {{.r = lr}, {.r = 0.001}, {.r = 0.0}};
   nn_train_opts o = {.epochs = epochs, .batch_size = batch, .seed = seed,
                      .shuffle = 1, .threads = threads};
-  nn_trainer *t = NULL;
-  nn_error err = {0};
-  ck_assert_msg(nn_trainer_create(&t, nn_loaded_desc(f->model), model_values,
-                                  nn_loaded_desc(f->optim), sgd, f->all.dim, 10,
-                                  &o, &err) == NN_OK, "%s", err.msg);
-  size_t n_run = 0;
-  ck_assert_msg(nn_trainer_run(t, &f->train, &f->val, NULL, NULL, m, &n_run,
-                               &err) == NN_OK, "%s", err.msg);
-  ck_assert_uint_eq(n_run, epochs);
-  return t;
+  return train_with(f, nn_loaded_desc(f->model), model_values,
+                    nn_loaded_desc(f->optim), sgd, &o, m);
 }
 
 static nn_trainer *train(fixture *f, size_t epochs, size_t batch, double lr,
@@ -250,14 +261,7 @@ static nn_trainer *train_descs(fixture *f, const nn_plugin *model,
   nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = momentum}};
   nn_train_opts o = {.epochs = 2, .batch_size = 64, .seed = 11,
                      .shuffle = 1, .threads = threads};
-  nn_trainer *t = NULL;
-  nn_error err = {0};
-  ck_assert_msg(nn_trainer_create(&t, model, model_opts, optim, sgd,
-                                  f->all.dim, 10, &o, &err) == NN_OK,
-                "%s", err.msg);
-  ck_assert_msg(nn_trainer_run(t, &f->train, &f->val, NULL, NULL, m, NULL,
-                               &err) == NN_OK, "%s", err.msg);
-  return t;
+  return train_with(f, model, model_opts, optim, sgd, &o, m);
 }
 
 static void same_training(nn_trainer *t1, const nn_epoch_metrics *a,
