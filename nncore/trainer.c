@@ -494,7 +494,7 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
 /* One training epoch (feed begun and ended by the caller). */
 static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
                       double *loss, double *accuracy, nn_error *err) {
-  const size_t bs = t->opts.batch_size, n = f->ds->n;
+  const size_t n = f->ds->n;
   double loss_sum = 0;
   size_t hits = 0, batches = 0, seen = 0;
   int rc = NN_OK;
@@ -529,7 +529,7 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
     hits += batch_hits;
     seen += b->count;
     if (t->on_batch)
-      t->on_batch(t->on_batch_user, epoch, batches + 1, (n + bs - 1) / bs,
+      t->on_batch(t->on_batch_user, epoch, batches + 1, f->n_batches,
                   loss_sum / (double)(batches + 1),
                   (double)hits / (double)seen);
     b = feed_next(f, &rc);
