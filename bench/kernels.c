@@ -28,11 +28,6 @@
 #define KB_X86 1
 #endif
 
-#define KB_BATCHES 8 /* distinct batches cycled through */
-#define KB_BATCH 64
-#define KB_CALLS 750 /* product calls per timing: one epoch's batches */
-#define KB_ROWS 32   /* rows of W1 per weight-gradient block, as twolayer */
-
 #ifdef KB_X86
 /* 16 independent accumulators (enough to cover the FMA latency), each fed
  * from a 32 KB buffer that stays in L1. */
@@ -101,16 +96,7 @@ static double fma_peak(const char **isa) {
 #endif
 }
 
-/* What the products run on; every member owned (kb_free releases). */
-typedef struct kb_work {
-  nn_csr_buffer X[KB_BATCHES];  /* real batches as the trainer gathers them */
-  nn_csr_buffer Xt[KB_BATCHES]; /* and their transposes */
-  size_t nnz;                   /* stored pixels in all KB_BATCHES */
-  gsl_matrix *W1, *b1, *H, *dZ; /* n_in x nh, 1 x nh, batch x nh (twice) */
-  gsl_matrix *g;                /* one KB_ROWS x nh block of dW1 */
-} kb_work;
-
-static void kb_free(kb_work *w) {
+void kb_free(kb_work *w) {
   for (size_t b = 0; b < KB_BATCHES; b++) {
     nn_csr_buffer_free(&w->X[b]);
     nn_csr_buffer_free(&w->Xt[b]);
@@ -122,9 +108,7 @@ static void kb_free(kb_work *w) {
   gsl_matrix_free(w->g);
 }
 
-/* The first KB_BATCHES batches of a seeded shuffle of train, and random
- * W1 and dZ1 for nh hidden units.  Nonzero when out of memory. */
-static int kb_make(kb_work *w, const nn_dataset *train, size_t nh) {
+int kb_make(kb_work *w, const nn_dataset *train, size_t nh) {
   *w = (kb_work){0};
   const size_t n_in = train->dim;
   size_t *order = malloc(train->n * sizeof *order);

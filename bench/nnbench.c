@@ -15,6 +15,10 @@
  *                                     the first layer's sparse products on
  *                                     real batches against one core's FMA
  *                                     peak (kernels.c)
+ *   nnbench split [DATA_DIR]          the first layer's work on 128 units
+ *                                     split between two threads, with the
+ *                                     halves apart or in shared matrices
+ *                                     (split.c)
  *
  * Output is one `key=value ...` line per measurement, for bench/run.  This
  * is a benchmark, not a test: it checks nothing about speed.  Plugins are
@@ -246,10 +250,13 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "kernels"))
     return nnbench_kernels(argc > 3 ? argv[3] : "data",
                            argc > 2 ? atol(argv[2]) : 128);
+  if (argc >= 2 && !strcmp(argv[1], "split"))
+    return nnbench_split(argc > 2 ? argv[2] : "data");
   fprintf(stderr,
           "usage: nnbench dgemm\n"
           "       nnbench load DATA_DIR idx|csv [N]\n"
           "       nnbench phases MODEL [HIDDEN [EPOCHS [DATA_DIR [SAMPLES]]]]\n"
-          "       nnbench kernels [HIDDEN [DATA_DIR]]\n");
+          "       nnbench kernels [HIDDEN [DATA_DIR]]\n"
+          "       nnbench split [DATA_DIR]\n");
   return 2;
 }
