@@ -19,6 +19,8 @@
  *                                     split between two threads, with the
  *                                     halves apart or in shared matrices
  *                                     (split.c)
+ *   nnbench pingpong                  the round trip of a cache line
+ *                                     between CPUs 0 and 1 (pingpong.c)
  *
  * Output is one `key=value ...` line per measurement, for bench/run.  This
  * is a benchmark, not a test: it checks nothing about speed.  Plugins are
@@ -252,11 +254,14 @@ int main(int argc, char **argv) {
                            argc > 2 ? atol(argv[2]) : 128);
   if (argc >= 2 && !strcmp(argv[1], "split"))
     return nnbench_split(argc > 2 ? argv[2] : "data");
+  if (argc >= 2 && !strcmp(argv[1], "pingpong"))
+    return nnbench_pingpong();
   fprintf(stderr,
           "usage: nnbench dgemm\n"
           "       nnbench load DATA_DIR idx|csv [N]\n"
           "       nnbench phases MODEL [HIDDEN [EPOCHS [DATA_DIR [SAMPLES]]]]\n"
           "       nnbench kernels [HIDDEN [DATA_DIR]]\n"
-          "       nnbench split [DATA_DIR]\n");
+          "       nnbench split [DATA_DIR]\n"
+          "       nnbench pingpong\n");
   return 2;
 }

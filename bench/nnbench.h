@@ -33,8 +33,9 @@ typedef struct kb_work {
 int kb_make(kb_work *w, const nn_dataset *train, size_t nh);
 void kb_free(kb_work *w); /* also after a failed kb_make */
 
-/* nnbench kernels (kernels.c) and nnbench split (split.c). */
+/* nnbench kernels (kernels.c), split (split.c), pingpong (pingpong.c). */
 int nnbench_kernels(const char *dir, long hidden);
 int nnbench_split(const char *dir);
+int nnbench_pingpong(void);
 
 #endif /* NNBENCH_H */
