@@ -103,33 +103,17 @@ static nn_param *softmax_params(void *self, size_t *n) {
   return &m->param;
 }
 
-/* Shared shape check of forward/backward: X is B x n_in (dense or
- * sparse) with 1 <= B <= max_batch and the score-shaped matrix is
- * B x n_out. */
-static int softmax_check(const softmax_model *m, size_t rows, size_t cols,
-                         const gsl_matrix *s, const char *what,
-                         nn_error *err) {
-  if (!m)
+/* Shapes of a call on a batch given as compressed rows (Xs) or as a
+ * dense matrix (Xd), the other NULL: X is B x n_in with 1 <= B <=
+ * max_batch, and s (the scores or dscores, named `what`) is B x n_out. */
+static int softmax_check(const softmax_model *m, const nn_csr *Xs,
+                         const gsl_matrix *Xd, const gsl_matrix *s,
+                         const char *what, nn_error *err) {
+  if (!m || (!Xs && !Xd))
     return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  return nn_check_batch("softmax", rows, cols, m->n_in, m->max_batch, s,
+  return nn_check_batch("softmax", Xs ? Xs->rows : Xd->size1,
+                        Xs ? Xs->cols : Xd->size2, m->n_in, m->max_batch, s,
                         m->n_out, what, err);
-}
-
-/* The same for a batch as compressed rows or as a dense matrix. */
-static int softmax_check_csr(const softmax_model *m, const nn_csr *X,
-                             const gsl_matrix *s, const char *what,
-                             nn_error *err) {
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  return softmax_check(m, X->rows, X->cols, s, what, err);
-}
-
-static int softmax_check_dense(const softmax_model *m, const gsl_matrix *X,
-                               const gsl_matrix *s, const char *what,
-                               nn_error *err) {
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "softmax: NULL argument");
-  return softmax_check(m, X->size1, X->size2, s, what, err);
 }
 
 static int softmax_forward_core(softmax_model *m, const nn_csr *X,
@@ -148,7 +132,7 @@ static int softmax_forward_core(softmax_model *m, const nn_csr *X,
 static int softmax_forward_csr(void *self, const nn_csr *X,
                                gsl_matrix *scores, nn_error *err) {
   softmax_model *m = self;
-  int rc = softmax_check_csr(m, X, scores, "scores", err);
+  int rc = softmax_check(m, X, NULL, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   return softmax_forward_core(m, X, scores, err);
@@ -157,7 +141,7 @@ static int softmax_forward_csr(void *self, const nn_csr *X,
 static int softmax_forward(void *self, const gsl_matrix *X,
                            gsl_matrix *scores, nn_error *err) {
   softmax_model *m = self;
-  int rc = softmax_check_dense(m, X, scores, "scores", err);
+  int rc = softmax_check(m, NULL, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   m->last_rows = 0;
@@ -195,7 +179,7 @@ static int softmax_backward_core(softmax_model *m, const nn_csr *X,
 static int softmax_backward_csr(void *self, const nn_csr *X,
                                 gsl_matrix *dscores, nn_error *err) {
   softmax_model *m = self;
-  int rc = softmax_check_csr(m, X, dscores, "dscores", err);
+  int rc = softmax_check(m, X, NULL, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   return softmax_backward_core(m, X, dscores, err);
@@ -204,7 +188,7 @@ static int softmax_backward_csr(void *self, const nn_csr *X,
 static int softmax_backward(void *self, const gsl_matrix *X,
                             gsl_matrix *dscores, nn_error *err) {
   softmax_model *m = self;
-  int rc = softmax_check_dense(m, X, dscores, "dscores", err);
+  int rc = softmax_check(m, NULL, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   /* Compressed again rather than trusting that Xd still holds this X. */

@@ -196,31 +196,17 @@ static nn_param *twolayer_params(void *self, size_t *n) {
   return m ? m->params : NULL;
 }
 
-/* Shapes of a call: X is rows x cols (dense or sparse), s is the
- * score-shaped matrix. */
-static int twolayer_check(const twolayer_model *m, size_t rows, size_t cols,
-                          const gsl_matrix *s, const char *what,
-                          nn_error *err) {
-  if (!m)
+/* Shapes of a call on a batch given as compressed rows (Xs) or as a
+ * dense matrix (Xd), the other NULL: X is B x n_in with 1 <= B <=
+ * max_batch, and s (the scores or dscores, named `what`) is B x n_out. */
+static int twolayer_check(const twolayer_model *m, const nn_csr *Xs,
+                          const gsl_matrix *Xd, const gsl_matrix *s,
+                          const char *what, nn_error *err) {
+  if (!m || (!Xs && !Xd))
     return nn_error_set(err, NN_EINVAL, "twolayer: NULL argument");
-  return nn_check_batch("twolayer", rows, cols, m->n_in, m->max_batch, s,
+  return nn_check_batch("twolayer", Xs ? Xs->rows : Xd->size1,
+                        Xs ? Xs->cols : Xd->size2, m->n_in, m->max_batch, s,
                         m->n_out, what, err);
-}
-
-static int twolayer_check_csr(const twolayer_model *m, const nn_csr *X,
-                              const gsl_matrix *s, const char *what,
-                              nn_error *err) {
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "twolayer: NULL argument");
-  return twolayer_check(m, X->rows, X->cols, s, what, err);
-}
-
-static int twolayer_check_dense(const twolayer_model *m, const gsl_matrix *X,
-                                const gsl_matrix *s, const char *what,
-                                nn_error *err) {
-  if (!X)
-    return nn_error_set(err, NN_EINVAL, "twolayer: NULL argument");
-  return twolayer_check(m, X->size1, X->size2, s, what, err);
 }
 
 /* The hidden units [c0, c1) of batch X: H[:, c0:c1] = sigmoid(X W1 + b1)
@@ -261,7 +247,7 @@ static int twolayer_forward_core(twolayer_model *m, const nn_csr *X,
 static int twolayer_forward_csr(void *self, const nn_csr *X,
                                 gsl_matrix *scores, nn_error *err) {
   twolayer_model *m = self;
-  int rc = twolayer_check_csr(m, X, scores, "scores", err);
+  int rc = twolayer_check(m, X, NULL, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   return twolayer_forward_core(m, X, scores, err);
@@ -270,7 +256,7 @@ static int twolayer_forward_csr(void *self, const nn_csr *X,
 static int twolayer_forward(void *self, const gsl_matrix *X,
                             gsl_matrix *scores, nn_error *err) {
   twolayer_model *m = self;
-  int rc = twolayer_check_dense(m, X, scores, "scores", err);
+  int rc = twolayer_check(m, NULL, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   m->last_rows = 0;
@@ -278,7 +264,6 @@ static int twolayer_forward(void *self, const gsl_matrix *X,
     return nn_error_set(err, NN_EINVAL, "twolayer: cannot compress X");
   return twolayer_forward_core(m, &m->Xd.csr, scores, err);
 }
-
 
 /* Ask the CPU to start loading W's block [r0, r1) x [c0, c1) for
  * writing. */
@@ -434,7 +419,7 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
 static int twolayer_backward_csr(void *self, const nn_csr *X,
                                  gsl_matrix *dscores, nn_error *err) {
   twolayer_model *m = self;
-  int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
+  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   return twolayer_backward_core(m, X, NULL, dscores, NULL, NULL, NULL, err);
@@ -447,7 +432,7 @@ static int twolayer_check_step(const twolayer_model *m, const nn_csr *X,
                                const nn_stepper *st, nn_error *err) {
   if (!st || !st->rows)
     return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
-  int rc = twolayer_check_csr(m, X, dscores, "dscores", err);
+  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   if (Xt && (Xt->rows != X->cols || Xt->cols != X->rows || !Xt->start ||
@@ -482,7 +467,7 @@ static int twolayer_backward_step_forward(void *self, const nn_csr *X,
   twolayer_model *m = self;
   int rc = twolayer_check_step(m, X, Xt, dscores, st, err);
   if (rc == NN_OK)
-    rc = twolayer_check_csr(m, Xnext, scores_next, "next scores", err);
+    rc = twolayer_check(m, Xnext, NULL, scores_next, "next scores", err);
   if (rc != NN_OK)
     return rc;
   return twolayer_backward_core(m, X, Xt, dscores, st, Xnext, scores_next,
@@ -492,7 +477,7 @@ static int twolayer_backward_step_forward(void *self, const nn_csr *X,
 static int twolayer_backward(void *self, const gsl_matrix *X,
                              gsl_matrix *dscores, nn_error *err) {
   twolayer_model *m = self;
-  int rc = twolayer_check_dense(m, X, dscores, "dscores", err);
+  int rc = twolayer_check(m, NULL, X, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
   /* Compressed again rather than trusting that Xd still holds this X. */
