@@ -301,7 +301,7 @@ int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
     rc = is_idx ? nn_dataset_load_idx(out[s], paths[s][0], paths[s][1], err)
                 : nn_dataset_load_csv(out[s], paths[s][0], err);
     if (rc) {
-      if (train) nn_dataset_free(train); /* test is still zeroed on failure */
+      nn_dataset_free(train); /* NULL-safe; test is still zeroed on failure */
       return rc;
     }
   }
