@@ -13,6 +13,14 @@ static inline int fail(const char *what, const nn_error *err) {
   return 1;
 }
 
+/* The body of a spin-wait between two benchmark threads: tells the CPU
+ * the loop is waiting (x86 pause), which frees the core's resources. */
+static inline void nnbench_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 #define KB_BATCHES 8 /* distinct batches cycled through */
 #define KB_BATCH 64
 #define KB_CALLS 750 /* batches per timing: one epoch's */

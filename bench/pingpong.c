@@ -34,12 +34,6 @@ static int pp_pin(int cpu) {
   return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
-static inline void pp_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 static void *pp_other(void *arg) {
   pp_shared *s = arg;
   if (pp_pin(1) != 0) {
@@ -47,7 +41,7 @@ static void *pp_other(void *arg) {
     return NULL;
   }
   for (long i = 0; i < PP_ROUNDS; i++) {
-    while (atomic_load(&s->turn) != 2 * i + 1) pp_relax();
+    while (atomic_load(&s->turn) != 2 * i + 1) nnbench_relax();
     atomic_store(&s->turn, 2 * i + 2);
   }
   return NULL;
@@ -67,7 +61,7 @@ int nnbench_pingpong(void) {
   for (; i < PP_ROUNDS; i++) {
     atomic_store(&s.turn, 2 * i + 1);
     while (atomic_load(&s.turn) != 2 * i + 2 && !atomic_load(&s.failed))
-      pp_relax();
+      nnbench_relax();
     if (atomic_load(&s.failed)) break;
   }
   const double t1 = nn_now_seconds();

@@ -67,11 +67,8 @@ static void sp_thread_body(sp_run *r, int me) {
   for (size_t c = 0; c < KB_CALLS; c++) {
     sp_batch(r->kb, r->half[me], c);
     atomic_store(&r->done[me], c + 1);
-    while (atomic_load(&r->done[1 - me]) < c + 1) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
+    while (atomic_load(&r->done[1 - me]) < c + 1)
+      nnbench_relax();
   }
 }
 
