@@ -79,6 +79,10 @@ int nn_plugin_steps_blocks(const nn_plugin *optim) {
   return NN_HAS_OP(optim->optim, nn_optim_ops, step_block);
 }
 
+int nn_plugin_tells_sgd(const nn_plugin *optim) {
+  return NN_HAS_OP(optim->optim, nn_optim_ops, sgd_rule);
+}
+
 const char *nn_loaded_path(const nn_loaded *p) { return p->path; }
 
 void nn_plugin_close(nn_loaded *p) {

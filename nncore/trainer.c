@@ -116,6 +116,7 @@ static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
 static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                          size_t c0, size_t c1, const gsl_matrix *g,
                          nn_error *err);
+static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
 
 int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
                       const nn_value *model_opts, const nn_plugin *optim,
@@ -192,10 +193,11 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     return rc;
   }
   if (t->fused) {
-    /* The optimizer's step_block (1.4) is offered to the model only when
-     * the optimizer has it. */
+    /* The optimizer's step_block (1.4) and sgd_rule (1.5) are offered to
+     * the model only when the optimizer has them. */
     t->stepper = (nn_stepper){
-        t, stepper_rows, nn_plugin_steps_blocks(optim) ? stepper_block : NULL};
+        t, stepper_rows, nn_plugin_steps_blocks(optim) ? stepper_block : NULL,
+        nn_plugin_tells_sgd(optim) ? stepper_sgd : NULL};
     t->stepped = calloc(t->n_params ? t->n_params : 1, sizeof *t->stepped);
     if (!t->stepped) {
       nn_trainer_free(t);
@@ -395,6 +397,18 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                         t->model_desc->name, r1 - r0, c1 - c0, k);
   return t->optim_desc->optim->step_block(t->optim, t->params, t->n_params, k,
                                           r0, r1, c0, c1, g, err);
+}
+
+/* The model takes parameter k's step itself when the optimizer says it
+ * is plain SGD: all its elements count as stepped now. */
+static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg) {
+  nn_trainer *t = ctx;
+  if (k >= t->n_params || !lr || !reg ||
+      !t->optim_desc->optim->sgd_rule(t->optim, t->params, t->n_params, k,
+                                      lr, reg))
+    return 0;
+  t->stepped[k] += t->params[k].value->size1 * t->params[k].value->size2;
+  return 1;
 }
 
 /* Backward on slot b (dscores in *Sv), then the optimizer step: inside

@@ -267,6 +267,20 @@ static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
   return rc;
 }
 
+/* ABI 1.5: without momentum, the step is nn_sgd_update's plain rule with
+ * no state, which a model may then apply itself (nn_csr_matmul_sgd);
+ * reg as sgd_update_block gives it. */
+static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
+                    double *lr, double *reg) {
+  const sgd_state *s = self;
+  if (!s || !params || n != s->n || k >= n || s->momentum != 0.0 || !lr ||
+      !reg)
+    return 0;
+  *lr = s->lr;
+  *reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
+  return 1;
+}
+
 static const nn_optim_ops sgd_ops = {
     (uint32_t)sizeof(nn_optim_ops),
     sgd_create,
@@ -275,6 +289,7 @@ static const nn_optim_ops sgd_ops = {
     sgd_state_of,
     sgd_step_rows,
     sgd_step_block,
+    sgd_rule,
 };
 
 NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",

@@ -281,6 +281,12 @@ static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
 #endif
 }
 
+/* The optimizer's plain SGD rule for W1, when it has handed the step over
+ * (ABI 1.5, nn_stepper.sgd). */
+typedef struct twolayer_rule {
+  double lr, reg;
+} twolayer_rule;
+
 /* dW1 = X^T dZ1 over the columns [c0, c1), 32 rows at a time, each
  * block stepped as soon as it is final, while it is still in L1.  With
  * banded set (ABI 1.4), a block goes into the scratch m->gband and to
@@ -292,10 +298,20 @@ static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
  * 1.02-1.10 s per epoch against 1.28-1.33 s in alternating runs). */
 static int twolayer_step_w1(twolayer_model *m, const nn_csr *Xt,
                             const gsl_matrix *dZ1, size_t c0, size_t c1,
-                            int banded, const nn_stepper *st, nn_error *err) {
+                            int banded, const nn_stepper *st,
+                            const twolayer_rule *rule, nn_error *err) {
   gsl_matrix *W1 = m->params[TWOLAYER_W1].value;
   gsl_matrix_const_view dZ =
       gsl_matrix_const_submatrix(dZ1, 0, c0, dZ1->size1, c1 - c0);
+  if (rule) {
+    /* The step is ours (ABI 1.5): each row of dW1 is summed in registers
+     * and its row of W1 updated at once, the gradient never stored. */
+    gsl_matrix_view W = gsl_matrix_submatrix(W1, 0, c0, m->n_in, c1 - c0);
+    if (nn_csr_matmul_sgd(Xt, &dZ.matrix, &W.matrix, rule->lr, rule->reg) !=
+        NN_OK)
+      return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
+    return NN_OK;
+  }
   for (size_t r0 = 0; r0 < m->n_in; r0 += TWOLAYER_STEP_ROWS) {
     const size_t r1 = m->n_in - r0 < TWOLAYER_STEP_ROWS
                           ? m->n_in
@@ -332,15 +348,15 @@ static int twolayer_step_w1(twolayer_model *m, const nn_csr *Xt,
  * next batch's. */
 static int twolayer_banded_step(twolayer_model *m, const nn_csr *Xt,
                                 const gsl_matrix *dZ1, const nn_stepper *st,
-                                const nn_csr *Xn, gsl_matrix *scores_next,
-                                nn_error *err) {
+                                const twolayer_rule *rule, const nn_csr *Xn,
+                                gsl_matrix *scores_next, nn_error *err) {
   const size_t nh = m->n_hidden;
   m->last_rows = 0; /* H is the next batch's only once every band is */
   for (size_t c0 = 0, c1; c0 < nh; c0 = c1) {
     c1 = nh - c0 < TWOLAYER_BAND ? nh : c0 + TWOLAYER_BAND;
     if (nh - c1 <= NN_CSR_NARROW)
       c1 = nh; /* no narrow band at the end */
-    int rc = twolayer_step_w1(m, Xt, dZ1, c0, c1, 1, st, err);
+    int rc = twolayer_step_w1(m, Xt, dZ1, c0, c1, 1, st, rule, err);
     if (rc == NN_OK)
       rc = twolayer_hidden(m, Xn, c0, c1, err);
     if (rc != NN_OK)
@@ -409,9 +425,16 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
       return nn_error_set(err, NN_EINVAL, "twolayer: X^T dZ1 shape mismatch");
     return NN_OK;
   }
-  if (Xn && st->block && m->far)
-    return twolayer_banded_step(m, Xt, &dH.matrix, st, Xn, scores_next, err);
-  if ((rc = twolayer_step_w1(m, Xt, &dH.matrix, 0, nh, 0, st, err)) != NN_OK)
+  /* Asked once per step: a yes counts all of W1 as stepped. */
+  twolayer_rule rule;
+  const twolayer_rule *own =
+      st->sgd && st->sgd(st->ctx, TWOLAYER_W1, &rule.lr, &rule.reg) ? &rule
+                                                                    : NULL;
+  if (Xn && (own || st->block) && m->far)
+    return twolayer_banded_step(m, Xt, &dH.matrix, st, own, Xn, scores_next,
+                                err);
+  if ((rc = twolayer_step_w1(m, Xt, &dH.matrix, 0, nh, 0, st, own, err)) !=
+      NN_OK)
     return rc;
   return Xn ? twolayer_forward_core(m, Xn, scores_next, err) : NN_OK;
 }

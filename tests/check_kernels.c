@@ -1,6 +1,7 @@
 /* The sparse kernels and the aligned allocator against plain definitions:
  * nn_csr_matmul against a dense triple loop (wide and narrow outputs, with
  * bias and sigmoid), row views (nn_csr_rows) against the whole product,
+ * nn_csr_matmul_sgd against the product followed by nn_sgd_update,
  * nn_csr_transpose twice against the original, and
  * nn_matrix_calloc_aligned's promises. */
 #include <config.h>
@@ -82,6 +83,72 @@ START_TEST(test_matmul_wide_sigmoid) {
 END_TEST
 
 START_TEST(test_matmul_narrow) { matmul_matches(9, 50, 10, NN_ACT_SIGMOID); }
+END_TEST
+
+/* nn_csr_matmul_sgd against its definition, nn_csr_matmul into G and
+ * then nn_sgd_update, bit for bit: on W's view of a wider matrix (tda !=
+ * n), with rows of A that are empty, and with reg 0 (no reg * w term). */
+static void matmul_sgd_matches(size_t m, size_t k, size_t n, double reg) {
+  gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+  gsl_rng_set(r, 300 + n);
+  gsl_matrix *A = random_sparse(m, k, 0.3, r);
+  for (size_t j = 0; j < k; j++) gsl_matrix_set(A, 2, j, 0.0); /* empty */
+  gsl_matrix *B = random_sparse(k, n, 1.0, r);
+  gsl_matrix *Wa = random_sparse(m, n + 3, 1.0, r);
+  gsl_matrix *Wb = gsl_matrix_alloc(m, n + 3), *G = gsl_matrix_alloc(m, n);
+  gsl_matrix_memcpy(Wb, Wa);
+  gsl_matrix_view wa = gsl_matrix_submatrix(Wa, 0, 1, m, n);
+  gsl_matrix_view wb = gsl_matrix_submatrix(Wb, 0, 1, m, n);
+  nn_csr_buffer a;
+  ck_assert_int_eq(nn_csr_buffer_init(&a, m, m * k), NN_OK);
+  ck_assert_int_eq(nn_csr_from_dense(&a, A), NN_OK);
+  ck_assert_int_eq(nn_csr_matmul(&a.csr, B, NULL, NN_ACT_NONE, G), NN_OK);
+  ck_assert_int_eq(nn_sgd_update(&wa.matrix, G, NULL, 0.1, reg, 0.0), NN_OK);
+  ck_assert_int_eq(nn_csr_matmul_sgd(&a.csr, B, &wb.matrix, 0.1, reg), NN_OK);
+  for (size_t i = 0; i < m; i++)
+    for (size_t j = 0; j < n + 3; j++)
+      ck_assert_msg(gsl_matrix_get(Wa, i, j) == gsl_matrix_get(Wb, i, j) &&
+                        signbit(gsl_matrix_get(Wa, i, j)) ==
+                            signbit(gsl_matrix_get(Wb, i, j)),
+                    "%zux%zux%zu reg %g [%zu,%zu]: %.17g vs %.17g", m, k, n,
+                    reg, i, j, gsl_matrix_get(Wa, i, j),
+                    gsl_matrix_get(Wb, i, j));
+  /* Row views step only their rows. */
+  const nn_csr part = nn_csr_rows(&a.csr, 3, 7);
+  gsl_matrix_view w4 = gsl_matrix_submatrix(&wb.matrix, 3, 0, 4, n);
+  gsl_matrix_view g4 = gsl_matrix_submatrix(G, 3, 0, 4, n);
+  gsl_matrix_view a4 = gsl_matrix_submatrix(&wa.matrix, 3, 0, 4, n);
+  ck_assert_int_eq(nn_csr_matmul(&part, B, NULL, NN_ACT_NONE, &g4.matrix),
+                   NN_OK);
+  ck_assert_int_eq(nn_sgd_update(&a4.matrix, &g4.matrix, NULL, 0.1, reg, 0.0),
+                   NN_OK);
+  ck_assert_int_eq(nn_csr_matmul_sgd(&part, B, &w4.matrix, 0.1, reg), NN_OK);
+  ck_assert(gsl_matrix_equal(Wa, Wb));
+  /* Shapes that do not fit are refused, and nothing moves. */
+  gsl_matrix_view bad = gsl_matrix_submatrix(Wb, 0, 0, m - 1, n);
+  ck_assert_int_eq(nn_csr_matmul_sgd(&a.csr, B, &bad.matrix, 0.1, reg),
+                   NN_EINVAL);
+  ck_assert_int_eq(nn_csr_matmul_sgd(NULL, B, &wb.matrix, 0.1, reg),
+                   NN_EINVAL);
+  ck_assert(gsl_matrix_equal(Wa, Wb));
+  nn_csr_buffer_free(&a);
+  gsl_matrix_free(A);
+  gsl_matrix_free(B);
+  gsl_matrix_free(Wa);
+  gsl_matrix_free(Wb);
+  gsl_matrix_free(G);
+  gsl_rng_free(r);
+}
+
+/* 128: one whole AVX-512 tile; 131 and 37: partial last vectors; 300:
+ * several tiles; 10 and 16: the narrow path; 17: the first wide width. */
+START_TEST(test_matmul_sgd) {
+  static const size_t widths[] = {1, 10, 16, 17, 37, 128, 131, 300};
+  for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+    matmul_sgd_matches(40, 70, widths[w], 0.01);
+    matmul_sgd_matches(40, 70, widths[w], 0.0);
+  }
+}
 END_TEST
 
 START_TEST(test_transpose_twice) {
@@ -177,6 +244,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_strided_alloc);
   tcase_add_test(tc, test_matmul_wide_sigmoid);
   tcase_add_test(tc, test_matmul_narrow);
+  tcase_add_test(tc, test_matmul_sgd);
   tcase_add_test(tc, test_transpose_twice);
   tcase_add_test(tc, test_aligned_alloc);
   suite_add_tcase(s, tc);

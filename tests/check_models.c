@@ -787,6 +787,7 @@ typedef struct count_stepper {
   nn_param *p;
   size_t n;
   size_t rows[8];
+  int ruled[8]; /* parameters whose step the model took (ABI 1.5) */
 } count_stepper;
 
 static int count_rows(void *ctx, size_t k, size_t r0, size_t r1,
@@ -795,6 +796,17 @@ static int count_rows(void *ctx, size_t k, size_t r0, size_t r1,
   ck_assert_uint_lt(k, c->n);
   c->rows[k] += r1 - r0;
   return c->ops->step_rows(c->opt, c->p, c->n, k, r0, r1, err);
+}
+
+/* ABI 1.5: the optimizer's plain SGD rule, handed to the model, which
+ * then steps the whole parameter itself. */
+static int count_sgd(void *ctx, size_t k, double *lr, double *reg) {
+  count_stepper *c = ctx;
+  ck_assert_uint_lt(k, c->n);
+  if (!c->ops->sgd_rule(c->opt, c->p, c->n, k, lr, reg)) return 0;
+  c->rows[k] += c->p[k].value->size1;
+  c->ruled[k] = 1;
+  return 1;
 }
 
 /* A batch with about half its entries zero, as compressed rows. */
@@ -809,8 +821,11 @@ static gsl_matrix *sparse_batch(size_t rows, size_t cols, gsl_rng *r) {
 
 /* backward_step + step_rows must leave exactly the parameters, gradients
  * and momentum of backward_csr + step: 75 inputs (three blocks of rows of
- * W1, the last one partial) and 24 hidden units (the wide kernels). */
-static void fused_equals_separate(double mom) {
+ * W1, the last one partial) and 24 hidden units (the wide kernels).  With
+ * rule, the stepper also offers the optimizer's plain SGD rule (ABI 1.5):
+ * the model takes W1's step itself when there is no momentum, and leaves
+ * W1's grad as it was. */
+static void fused_equals_separate(double mom, int rule) {
   loaded opt = load("sgd"), l = load("twolayer");
   const nn_model_ops *ops = l.desc->model;
   const nn_optim_ops *oo = opt.desc->optim;
@@ -844,8 +859,8 @@ static void fused_equals_separate(double mom) {
     ck_assert_int_eq(nn_softmax_xent(sb, y, sb, &loss, &hits), NN_OK);
     ck_assert_int_eq(ops->backward_csr(a, &xb.csr, sa, &err), NN_OK);
     ck_assert_int_eq(oo->step(oa, pa, na, &err), NN_OK);
-    count_stepper c = {oo, ob, pb, nb, {0}};
-    const nn_stepper st = {&c, count_rows, NULL};
+    count_stepper c = {oo, ob, pb, nb, {0}, {0}};
+    const nn_stepper st = {&c, count_rows, NULL, rule ? count_sgd : NULL};
     /* Every other step with the transpose handed over, as the core does. */
     ck_assert_int_eq(nn_csr_transpose(&xt, &xb.csr), NN_OK);
     ck_assert_msg(ops->backward_step(b, &xb.csr, it % 2 ? &xt.csr : NULL, sb,
@@ -855,15 +870,18 @@ static void fused_equals_separate(double mom) {
       ck_assert_uint_eq(c.rows[k], pa[k].value->size1);
       ck_assert_msg(gsl_matrix_equal(pa[k].value, pb[k].value),
                     "step %d: %s differs", it, pa[k].name);
-      ck_assert_msg(gsl_matrix_equal(pa[k].grad, pb[k].grad),
+      ck_assert_msg(c.ruled[k] || gsl_matrix_equal(pa[k].grad, pb[k].grad),
                     "step %d: grad of %s differs", it, pa[k].name);
     }
+    /* W1 (the first parameter) is the one the model steps itself. */
+    ck_assert_int_eq(c.ruled[0], rule && mom == 0.0);
+    for (size_t k = 1; k < na; k++) ck_assert(!c.ruled[k]);
     gsl_matrix_free(X);
   }
   /* A "transpose" of the wrong shape is refused before anything moves. */
   {
-    count_stepper c = {oo, ob, pb, nb, {0}};
-    const nn_stepper st = {&c, count_rows, NULL};
+    count_stepper c = {oo, ob, pb, nb, {0}, {0}};
+    const nn_stepper st = {&c, count_rows, NULL, rule ? count_sgd : NULL};
     ck_assert_int_eq(ops->forward_csr(b, &xb.csr, sb, &err), NN_OK);
     ck_assert_int_eq(ops->backward_step(b, &xb.csr, &xb.csr, sb, &st, &err),
                      NN_EINVAL);
@@ -890,10 +908,17 @@ static void fused_equals_separate(double mom) {
   unload(&opt);
 }
 
-START_TEST(test_fused_step_plain_sgd) { fused_equals_separate(0.0); }
+START_TEST(test_fused_step_plain_sgd) { fused_equals_separate(0.0, 0); }
 END_TEST
 
-START_TEST(test_fused_step_momentum) { fused_equals_separate(0.9); }
+START_TEST(test_fused_step_momentum) { fused_equals_separate(0.9, 0); }
+END_TEST
+
+START_TEST(test_fused_step_sgd_rule) { fused_equals_separate(0.0, 1); }
+END_TEST
+
+/* With momentum the optimizer keeps the step: the rule is refused. */
+START_TEST(test_fused_step_rule_momentum) { fused_equals_separate(0.9, 1); }
 END_TEST
 
 /* Two sgd optimizers (with momentum) on equal copies of the same
@@ -1037,6 +1062,8 @@ static Suite *models_suite(void) {
   tcase_add_test(tc, test_sgd_step_block);
   tcase_add_test(tc, test_fused_step_plain_sgd);
   tcase_add_test(tc, test_fused_step_momentum);
+  tcase_add_test(tc, test_fused_step_sgd_rule);
+  tcase_add_test(tc, test_fused_step_rule_momentum);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -142,6 +142,16 @@ nn_csr nn_csr_rows(const nn_csr *A, size_t r0, size_t r1);
 int nn_csr_matmul(const nn_csr *A, const gsl_matrix *B, const gsl_matrix *bias,
                   int act, gsl_matrix *out);
 
+/* W -= lr * (A B + reg * W) for a well-formed sparse A (m x k), dense B
+ * (k x n) and W (m x n, must not overlap B): the plain SGD step with L2
+ * (momentum 0) on a gradient A B that is never stored.  The same bits as
+ * nn_csr_matmul(A, B, NULL, NN_ACT_NONE, G) followed by
+ * nn_sgd_update(W, G, NULL, lr, reg, 0), without the matrix G and the
+ * second pass over W.  For a model that was handed the rule through
+ * nn_stepper.sgd (ABI 1.5). */
+int nn_csr_matmul_sgd(const nn_csr *A, const gsl_matrix *B, gsl_matrix *W,
+                      double lr, double reg);
+
 /* out = op(A) B + bias for small dense matrices, op(A) = A, or A^T when
  * trans_a is non-zero; bias is 1 x n or NULL; out must not overlap A or
  * B.  Each element is the sum over k in ascending order (fused

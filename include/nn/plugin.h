@@ -43,6 +43,13 @@
  *        batch instead of three.  Optional: the core uses it only with the
  *        1.3 pair; otherwise it calls backward_step and forward_csr in
  *        turn.  The numbers are the same.
+ *   1.5  nn_optim_ops.sgd_rule and nn_stepper.sgd: an optimizer whose
+ *        step of a parameter is plain SGD with L2 (w -= lr * (g + reg * w),
+ *        no state) says so, with lr and reg, and a model may then take
+ *        that step itself, inside the product that makes the gradient
+ *        (nn_csr_matmul_sgd), so the gradient is never stored and W is
+ *        passed over once.  Optional: without it a model steps through
+ *        rows or block as before.  The numbers are the same.
  *
  * Ownership, in one place:
  *   - The descriptor, option table, ops tables and every string in them live
@@ -82,7 +89,7 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 1u
-#define NN_ABI_MINOR 4u
+#define NN_ABI_MINOR 5u
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 /* Plugin kinds (carried as uint32_t in the descriptor). */
@@ -207,6 +214,17 @@ typedef struct nn_stepper {
    * parameter's grad is then left as it was for those elements. */
   int (*block)(void *ctx, size_t k, size_t r0, size_t r1, size_t c0,
                size_t c1, const gsl_matrix *g, nn_error *err);
+  /* ABI 1.5 (NULL when the optimizer has no sgd_rule; a model built for
+   * 1.3 or 1.4 never reads it): when the step of parameter k is plain SGD
+   * with L2, exactly nn_sgd_update(w, g, NULL, lr, reg, 0) on every
+   * element, fills *lr and *reg, counts all of k's elements as stepped
+   * and returns 1.  The model must then apply that rule to every element
+   * of k exactly once before backward_step returns (nn_csr_matmul_sgd
+   * does it with a sparse product's gradient, which is never stored; k's
+   * grad is then left as it was).  Returns 0, with nothing counted, when
+   * k's step is another rule or k is not a parameter: step k through rows
+   * or block instead. */
+  int (*sgd)(void *ctx, size_t k, double *lr, double *reg);
 } nn_stepper;
 
 typedef struct nn_model_ops {
@@ -299,6 +317,15 @@ typedef struct nn_optim_ops {
   int (*step_block)(void *self, nn_param *params, size_t n, size_t k,
                     size_t r0, size_t r1, size_t c0, size_t c1,
                     const gsl_matrix *g, nn_error *err);
+  /* ABI 1.5, optional (read only when `size` covers it and non-NULL):
+   * returns 1 and fills *lr and *reg when step would update parameter k
+   * by exactly nn_sgd_update(w, g, NULL, *lr, *reg, 0), with no state of
+   * the optimizer's read or changed; 0 otherwise (momentum, another rule,
+   * a k out of range).  The core then lets the model apply that rule
+   * itself (nn_stepper.sgd) and does not call step_rows or step_block for
+   * k in that step. */
+  int (*sgd_rule)(void *self, const nn_param *params, size_t n, size_t k,
+                  double *lr, double *reg);
 } nn_optim_ops;
 
 /* The exported descriptor.  Never reorder; append only, bumping the minor. */

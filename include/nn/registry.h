@@ -56,11 +56,13 @@ const char *nn_kind_name(uint32_t kind); /* "model", "optimizer", "?" */
  *     optimizer's step_rows (1.3);
  *   nn_plugins_pipeline: that, plus the model's backward_step_forward
  *     (1.4): the next batch's forward inside the backward pass;
- *   nn_plugin_steps_blocks: the optimizer has step_block (1.4). */
+ *   nn_plugin_steps_blocks: the optimizer has step_block (1.4);
+ *   nn_plugin_tells_sgd: the optimizer has sgd_rule (1.5). */
 int nn_plugin_takes_csr(const nn_plugin *model);
 int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim);
 int nn_plugins_pipeline(const nn_plugin *model, const nn_plugin *optim);
 int nn_plugin_steps_blocks(const nn_plugin *optim);
+int nn_plugin_tells_sgd(const nn_plugin *optim);
 
 #ifdef __cplusplus
 }
