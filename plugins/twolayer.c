@@ -16,7 +16,10 @@
  * in arithmetic.  With a core and optimizer that offer it (ABI 1.3
  * backward_step), the optimizer step is taken inside backward, on each
  * block of W1's rows right after its gradient, with the batch's
- * transpose made by the core. */
+ * transpose made by the core.  When that step is plain SGD (the optimizer
+ * hands its rule over, ABI 1.5), the model applies it to W1 itself, row
+ * by row inside the product that makes dW1 (nn_csr_matmul_sgd), so dW1 is
+ * never stored and W1 is read and written once per batch. */
 #include <config.h>
 
 #include <math.h>
@@ -287,7 +290,9 @@ typedef struct twolayer_rule {
   double lr, reg;
 } twolayer_rule;
 
-/* dW1 = X^T dZ1 over the columns [c0, c1), 32 rows at a time, each
+/* dW1 = X^T dZ1 over the columns [c0, c1) and W1's step.  With rule
+ * (ABI 1.5), both in one pass, each row of W1 updated as soon as its
+ * gradient is summed.  Otherwise 32 rows at a time, each
  * block stepped as soon as it is final, while it is still in L1.  With
  * banded set (ABI 1.4), a block goes into the scratch m->gband and to
  * st->block, so W1's 6.4 MB (at 1024 units) gradient matrix is never
