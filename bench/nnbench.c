@@ -123,6 +123,13 @@ static int bench_step_rows(void *ctx, size_t k, size_t r0, size_t r1,
   return c->oo->step_rows(c->opt, c->params, c->np, k, r0, r1, err);
 }
 
+/* ABI 1.5: the optimizer's plain SGD rule, handed to the model as the
+ * trainer hands it. */
+static int bench_step_sgd(void *ctx, size_t k, double *lr, double *reg) {
+  bench_step_ctx *c = ctx;
+  return c->oo->sgd_rule(c->opt, c->params, c->np, k, lr, reg);
+}
+
 static int cmd_phases(const char *model_name, long hidden, int epochs,
                       const char *dir, size_t samples) {
   nn_error err = {0, ""};
@@ -153,7 +160,9 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
   /* The step inside backward when both plugins can (as the trainer). */
   const int fused = nn_plugins_fuse_step(nn_loaded_desc(mp), nn_loaded_desc(op));
   bench_step_ctx sctx = {oo, opt, params, np};
-  const nn_stepper st = {&sctx, bench_step_rows, NULL};
+  const nn_stepper st = {&sctx, bench_step_rows, NULL,
+                         nn_plugin_tells_sgd(nn_loaded_desc(op)) ? bench_step_sgd
+                                                                 : NULL};
   nn_csr_buffer Xs, Xt; /* the batch, and its transpose (fused step) */
   gsl_matrix *X = gsl_matrix_alloc(bs, n_in), *S = gsl_matrix_alloc(bs, n_out);
   uint32_t *labels = malloc(bs * sizeof *labels);
