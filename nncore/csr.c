@@ -71,6 +71,12 @@ int nn_csr_transpose(nn_csr_buffer *b, const nn_csr *A) {
     start[A->index[p] + 1]++;
   for (size_t c = 0; c < cols; c++)
     start[c + 1] += start[c];
+  /* Write the destination in order first: the placement below scatters
+   * over one stream per column, which the CPU cannot foresee, and on the
+   * trainer's helper thread every first write to a line of a slot the
+   * other core has just read waits for that core to give it up. */
+  memset(b->index, 0, nnz * sizeof *b->index);
+  memset(b->value, 0, nnz * sizeof *b->value);
   /* start[c] is now the next free slot of column c; placing shifts it to
    * the column's end, which is start[c + 1] before placing: shift back. */
   for (size_t i = 0; i < rows; i++)
