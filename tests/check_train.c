@@ -302,11 +302,13 @@ static void threads_same(const char *model) {
 
 /* ABI 1.4: with 270 hidden units W1 (1.7 MB) is larger than L2, so
  * twolayer takes the banded step with the next batch's forward inside it
- * (bands of 128 and 142 columns: the last 14 join the second band).  It
+ * (bands of 128 and 142 columns: the last 14 join the second band), and
+ * with sgd's rule (1.5) steps W1 inside each band's gradient product.  It
  * must give the bits of the 1.3 path (a model table without
- * backward_step_forward), of the pipeline without bands (an optimizer
- * table without step_block), and of itself with the helper thread (three
- * batch slots). */
+ * backward_step_forward), of the pipeline without bands or rule (an
+ * optimizer table without step_block), of the bands with their scratch
+ * gradient blocks (a 1.4 optimizer table, without sgd_rule), and of itself
+ * with the helper thread (three batch slots). */
 START_TEST(test_banded_step_same) {
   fixture f;
   fixture_open(&f, "twolayer");
@@ -326,8 +328,15 @@ START_TEST(test_banded_step_same) {
   ck_assert(nn_plugins_fuse_step(&model13, optim));
   ck_assert(nn_plugins_pipeline(model, &optim13));
   ck_assert(!nn_plugin_steps_blocks(&optim13));
+  nn_optim_ops oo14 = *optim->optim;
+  oo14.size = (uint32_t)offsetof(nn_optim_ops, sgd_rule);
+  nn_plugin optim14 = *optim;
+  optim14.optim = &oo14;
+  ck_assert(nn_plugin_tells_sgd(optim));
+  ck_assert(!nn_plugin_tells_sgd(&optim14));
+  ck_assert(nn_plugin_steps_blocks(&optim14));
 
-  nn_epoch_metrics a[2], b[2], c[2], d[2];
+  nn_epoch_metrics a[2], b[2], c[2], d[2], h[2];
   nn_trainer *banded = train_descs(&f, model, hidden, optim, 1, 0.0, a);
   nn_trainer *rows = train_descs(&f, &model13, hidden, optim, 1, 0.0, b);
   nn_trainer *unbanded = train_descs(&f, model, hidden, &optim13, 1, 0.0, c);
@@ -335,6 +344,9 @@ START_TEST(test_banded_step_same) {
   same_training(banded, a, rows, b);
   same_training(banded, a, unbanded, c);
   same_training(banded, a, helper, d);
+  nn_trainer *scratch = train_descs(&f, model, hidden, &optim14, 1, 0.0, h);
+  same_training(banded, a, scratch, h);
+  nn_trainer_free(scratch);
   /* With momentum, whose velocities take the padded rows too. */
   nn_epoch_metrics e[2], g[2];
   nn_trainer *mb = train_descs(&f, model, hidden, optim, 1, 0.9, e);

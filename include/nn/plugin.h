@@ -261,12 +261,16 @@ typedef struct nn_model_ops {
    * optimizer step.  Xt is X transposed (X->cols rows, each row's columns
    * ascending, as nn_csr_transpose makes it), which every sparse model
    * needs for its weight gradient (X^T dZ): the core builds it together
-   * with the batch, on its helper thread when it has one.  Lent like X.  Once rows [r0, r1) of parameter k's gradient are
-   * final and the model no longer needs those rows of its value, it calls
+   * with the batch, on its helper thread when it has one.  Lent like X.
+   * Once rows [r0, r1) of parameter k's gradient are final and the model
+   * no longer needs those rows of its value, it calls
    * st->rows(st->ctx, k, r0, r1, err), which updates them.  Every row of
    * every parameter must be passed exactly once per call (in any blocks,
    * in any order; a whole parameter is one block); the core checks the
-   * count.  The gradients are written as by backward_csr. */
+   * count.  The gradients are written as by backward_csr, except where
+   * the model stepped with a gradient of its own (st->block, 1.4) or took
+   * a parameter's step itself (st->sgd, 1.5): those are left as they
+   * were. */
   int (*backward_step)(void *self, const nn_csr *X, const nn_csr *Xt,
                        gsl_matrix *dscores, const nn_stepper *st,
                        nn_error *err);
