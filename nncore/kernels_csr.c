@@ -128,17 +128,7 @@ wide_tile_512(const nn_csr *A, size_t i0, size_t i1, const double *B,
                        : FULL ? _mm512_loadu_pd(c + 8 * v)
                               : _mm512_maskz_loadu_pd(v == NV - 1 ? ml : 0xFF,
                                                       c + 8 * v);
-      for (; p < e && index[p] < k1; p++) {
-        const __m512d x = _mm512_set1_pd(value[p]);
-        const double *b = B + index[p] * ldb + j0;
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-          acc[v] = _mm512_fmadd_pd(
-              x,
-              FULL ? _mm512_loadu_pd(b + 8 * v)
-                   : _mm512_maskz_loadu_pd(v == NV - 1 ? ml : 0xFF, b + 8 * v),
-              acc[v]);
-      }
+      p = csr_fma_512(acc, index, value, p, e, k1, B + j0, ldb, NV, FULL, ml);
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) {
         if (FULL)
@@ -237,11 +227,6 @@ NN_AVX2 static inline void fin_256(double *c, const double *bias, int act,
     _mm256_maskstore_pd(c, m, acc);
 }
 
-NN_AVX2 static inline __attribute__((always_inline)) __m256d
-ld_256(const double *p, __m256i m, int full) {
-  return full ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, m);
-}
-
 NN_AVX2 static inline __attribute__((always_inline)) void
 wide_tile_256(const nn_csr *A, size_t i0, size_t i1, const double *B,
               size_t ldb, const double *bias, int act, double *C, size_t ldc,
@@ -271,14 +256,7 @@ wide_tile_256(const nn_csr *A, size_t i0, size_t i1, const double *B,
       for (int v = 0; v < NV; v++)
         acc[v] = first ? _mm256_setzero_pd()
                        : ld_256(c + 4 * v, ml, v < NV - 1 || fl);
-      for (; p < e && index[p] < k1; p++) {
-        const __m256d x = _mm256_set1_pd(value[p]);
-        const double *b = B + index[p] * ldb + j0;
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; v++)
-          acc[v] = _mm256_fmadd_pd(x, ld_256(b + 4 * v, ml, v < NV - 1 || fl),
-                                   acc[v]);
-      }
+      p = csr_fma_256(acc, index, value, p, e, k1, B + j0, ldb, NV, fl, ml);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; v++) {
         if (v < NV - 1 || fl)

@@ -64,8 +64,6 @@ step_tile_512(const nn_csr *A, const double *B, size_t ldb, double *W,
               size_t ldw, size_t j0, size_t w, double lr, double reg,
               const int NV, const int FULL) {
   const size_t *const start = A->start;
-  const uint32_t *const index = A->index;
-  const double *const value = A->value;
   const __mmask8 ml = FULL ? 0xFF : mask8(w - 8 * (size_t)(NV - 1));
   const __m512d vlr = _mm512_set1_pd(lr), vreg = _mm512_set1_pd(reg);
   const int l2 = reg != 0.0;
@@ -74,17 +72,8 @@ step_tile_512(const nn_csr *A, const double *B, size_t ldb, double *W,
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++)
       acc[v] = _mm512_setzero_pd();
-    for (size_t p = start[i]; p < start[i + 1]; p++) {
-      const __m512d x = _mm512_set1_pd(value[p]);
-      const double *b = B + index[p] * ldb + j0;
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; v++)
-        acc[v] = _mm512_fmadd_pd(
-            x,
-            FULL ? _mm512_loadu_pd(b + 8 * v)
-                 : _mm512_maskz_loadu_pd(v == NV - 1 ? ml : 0xFF, b + 8 * v),
-            acc[v]);
-    }
+    csr_fma_512(acc, A->index, A->value, start[i], start[i + 1], SIZE_MAX,
+                B + j0, ldb, NV, FULL, ml);
     double *wr = W + i * ldw + j0;
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) {
@@ -127,8 +116,6 @@ step_tile_256(const nn_csr *A, const double *B, size_t ldb, double *W,
               size_t ldw, size_t j0, size_t w, double lr, double reg,
               const int NV, const int FULL) {
   const size_t *const start = A->start;
-  const uint32_t *const index = A->index;
-  const double *const value = A->value;
   const __m256i ml = mask4(w - 4 * (size_t)(NV - 1));
   const __m256d vlr = _mm256_set1_pd(lr), vreg = _mm256_set1_pd(reg);
   const int l2 = reg != 0.0;
@@ -137,22 +124,13 @@ step_tile_256(const nn_csr *A, const double *B, size_t ldb, double *W,
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++)
       acc[v] = _mm256_setzero_pd();
-    for (size_t p = start[i]; p < start[i + 1]; p++) {
-      const __m256d x = _mm256_set1_pd(value[p]);
-      const double *b = B + index[p] * ldb + j0;
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; v++) {
-        const __m256d bv = FULL || v < NV - 1 ? _mm256_loadu_pd(b + 4 * v)
-                                              : _mm256_maskload_pd(b + 4 * v, ml);
-        acc[v] = _mm256_fmadd_pd(x, bv, acc[v]);
-      }
-    }
+    csr_fma_256(acc, A->index, A->value, start[i], start[i + 1], SIZE_MAX,
+                B + j0, ldb, NV, FULL, ml);
     double *wr = W + i * ldw + j0;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) {
       const int full = FULL || v < NV - 1;
-      const __m256d wv = full ? _mm256_loadu_pd(wr + 4 * v)
-                              : _mm256_maskload_pd(wr + 4 * v, ml);
+      const __m256d wv = ld_256(wr + 4 * v, ml, full);
       const __m256d g =
           l2 ? _mm256_add_pd(acc[v], _mm256_mul_pd(vreg, wv)) : acc[v];
       const __m256d r = _mm256_sub_pd(wv, _mm256_mul_pd(vlr, g));

@@ -9,6 +9,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,6 +228,58 @@ NN_AVX2 static inline __m256i mask4(size_t w) {
   const long long k = (long long)(w >= 4 ? 4 : w);
   return _mm256_set_epi64x(k > 3 ? -1 : 0, k > 2 ? -1 : 0, k > 1 ? -1 : 0,
                            k > 0 ? -1 : 0);
+}
+
+/* Four doubles at p: a plain load, or under lane mask m when !full. */
+NN_AVX2 static inline __attribute__((always_inline)) __m256d
+ld_256(const double *p, __m256i m, int full) {
+  return full ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, m);
+}
+
+/* The inner loop of the sparse products (kernels_csr.c, and the fused
+ * step of kernels_csr_step.c): for the stored entries p = p0, p0 + 1, ...
+ * of a row of A while p < e and index[p] < k1,
+ *   acc[v] += value[p] * B[index[p]][8v .. 8v + 7]     (v < NV),
+ * one fused multiply-add per vector, in entry order, so that every path
+ * that runs it sums the same way.  B points at the tile's first column;
+ * the last vector is masked by ml unless FULL.  NV and FULL are constants
+ * after inlining (the accumulators then live in registers), and so is
+ * k1 = SIZE_MAX, for a whole row, whose test the compiler drops.  Returns
+ * the first entry not taken. */
+NN_AVX512 static inline __attribute__((always_inline)) size_t
+csr_fma_512(__m512d *acc, const uint32_t *index, const double *value,
+            size_t p0, size_t e, size_t k1, const double *B, size_t ldb,
+            const int NV, const int FULL, __mmask8 ml) {
+  size_t p = p0;
+  for (; p < e && index[p] < k1; p++) {
+    const __m512d x = _mm512_set1_pd(value[p]);
+    const double *b = B + index[p] * ldb;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++)
+      acc[v] = _mm512_fmadd_pd(
+          x,
+          FULL ? _mm512_loadu_pd(b + 8 * v)
+               : _mm512_maskz_loadu_pd(v == NV - 1 ? ml : 0xFF, b + 8 * v),
+          acc[v]);
+  }
+  return p;
+}
+
+/* The same with vectors of 4 (the last masked by ml unless FULL). */
+NN_AVX2 static inline __attribute__((always_inline)) size_t
+csr_fma_256(__m256d *acc, const uint32_t *index, const double *value,
+            size_t p0, size_t e, size_t k1, const double *B, size_t ldb,
+            const int NV, const int FULL, __m256i ml) {
+  size_t p = p0;
+  for (; p < e && index[p] < k1; p++) {
+    const __m256d x = _mm256_set1_pd(value[p]);
+    const double *b = B + index[p] * ldb;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++)
+      acc[v] = _mm256_fmadd_pd(x, ld_256(b + 4 * v, ml, FULL || v < NV - 1),
+                               acc[v]);
+  }
+  return p;
 }
 #endif /* NN_X86 */
 
