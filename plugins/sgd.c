@@ -173,6 +173,12 @@ static int sgd_check_call(const sgd_state *s, const nn_param *params,
   return NN_OK;
 }
 
+/* The L2 strength for parameter p: the course's L2 touches weights only
+ * (nn_apply_l2's rule), never biases. */
+static double sgd_reg(const sgd_state *s, const nn_param *p) {
+  return (p->flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
+}
+
 /* Elements [r0, r1) x [c0, c1) of parameter k (checked by the caller),
  * with gblock as their gradient, or the same elements of the grad when
  * gblock is NULL.
@@ -195,9 +201,8 @@ static int sgd_update_block(sgd_state *s, nn_param *params, size_t k,
   gsl_matrix_view vv;
   if (v)
     vv = gsl_matrix_submatrix(v, r0, c0, r1 - r0, c1 - c0);
-  const double reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
   if (nn_sgd_update(&wv.matrix, &gv.matrix, v ? &vv.matrix : NULL, s->lr,
-                    reg, s->momentum) != NN_OK)
+                    sgd_reg(s, &params[k]), s->momentum) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "sgd: parameter shapes changed");
   return NN_OK;
 }
@@ -268,8 +273,7 @@ static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
 }
 
 /* ABI 1.5: without momentum, the step is nn_sgd_update's plain rule with
- * no state, which a model may then apply itself (nn_csr_matmul_sgd);
- * reg as sgd_update_block gives it. */
+ * no state, which a model may then apply itself (nn_csr_matmul_sgd). */
 static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
                     double *lr, double *reg) {
   const sgd_state *s = self;
@@ -277,7 +281,7 @@ static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
       !reg)
     return 0;
   *lr = s->lr;
-  *reg = (params[k].flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
+  *reg = sgd_reg(s, &params[k]);
   return 1;
 }
 
