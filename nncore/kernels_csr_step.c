@@ -34,11 +34,6 @@
  * stack (32 x 16 doubles, 4 KB). */
 #define STEP_NARROW_ROWS 32
 
-/* w -= lr * (g + reg * w) on one element, rounded as nn_sgd_update. */
-static inline double sgd1(double w, double g, double lr, double reg) {
-  return w - lr * (reg != 0.0 ? g + reg * w : g);
-}
-
 static void step_generic(const nn_csr *A, const double *B, size_t ldb,
                          size_t n, double *W, size_t ldw, double lr,
                          double reg) {
@@ -49,7 +44,7 @@ static void step_generic(const nn_csr *A, const double *B, size_t ldb,
       double g = 0.0;
       for (size_t p = p0; p < p1; p++)
         g = fma_or_not(A->value[p], B[A->index[p] * ldb + j], g);
-      w[j] = sgd1(w[j], g, lr, reg);
+      w[j] -= lr * sgd_l2(g, w[j], reg);
     }
   }
 }
@@ -79,8 +74,7 @@ step_tile_512(const nn_csr *A, const double *B, size_t ldb, double *W,
     for (int v = 0; v < NV; v++) {
       const __mmask8 m = FULL || v < NV - 1 ? 0xFF : ml;
       const __m512d wv = _mm512_maskz_loadu_pd(m, wr + 8 * v);
-      const __m512d g =
-          l2 ? _mm512_add_pd(acc[v], _mm512_mul_pd(vreg, wv)) : acc[v];
+      const __m512d g = sgd_l2_512(acc[v], wv, vreg, l2);
       _mm512_mask_storeu_pd(wr + 8 * v, m,
                             _mm512_sub_pd(wv, _mm512_mul_pd(vlr, g)));
     }
@@ -131,8 +125,7 @@ step_tile_256(const nn_csr *A, const double *B, size_t ldb, double *W,
     for (int v = 0; v < NV; v++) {
       const int full = FULL || v < NV - 1;
       const __m256d wv = ld_256(wr + 4 * v, ml, full);
-      const __m256d g =
-          l2 ? _mm256_add_pd(acc[v], _mm256_mul_pd(vreg, wv)) : acc[v];
+      const __m256d g = sgd_l2_256(acc[v], wv, vreg, l2);
       const __m256d r = _mm256_sub_pd(wv, _mm256_mul_pd(vlr, g));
       if (full)
         _mm256_storeu_pd(wr + 4 * v, r);

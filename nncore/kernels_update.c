@@ -89,7 +89,7 @@ int nn_sigmoid_backward(gsl_matrix *d, const gsl_matrix *h,
 static void sgd_row_generic(double *w, const double *g, double *v, size_t n,
                             double lr, double reg, double mom) {
   for (size_t j = 0; j < n; j++) {
-    const double gj = reg != 0.0 ? g[j] + reg * w[j] : g[j];
+    const double gj = sgd_l2(g[j], w[j], reg);
     if (v) {
       v[j] = mom * v[j] + gj;
       w[j] -= lr * v[j];
@@ -108,9 +108,8 @@ NN_AVX512 static void sgd_row_512(double *w, const double *g, double *v,
   for (size_t j = 0; j < n; j += 8) {
     const __mmask8 m = mask8(n - j);
     const __m512d wj = _mm512_maskz_loadu_pd(m, w + j);
-    __m512d gj = _mm512_maskz_loadu_pd(m, g + j);
-    if (reg != 0.0)
-      gj = _mm512_add_pd(gj, _mm512_mul_pd(vreg, wj));
+    __m512d gj = sgd_l2_512(_mm512_maskz_loadu_pd(m, g + j), wj, vreg,
+                            reg != 0.0);
     if (v) {
       gj = _mm512_add_pd(_mm512_mul_pd(vmom, _mm512_maskz_loadu_pd(m, v + j)),
                          gj);
@@ -127,9 +126,7 @@ NN_AVX2 static void sgd_row_256(double *w, const double *g, double *v,
   size_t j = 0;
   for (; j + 4 <= n; j += 4) {
     const __m256d wj = _mm256_loadu_pd(w + j);
-    __m256d gj = _mm256_loadu_pd(g + j);
-    if (reg != 0.0)
-      gj = _mm256_add_pd(gj, _mm256_mul_pd(vreg, wj));
+    __m256d gj = sgd_l2_256(_mm256_loadu_pd(g + j), wj, vreg, reg != 0.0);
     if (v) {
       gj = _mm256_add_pd(_mm256_mul_pd(vmom, _mm256_loadu_pd(v + j)), gj);
       _mm256_storeu_pd(v + j, gj);

@@ -79,6 +79,15 @@ static inline double act1(double x, int act) {
   return act == NN_ACT_SIGMOID ? sigmoid1(x) : x;
 }
 
+/* The SGD rule's gradient with L2, as nn_sgd_update rounds it (the
+ * multiply and the add apart): g + reg * w, and g itself when reg is 0
+ * (a 0 * w term would turn an infinite w into NaN and a gradient of -0
+ * into +0).  Shared by the update (kernels_update.c) and the fused step
+ * (kernels_csr_step.c), whose bits must be the same. */
+static inline double sgd_l2(double g, double w, double reg) {
+  return reg != 0.0 ? g + reg * w : g;
+}
+
 #ifdef NN_X86
 /* ------------------------------------------------------------ exp, sigmoid
  * exp(x) for x <= 0: x = n ln2 + r with |r| <= ln2 / 2, exp(r) from its
@@ -228,6 +237,16 @@ NN_AVX2 static inline __m256i mask4(size_t w) {
   const long long k = (long long)(w >= 4 ? 4 : w);
   return _mm256_set_epi64x(k > 3 ? -1 : 0, k > 2 ? -1 : 0, k > 1 ? -1 : 0,
                            k > 0 ? -1 : 0);
+}
+
+/* sgd_l2 on vectors (l2: reg != 0, vreg: reg in every lane). */
+NN_AVX512 static inline __m512d sgd_l2_512(__m512d g, __m512d w,
+                                           __m512d vreg, int l2) {
+  return l2 ? _mm512_add_pd(g, _mm512_mul_pd(vreg, w)) : g;
+}
+NN_AVX2 static inline __m256d sgd_l2_256(__m256d g, __m256d w, __m256d vreg,
+                                         int l2) {
+  return l2 ? _mm256_add_pd(g, _mm256_mul_pd(vreg, w)) : g;
 }
 
 /* Four doubles at p: a plain load, or under lane mask m when !full. */
