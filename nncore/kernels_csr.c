@@ -128,7 +128,7 @@ wide_tile_512(const nn_csr *A, size_t i0, size_t i1, const double *B,
                        : FULL ? _mm512_loadu_pd(c + 8 * v)
                               : _mm512_maskz_loadu_pd(v == NV - 1 ? ml : 0xFF,
                                                       c + 8 * v);
-      p = csr_fma_512(acc, index, value, p, e, k1, B + j0, ldb, NV, FULL, ml);
+      p = csr_fma_512(acc, index, value, p, e, k1, B, ldb, j0, NV, FULL, ml);
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) {
         if (FULL)
@@ -256,7 +256,7 @@ wide_tile_256(const nn_csr *A, size_t i0, size_t i1, const double *B,
       for (int v = 0; v < NV; v++)
         acc[v] = first ? _mm256_setzero_pd()
                        : ld_256(c + 4 * v, ml, v < NV - 1 || fl);
-      p = csr_fma_256(acc, index, value, p, e, k1, B + j0, ldb, NV, fl, ml);
+      p = csr_fma_256(acc, index, value, p, e, k1, B, ldb, j0, NV, fl, ml);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; v++) {
         if (v < NV - 1 || fl)

@@ -68,7 +68,7 @@ step_tile_512(const nn_csr *A, const double *B, size_t ldb, double *W,
     for (int v = 0; v < NV; v++)
       acc[v] = _mm512_setzero_pd();
     csr_fma_512(acc, A->index, A->value, start[i], start[i + 1], SIZE_MAX,
-                B + j0, ldb, NV, FULL, ml);
+                B, ldb, j0, NV, FULL, ml);
     double *wr = W + i * ldw + j0;
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) {
@@ -119,7 +119,7 @@ step_tile_256(const nn_csr *A, const double *B, size_t ldb, double *W,
     for (int v = 0; v < NV; v++)
       acc[v] = _mm256_setzero_pd();
     csr_fma_256(acc, A->index, A->value, start[i], start[i + 1], SIZE_MAX,
-                B + j0, ldb, NV, FULL, ml);
+                B, ldb, j0, NV, FULL, ml);
     double *wr = W + i * ldw + j0;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) {

@@ -260,19 +260,20 @@ ld_256(const double *p, __m256i m, int full) {
  * of a row of A while p < e and index[p] < k1,
  *   acc[v] += value[p] * B[index[p]][8v .. 8v + 7]     (v < NV),
  * one fused multiply-add per vector, in entry order, so that every path
- * that runs it sums the same way.  B points at the tile's first column;
- * the last vector is masked by ml unless FULL.  NV and FULL are constants
+ * that runs it sums the same way.  j0 is the tile's first column of B
+ * (kept apart from B: folded into it, GCC addressed the AVX2 tile's rows
+ * through spilled offsets); the last vector is masked by ml unless FULL.  NV and FULL are constants
  * after inlining (the accumulators then live in registers), and so is
  * k1 = SIZE_MAX, for a whole row, whose test the compiler drops.  Returns
  * the first entry not taken. */
 NN_AVX512 static inline __attribute__((always_inline)) size_t
 csr_fma_512(__m512d *acc, const uint32_t *index, const double *value,
             size_t p0, size_t e, size_t k1, const double *B, size_t ldb,
-            const int NV, const int FULL, __mmask8 ml) {
+            size_t j0, const int NV, const int FULL, __mmask8 ml) {
   size_t p = p0;
   for (; p < e && index[p] < k1; p++) {
     const __m512d x = _mm512_set1_pd(value[p]);
-    const double *b = B + index[p] * ldb;
+    const double *b = B + index[p] * ldb + j0;
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++)
       acc[v] = _mm512_fmadd_pd(
@@ -288,11 +289,11 @@ csr_fma_512(__m512d *acc, const uint32_t *index, const double *value,
 NN_AVX2 static inline __attribute__((always_inline)) size_t
 csr_fma_256(__m256d *acc, const uint32_t *index, const double *value,
             size_t p0, size_t e, size_t k1, const double *B, size_t ldb,
-            const int NV, const int FULL, __m256i ml) {
+            size_t j0, const int NV, const int FULL, __m256i ml) {
   size_t p = p0;
   for (; p < e && index[p] < k1; p++) {
     const __m256d x = _mm256_set1_pd(value[p]);
-    const double *b = B + index[p] * ldb;
+    const double *b = B + index[p] * ldb + j0;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++)
       acc[v] = _mm256_fmadd_pd(x, ld_256(b + 4 * v, ml, FULL || v < NV - 1),
