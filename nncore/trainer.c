@@ -78,6 +78,9 @@ struct nn_trainer {
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   gsl_matrix *scores_next;     /* owned, pipeline only: the next batch's */
   nn_worker *worker;           /* owned; NULL with threads <= 1 */
+  size_t gather_backoff;       /* batches to gather inline after the next
+                                  take-over (0: the helper keeps up) */
+  size_t gather_skip;          /* batches left to gather inline */
   nn_param *best_params;       /* owned array naming t->best (grad NULL) */
   size_t start_epoch;          /* first epoch of the next run */
   nn_batch_fn on_batch;        /* optional progress callback */
@@ -295,18 +298,42 @@ static void feed_fill(batch_feed *f, int post) {
   }
 }
 
+/* Most batches a helper that fell behind is left without work. */
+#define GATHER_MAX_BACKOFF 64
+
+/* Finish the posted gather: here, if the worker has not started it.  A
+ * helper that had not started by the time its batch was needed is not
+ * getting a CPU (the machine is busy): posting to it costs a wake-up per
+ * batch and gains nothing, so the next batches are gathered here, twice as
+ * many after each further miss, and it is tried again after them. */
 static void feed_wait(batch_feed *f) {
-  if (f->pending) nn_worker_wait(f->t->worker);
+  nn_trainer *t = f->t;
+  if (f->pending) {
+    if (nn_worker_finish(t->worker)) {
+      t->gather_backoff = t->gather_backoff ? 2 * t->gather_backoff : 1;
+      if (t->gather_backoff > GATHER_MAX_BACKOFF)
+        t->gather_backoff = GATHER_MAX_BACKOFF;
+      t->gather_skip = t->gather_backoff;
+    } else {
+      t->gather_backoff = 0;
+    }
+  }
   f->pending = 0;
 }
 
-/* Post the next gather if the worker is idle and its slot is free: the
+/* Post the next gather if the worker is idle and its slot is free (the
  * caller holds batches handed - 1 and, when it peeks, handed; n_slots is
- * one more than that. */
+ * one more than that), unless the helper is backing off. */
 static void feed_ahead(batch_feed *f) {
-  if (f->t->worker && !f->pending && f->filled < f->n_batches &&
-      f->filled <= f->handed + (size_t)f->peeks)
-    feed_fill(f, 1);
+  nn_trainer *t = f->t;
+  if (!t->worker || f->pending || f->filled >= f->n_batches ||
+      f->filled > f->handed + (size_t)f->peeks)
+    return;
+  if (t->gather_skip) {
+    t->gather_skip--;
+    return;
+  }
+  feed_fill(f, 1);
 }
 
 static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
