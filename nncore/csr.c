@@ -32,7 +32,7 @@ int nn_csr_buffer_init(nn_csr_buffer *b, size_t max_rows, size_t max_nnz) {
   b->max_rows = max_rows;
   b->max_nnz = max_nnz;
   b->start[0] = 0;
-  b->csr = (nn_csr){0, 0, b->start, b->index, b->value};
+  b->csr = (nn_csr){(uint32_t)sizeof(nn_csr), 0, 0, b->start, b->index, b->value};
   return NN_OK;
 }
 
@@ -52,7 +52,7 @@ int nn_csr_from_dense(nn_csr_buffer *b, const gsl_matrix *X) {
     }
     b->start[i + 1] = nnz;
   }
-  b->csr = (nn_csr){X->size1, X->size2, b->start, b->index, b->value};
+  b->csr = (nn_csr){(uint32_t)sizeof(nn_csr), X->size1, X->size2, b->start, b->index, b->value};
   return NN_OK;
 }
 
@@ -87,7 +87,7 @@ int nn_csr_transpose(nn_csr_buffer *b, const nn_csr *A) {
     }
   memmove(start + 1, start, cols * sizeof *start);
   start[0] = 0;
-  b->csr = (nn_csr){cols, rows, b->start, b->index, b->value};
+  b->csr = (nn_csr){(uint32_t)sizeof(nn_csr), cols, rows, b->start, b->index, b->value};
   return NN_OK;
 }
 
@@ -107,5 +107,5 @@ int nn_csr_valid(const nn_csr *A) {
 }
 
 nn_csr nn_csr_rows(const nn_csr *A, size_t r0, size_t r1) {
-  return (nn_csr){r1 - r0, A->cols, A->start + r0, A->index, A->value};
+  return (nn_csr){(uint32_t)sizeof(nn_csr), r1 - r0, A->cols, A->start + r0, A->index, A->value};
 }

@@ -226,7 +226,7 @@ int nn_dataset_gather_csr(const nn_dataset *ds, const size_t *idx,
     labels[k] = ds->labels[idx[k]];
   }
   out->start[0] = 0;
-  out->csr = (nn_csr){count, dim, out->start, out->index, out->value};
+  out->csr = (nn_csr){(uint32_t)sizeof(nn_csr), count, dim, out->start, out->index, out->value};
   return NN_OK;
 }
 

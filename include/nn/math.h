@@ -7,7 +7,7 @@
 #ifndef NN_MATH_H
 #define NN_MATH_H
 
-#include <nn/plugin.h>
+#include <nn/plugin_ext.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,150 @@
+/* nnrun plugin ABI 2: extensions, the optional fast paths.
+ *
+ * An ops table's `extension(self, id)` returns the struct for an id it
+ * offers, or NULL.  Each struct starts with its size (sizeof when the
+ * plugin was built); the core reads a member only when the size covers it
+ * and the member is non-NULL.  An id names its version: a change that is
+ * not an append gets a new id.  A plugin offering none of these still runs,
+ * with the same numbers: the core then calls forward, backward and step.
+ *
+ * What the core lends here (nn_csr, nn_stepper) carries its size too. */
+#ifndef NN_PLUGIN_EXT_H
+#define NN_PLUGIN_EXT_H
+
+#include <nn/plugin.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A batch (rows x cols) in compressed sparse rows.  The stored entries of
+ * row i are positions start[i] .. start[i + 1] - 1 of `index` (columns,
+ * strictly ascending) and `value`; entries not stored are zero.  Lent for
+ * the duration of one call.  MNIST's pixels are 81 % zeros: a first layer
+ * that takes this skips them. */
+typedef struct nn_csr {
+  uint32_t size; /* sizeof(nn_csr) of the side that filled it in */
+  size_t rows, cols;
+  const size_t *start;
+  const uint32_t *index;
+  const double *value;
+} nn_csr;
+
+/* Lent by the core to a backward pass that takes the optimizer step
+ * itself, as each parameter's gradient becomes final (while it is still
+ * in cache).  k is the parameter's index in the caller's params array.
+ * Every element of every parameter must be stepped exactly once per call,
+ * through `rows`, `block` or `sgd`; the core counts and stops the run,
+ * naming the plugin, if not.  Each returns NN_OK or an error code (which
+ * the backward pass then returns). */
+typedef struct nn_stepper {
+  uint32_t size;
+  void *ctx;
+  /* Update rows [r0, r1) of parameter k from the same rows of its grad. */
+  int (*rows)(void *ctx, size_t k, size_t r0, size_t r1, nn_error *err);
+  /* NULL unless the optimizer steps blocks: update [r0, r1) x [c0, c1) of
+   * parameter k with g ((r1 - r0) x (c1 - c0), lent) as their gradient; k's
+   * own grad is not read (nor written) for them. */
+  int (*block)(void *ctx, size_t k, size_t r0, size_t r1, size_t c0,
+               size_t c1, const gsl_matrix *g, nn_error *err);
+  /* NULL unless the optimizer has a plain-SGD rule: when parameter k's
+   * step is exactly nn_sgd_update(w, g, NULL, lr, reg, 0), fills lr and
+   * reg, counts all of k as stepped and returns 1; the caller must then
+   * apply that rule to every element of k itself (nn_csr_matmul_sgd does
+   * it inside the product that makes the gradient).  Returns 0 otherwise:
+   * step k through rows or block. */
+  int (*sgd)(void *ctx, size_t k, double *lr, double *reg);
+} nn_stepper;
+
+/* ------------------------------------------------------------ models */
+
+/* Flags of the sparse-input extensions: the plugin wants the batch's
+ * transpose Xt (X->cols rows, each row's columns ascending, as
+ * nn_csr_transpose makes it) for its weight gradient X^T dZ.  The core
+ * then makes it with the batch, on its helper thread when it has one;
+ * otherwise backward gets Xt = NULL. */
+#define NN_SPARSE_TRANSPOSE (1u << 0)
+
+/* The batch as nn_csr instead of a dense matrix, with the same results as
+ * forward / backward. */
+#define NN_EXT_MODEL_SPARSE "nn.model.sparse-input/1"
+typedef struct nn_model_sparse {
+  uint32_t size;
+  uint32_t flags; /* NN_SPARSE_TRANSPOSE or 0 */
+  int (*forward)(void *self, const nn_context *ctx, const nn_csr *X,
+                 gsl_matrix *scores, nn_error *err);
+  int (*backward)(void *self, const nn_csr *X, const nn_csr *Xt,
+                  gsl_matrix *dscores, nn_error *err);
+} nn_model_sparse;
+
+/* The step inside backward (needs the sparse input too): backward on the
+ * sparse batch that steps through st; Xt is always given.  forward_next (may be NULL) also
+ * runs the next batch's forward inside the same pass, with the numbers of
+ * the two calls in turn. */
+#define NN_EXT_MODEL_FUSED_STEP "nn.model.fused-step/1"
+typedef struct nn_model_fused_step {
+  uint32_t size;
+  int (*backward_step)(void *self, const nn_csr *X, const nn_csr *Xt,
+                       gsl_matrix *dscores, const nn_stepper *st,
+                       nn_error *err);
+  int (*backward_step_forward)(void *self, const nn_csr *X, const nn_csr *Xt,
+                               gsl_matrix *dscores, const nn_stepper *st,
+                               const nn_context *next_ctx,
+                               const nn_csr *Xnext, gsl_matrix *scores_next,
+                               nn_error *err);
+} nn_model_fused_step;
+
+/* ------------------------------------------------------------ layers */
+
+/* A first layer that takes the sparse batch (only the first layer of a
+ * network is asked).  backward never needs dX: the input is data.
+ * backward_step (may be NULL) also takes the step of the layer's own
+ * parameters through st (k counts the layer's own params from 0); it is
+ * always given Xt. */
+#define NN_EXT_LAYER_SPARSE "nn.layer.sparse-input/1"
+typedef struct nn_layer_sparse {
+  uint32_t size;
+  uint32_t flags; /* NN_SPARSE_TRANSPOSE or 0 */
+  int (*forward)(void *self, const nn_context *ctx, const nn_csr *X,
+                 gsl_matrix *Y, nn_error *err);
+  int (*backward)(void *self, const nn_csr *X, const nn_csr *Xt,
+                  const gsl_matrix *Y, gsl_matrix *dY, nn_error *err);
+  int (*backward_step)(void *self, const nn_csr *X, const nn_csr *Xt,
+                       const gsl_matrix *Y, gsl_matrix *dY,
+                       const nn_stepper *st, nn_error *err);
+} nn_layer_sparse;
+
+/* ------------------------------------------------------------ optimizers */
+
+/* The step in parts, for a backward pass that steps as it goes.  A step
+ * in parts is begin, then every row of every parameter exactly once
+ * through rows or block (in any order), then end; the numbers are those
+ * of step.  begin and end bracket one step (a step counter advances in
+ * begin; either may be NULL).  block may be NULL (only elementwise rules
+ * can offer it). */
+#define NN_EXT_OPTIM_PARTS "nn.optim.step-parts/1"
+typedef struct nn_optim_parts {
+  uint32_t size;
+  int (*begin)(void *self, nn_param *params, size_t n, nn_error *err);
+  int (*rows)(void *self, nn_param *params, size_t n, size_t k, size_t r0,
+              size_t r1, nn_error *err);
+  int (*block)(void *self, nn_param *params, size_t n, size_t k, size_t r0,
+               size_t r1, size_t c0, size_t c1, const gsl_matrix *g,
+               nn_error *err);
+  int (*end)(void *self, nn_param *params, size_t n, nn_error *err);
+} nn_optim_parts;
+
+/* Returns 1 and fills lr and reg when this step of parameter k is exactly
+ * nn_sgd_update(w, g, NULL, lr, reg, 0) with no state read or changed
+ * (sgd without momentum); 0 otherwise.  Asked between begin and end. */
+#define NN_EXT_OPTIM_SGD_RULE "nn.optim.sgd-rule/1"
+typedef struct nn_optim_sgd_rule {
+  uint32_t size;
+  int (*rule)(void *self, const nn_param *params, size_t n, size_t k,
+              double *lr, double *reg);
+} nn_optim_sgd_rule;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NN_PLUGIN_EXT_H */
