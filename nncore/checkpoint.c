@@ -23,7 +23,7 @@ int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
   size_t n, n_state, rng_size;
   long best_epoch;
   double best_acc;
-  nn_param *params = nn_trainer_params(t, &n);
+  nn_param *params = nn_trainer_weights(t, &n);
   nn_param *state = nn_trainer_optim_state(t, &n_state);
   nn_param *best = nn_trainer_best(t, &n, &best_epoch, &best_acc);
   snprintf(epoch_s, sizeof epoch_s, "%zu", epoch);
@@ -138,7 +138,7 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
     goto out;
   }
   size_t n, n_state, rng_size;
-  nn_param *params = nn_trainer_params(t, &n);
+  nn_param *params = nn_trainer_weights(t, &n);
   nn_param *state = nn_trainer_optim_state(t, &n_state);
   all = malloc((n + n_state + 1) * sizeof *all);
   nn_trainer_rng_state(t, NULL, &rng_size);

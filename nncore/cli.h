@@ -34,6 +34,13 @@ int cli_train(const cli_options *opt);
 int cli_eval(const cli_options *opt);
 /* Runs of a sweep ([sweep] section or --sweep); called by cli_train. */
 int cli_sweep(const cli_options *opt);
+/* nnrun --describe -c FILE: the model the config builds (layers, shapes,
+ * parameter counts, plugin files). */
+int cli_describe(const cli_options *opt);
+/* nnrun check-plugin NAME|PATH: the contract checks (libnn's
+ * nn_contract_check) on one plugin, one line per check; EXIT_PLUGIN when
+ * one fails. */
+int cli_check_plugin(const char *name, int verbosity);
 /* nnrun --list-plugins: name, kind, version, file (and options with -v). */
 int cli_list_plugins(int verbosity);
 /* nnrun export-csv DIR: write MNIST's IDX files in DIR as the course's CSVs. */

@@ -18,7 +18,7 @@ int cli_eval(const cli_options *opt) {
   int status = cli_run_setup(&run, opt, SETUP_ALL | SETUP_TEST_ONLY, &err);
   if (!status) {
     size_t n;
-    nn_param *p = nn_trainer_params(run.trainer, &n);
+    nn_param *p = nn_trainer_weights(run.trainer, &n);
     status = checkpoint_status(checkpoint_load_weights(opt->weights, p, n, &err));
   }
   double loss, acc;

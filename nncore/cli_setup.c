@@ -42,9 +42,12 @@ const nn_option cli_train_options[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 
 static const char *const sections[] = {"data", "train", "model", "optimizer",
-                                       "sweep", NULL};
+                                       "sweep", "layer *", NULL};
 static const char *const model_extra[] = {"type", "init_from", NULL};
 static const char *const optim_extra[] = {"type", NULL};
+static const char *const layer_extra[] = {"type", NULL};
+#define LAYER_PREFIX "layer "
+
 
 /* The fraction of the training file used for training (the rest validates). */
 #define TRAIN_FRACTION 0.8
@@ -61,6 +64,12 @@ void cli_run_free(cli_run *r) {
   r->trainer = NULL;
   slot_free(&r->optim);
   slot_free(&r->model);
+  for (size_t i = 0; i < r->n_layers; i++) slot_free(&r->layers[i]);
+  free(r->layers);
+  free(r->layer_specs);
+  r->layers = NULL;
+  r->layer_specs = NULL;
+  r->n_layers = 0;
   nn_dataset_free(&r->all);
   nn_dataset_free(&r->test);
   nn_config_free(r->cfg);
@@ -138,6 +147,76 @@ static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
   return EXIT_OK;
 }
 
+const char *cli_model_name(const cli_run *r) {
+  return r->model.loaded ? nn_loaded_desc(r->model.loaded)->name
+                         : CLI_SEQUENTIAL;
+}
+
+const char *cli_model_file(const cli_run *r) {
+  return r->model.loaded ? nn_loaded_path(r->model.loaded) : "libnn";
+}
+
+/* [model] type = sequential: [model] takes no options of its own, and
+ * every [layer NAME] section, in file order, is one layer. */
+static int load_layers(cli_run *r, nn_error *err) {
+  const nn_option none[] = {{NULL, 0, NULL, NULL, 0, 0, 0}};
+  r->model.values = calloc(1, sizeof *r->model.values);
+  if (!r->model.values) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
+  }
+  int rc = nn_config_resolve(r->cfg, "model", CLI_SEQUENTIAL, none,
+                             model_extra, r->model.values, err);
+  if (rc) return EXIT_USAGE;
+  size_t n = 0;
+  const char *name;
+  for (size_t i = 0; (name = nn_config_section_at(r->cfg, i, NULL)); i++)
+    n += !strncmp(name, LAYER_PREFIX, strlen(LAYER_PREFIX));
+  if (!n) {
+    const char *where;
+    nn_config_get(r->cfg, "model", "type", &where);
+    nn_error_set(err, NN_ECONFIG,
+                 "%s: [model] type = sequential needs its layers: one "
+                 "[layer NAME] section per layer, in order, each with a "
+                 "type (e.g. [layer fc1] type = dense, units = 128)", where);
+    return EXIT_USAGE;
+  }
+  r->layers = calloc(n, sizeof *r->layers);
+  r->layer_specs = calloc(n, sizeof *r->layer_specs);
+  if (!r->layers || !r->layer_specs) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
+  }
+  for (size_t i = 0; (name = nn_config_section_at(r->cfg, i, NULL)); i++) {
+    if (strncmp(name, LAYER_PREFIX, strlen(LAYER_PREFIX))) continue;
+    plugin_slot *slot = &r->layers[r->n_layers];
+    int status = load_slot(r->cfg, name, NN_KIND_LAYER, layer_extra, slot, err);
+    if (status) return status;
+    r->layer_specs[r->n_layers] = (nn_layer_spec){
+        name + strlen(LAYER_PREFIX), nn_loaded_desc(slot->loaded),
+        slot->values};
+    r->n_layers++;
+  }
+  return EXIT_OK;
+}
+
+/* The model: a model plugin, or a sequential network of layer plugins. */
+static int load_model(cli_run *r, nn_error *err) {
+  const char *type = nn_config_get(r->cfg, "model", "type", NULL);
+  if (type && !strcmp(type, CLI_SEQUENTIAL)) return load_layers(r, err);
+  const char *name, *where;
+  for (size_t i = 0; (name = nn_config_section_at(r->cfg, i, &where)); i++)
+    if (!strncmp(name, LAYER_PREFIX, strlen(LAYER_PREFIX))) {
+      nn_error_set(err, NN_ECONFIG,
+                   "%s: [%s] is a layer, but [model] type is %s: layers "
+                   "make a model only with [model] type = sequential",
+                   where, name, type ? type : "not set");
+      return EXIT_USAGE;
+    }
+  return load_slot(r->cfg, "model", NN_KIND_MODEL, model_extra, &r->model,
+                   err);
+}
+
 static int setup_data(cli_run *r, int test_only, nn_error *err) {
   double t0 = nn_now_seconds();
   const char *dir = r->data_v[DATA_DIR].s;
@@ -164,11 +243,13 @@ static int setup_trainer(cli_run *r, nn_error *err) {
 #ifdef HAVE_OPENBLAS
   openblas_set_num_threads((int)r->train_v[TRAIN_THREADS].i);
 #endif
-  int rc = nn_trainer_create(&r->trainer, nn_loaded_desc(r->model.loaded),
-                             r->model.values, nn_loaded_desc(r->optim.loaded),
-                             r->optim.values,
-                             r->all.n ? r->all.dim : r->test.dim, 10, &r->topts,
-                             err);
+  const nn_model_spec spec = {
+      r->model.loaded ? nn_loaded_desc(r->model.loaded) : NULL,
+      r->model.values, r->layer_specs, r->n_layers};
+  int rc = nn_trainer_create(&r->trainer, &spec,
+                             nn_loaded_desc(r->optim.loaded), r->optim.values,
+                             nn_dataset_shape(r->all.n ? &r->all : &r->test),
+                             10, &r->topts, err);
   if (rc)
     return rc == NN_ECONFIG ? EXIT_USAGE
            : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
@@ -180,7 +261,7 @@ int cli_init_weights(cli_run *r, nn_error *err) {
   const char *path = nn_config_get(r->cfg, "model", "init_from", &where);
   if (!path) return EXIT_OK;
   size_t n;
-  nn_param *p = nn_trainer_params(r->trainer, &n);
+  nn_param *p = nn_trainer_weights(r->trainer, &n);
   if (access(path, R_OK) != 0) {
     nn_error_set(err, NN_ECONFIG, "%s: [model] init_from = %s: cannot read it",
                  where, path);
@@ -198,8 +279,7 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
   int status = EXIT_OK;
   if (what & SETUP_CONFIG) status = setup_config(r, opt, err);
   if (!status && (what & SETUP_PLUGINS)) {
-    status = load_slot(r->cfg, "model", NN_KIND_MODEL, model_extra, &r->model,
-                       err);
+    status = load_model(r, err);
     if (!status)
       status = load_slot(r->cfg, "optimizer", NN_KIND_OPTIMIZER, optim_extra,
                          &r->optim, err);

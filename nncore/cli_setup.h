@@ -26,10 +26,17 @@ typedef struct plugin_slot {
   nn_value *values;  /* owned; strings point into the config */
 } plugin_slot;
 
+/* [model] type = sequential: a network of [layer NAME] sections. */
+#define CLI_SEQUENTIAL "sequential"
+
 typedef struct cli_run {
   nn_config *cfg; /* owned */
   nn_value data_v[N_DATA], train_v[N_TRAIN];
-  plugin_slot model, optim;
+  plugin_slot model, optim; /* model.loaded is NULL for a sequential model,
+                               whose values are those of [model] itself */
+  plugin_slot *layers;      /* owned: n_layers, in file order */
+  nn_layer_spec *layer_specs; /* owned array; names point into cfg */
+  size_t n_layers;
   nn_dataset all, test;   /* owned */
   nn_dataset train, val;  /* views of `all` */
   nn_train_opts topts;
@@ -47,6 +54,10 @@ enum { SETUP_CONFIG = 1, SETUP_PLUGINS = 2, SETUP_DATA = 4, SETUP_TRAINER = 8,
 int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
                   nn_error *err);
 void cli_run_free(cli_run *r); /* safe on a partly set-up run */
+/* The model's name ("twolayer", "sequential") and plugin file (libnn's
+ * for a sequential model), after SETUP_PLUGINS. */
+const char *cli_model_name(const cli_run *r);
+const char *cli_model_file(const cli_run *r);
 /* A fresh training run's starting weights: [model] init_from, when set,
  * loaded into the trainer's parameters (after SETUP_TRAINER).  Not for
  * resumed runs or evaluation, whose weights come from elsewhere.  Returns

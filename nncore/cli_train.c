@@ -72,7 +72,7 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
   if (nn_metrics_write_csv(st->metrics_path, st->metrics, st->n_epochs_done,
                            &st->write_err) ||
       checkpoint_save(st->run->trainer, st->out_dir, m->epoch,
-                      nn_loaded_desc(st->run->model.loaded)->name,
+                      cli_model_name(st->run),
                       nn_loaded_desc(st->run->optim.loaded)->name,
                       &st->write_err)) {
     st->write_failed = 1;
@@ -92,7 +92,7 @@ static int resume(run_state *st, nn_error *err) {
                         "--resume %s: no checkpoint there (%s is missing)",
                         st->out_dir, path);
   int rc = checkpoint_resume(r->trainer, st->out_dir,
-                             nn_loaded_desc(r->model.loaded)->name,
+                             cli_model_name(r),
                              nn_loaded_desc(r->optim.loaded)->name, &last, err);
   if (rc) return rc;
   if (last + 1 > r->topts.epochs)
@@ -125,16 +125,34 @@ static void draw_curves(const run_state *st, const char *name) {
 static int write_summary(const run_state *st, long best, double loss,
                          double acc, double t_start, nn_error *err) {
   const cli_run *r = st->run;
-  const nn_plugin *md = nn_loaded_desc(r->model.loaded);
+  const nn_plugin *md = r->model.loaded ? nn_loaded_desc(r->model.loaded)
+                                        : NULL;
   const nn_plugin *od = nn_loaded_desc(r->optim.loaded);
-  run_section secs[] = {{"data", NULL, cli_data_options, r->data_v},
-                        {"train", NULL, cli_train_options, r->train_v},
-                        {"model", md->name, md->options, r->model.values},
-                        {"optimizer", od->name, od->options, r->optim.values}};
+  run_section secs[4 + RUN_SUMMARY_MAX_LAYERS];
+  size_t n_secs = 0;
+  secs[n_secs++] = (run_section){"data", NULL, cli_data_options, r->data_v};
+  secs[n_secs++] = (run_section){"train", NULL, cli_train_options, r->train_v};
+  secs[n_secs++] = (run_section){"model", cli_model_name(r),
+                                 md ? md->options : NULL, r->model.values};
+  secs[n_secs++] = (run_section){"optimizer", od->name, od->options,
+                                 r->optim.values};
+  const nn_loaded *layers[RUN_SUMMARY_MAX_LAYERS];
+  char names[RUN_SUMMARY_MAX_LAYERS][80];
+  for (size_t i = 0; i < r->n_layers && i < RUN_SUMMARY_MAX_LAYERS; i++) {
+    const nn_plugin *ld = nn_loaded_desc(r->layers[i].loaded);
+    snprintf(names[i], sizeof names[i], "layer %s", r->layer_specs[i].name);
+    secs[n_secs++] = (run_section){names[i], ld->name, ld->options,
+                                   r->layers[i].values};
+    layers[i] = r->layers[i].loaded;
+  }
   run_summary sum = {.config_path = nn_config_path(r->cfg), .sections = secs,
-                     .n_sections = 4, .model = md, .optim = od,
-                     .model_file = nn_loaded_path(r->model.loaded),
+                     .n_sections = n_secs, .model = md, .optim = od,
+                     .model_file = cli_model_file(r),
                      .optim_file = nn_loaded_path(r->optim.loaded),
+                     .layers = layers,
+                     .n_layers = r->n_layers < RUN_SUMMARY_MAX_LAYERS
+                                     ? r->n_layers
+                                     : RUN_SUMMARY_MAX_LAYERS,
                      .seed = r->topts.seed, .metrics = st->metrics,
                      .n_epochs = st->n_epochs_done, .best_epoch = best,
                      .test_loss = loss, .test_accuracy = acc,
@@ -200,12 +218,12 @@ int cli_train(const cli_options *opt) {
     fprintf(stderr,
             "nnrun: %s: %s + %s, %zu training / %zu validation / %zu test "
             "examples, output in %s\n",
-            nn_config_path(run.cfg), nn_loaded_desc(run.model.loaded)->name,
+            nn_config_path(run.cfg), cli_model_name(&run),
             nn_loaded_desc(run.optim.loaded)->name, run.train.n, run.val.n,
             run.test.n, st.out_dir);
   if (opt->verbosity > 1)
     fprintf(stderr, "nnrun: model %s, optimizer %s, CBLAS %s, seed %llu\n",
-            nn_loaded_path(run.model.loaded), nn_loaded_path(run.optim.loaded),
+            cli_model_file(&run), nn_loaded_path(run.optim.loaded),
             nn_cblas_name(), (unsigned long long)run.topts.seed);
   if (opt->resume_dir) {
     if ((status = checkpoint_status(resume(&st, &err)))) goto done;

@@ -21,11 +21,19 @@ typedef struct entry {
   char *where; /* "FILE:LINE" or "--set"; owned by the entry */
 } entry;
 
+/* A section as it first appears: in the file (its header's line) or in
+ * --set. */
+typedef struct section {
+  char *name, *where; /* owned */
+} section;
+
 struct nn_config {
   char *path; /* as given by the user */
   char *name; /* stem of path */
   entry *entries;
   size_t n, cap;
+  section *sections; /* in order of first appearance */
+  size_t n_sections, cap_sections;
 };
 
 static char *dup_str(const char *s) {
@@ -44,6 +52,11 @@ static void entry_free(entry *e) {
 
 void nn_config_free(nn_config *cfg) {
   if (!cfg) return;
+  for (size_t i = 0; i < cfg->n_sections; i++) {
+    free(cfg->sections[i].name);
+    free(cfg->sections[i].where);
+  }
+  free(cfg->sections);
   for (size_t i = 0; i < cfg->n; i++) entry_free(&cfg->entries[i]);
   free(cfg->entries);
   free(cfg->path);
@@ -60,6 +73,34 @@ static entry *find_entry(const nn_config *cfg, const char *section,
   return NULL;
 }
 
+static const section *find_section(const nn_config *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->n_sections; i++)
+    if (!strcmp(cfg->sections[i].name, name)) return &cfg->sections[i];
+  return NULL;
+}
+
+/* Remember a section unless it is known; copies the strings. */
+static int add_section(nn_config *cfg, const char *name, const char *where) {
+  if (find_section(cfg, name)) return NN_OK;
+  if (cfg->n_sections == cfg->cap_sections) {
+    size_t cap = cfg->cap_sections ? 2 * cfg->cap_sections : 8;
+    section *p = realloc(cfg->sections, cap * sizeof *p);
+    if (!p) return NN_ENOMEM;
+    cfg->sections = p;
+    cfg->cap_sections = cap;
+  }
+  section *sec = &cfg->sections[cfg->n_sections];
+  sec->name = dup_str(name);
+  sec->where = dup_str(where);
+  if (!sec->name || !sec->where) {
+    free(sec->name);
+    free(sec->where);
+    return NN_ENOMEM;
+  }
+  cfg->n_sections++;
+  return NN_OK;
+}
+
 /* Append an entry; takes nothing over from the caller (copies strings). */
 static int add_entry(nn_config *cfg, const char *section, const char *key,
                      const char *value, const char *where) {
@@ -70,6 +111,7 @@ static int add_entry(nn_config *cfg, const char *section, const char *key,
     cfg->entries = e;
     cfg->cap = cap;
   }
+  if (add_section(cfg, section, where) != NN_OK) return NN_ENOMEM;
   entry *e = &cfg->entries[cfg->n];
   e->section = dup_str(section);
   e->key = dup_str(key);
@@ -99,6 +141,37 @@ typedef struct parse_ctx {
   char err_msg[400];
 } parse_ctx;
 
+static int trim_into(char *buf, size_t size, const char *s, size_t len);
+
+/* Layer sections are told apart by name, so one named twice is an error. */
+#define LAYER_PREFIX "layer "
+
+/* A section header line: inih does not report headers (Debian builds it
+ * without INI_CALL_HANDLER_ON_NEW_SECTION), so sections with no keys and
+ * the order of sections are learned here. */
+static void note_section(parse_ctx *ctx, const char *line) {
+  const char *close = strchr(line, ']');
+  char name[256];
+  if (!close || ctx->err_code ||
+      !trim_into(name, sizeof name, line + 1, (size_t)(close - line - 1)))
+    return; /* inih reports the syntax error */
+  char where[4200];
+  snprintf(where, sizeof where, "%s:%d", ctx->cfg->path, ctx->line);
+  const section *seen = find_section(ctx->cfg, name);
+  if (seen && !strncmp(name, LAYER_PREFIX, strlen(LAYER_PREFIX))) {
+    ctx->err_code = NN_ECONFIG;
+    ctx->err_line = ctx->line;
+    snprintf(ctx->err_msg, sizeof ctx->err_msg,
+             "%.120s: [%.60s] appears twice (first at %.120s); every layer needs a name "
+             "of its own", where, name, seen->where);
+  } else if (add_section(ctx->cfg, name, where) != NN_OK) {
+    ctx->err_code = NN_ENOMEM;
+    ctx->err_line = ctx->line;
+    snprintf(ctx->err_msg, sizeof ctx->err_msg, "%s: out of memory",
+             ctx->cfg->path);
+  }
+}
+
 static char *read_line(char *buf, int size, void *stream) {
   parse_ctx *ctx = stream;
   if (!fgets(buf, size, ctx->fp)) return NULL;
@@ -118,6 +191,7 @@ static char *read_line(char *buf, int size, void *stream) {
    * here indentation means nothing, so it is dropped. */
   size_t lead = strspn(buf, " \t");
   if (lead) memmove(buf, buf + lead, strlen(buf + lead) + 1);
+  if (buf[0] == '[') note_section(ctx, buf);
   return buf;
 }
 
@@ -282,17 +356,43 @@ const char *nn_config_key_at(const nn_config *cfg, const char *section,
   return NULL;
 }
 
+const char *nn_config_section_at(const nn_config *cfg, size_t i,
+                                 const char **where) {
+  if (i >= cfg->n_sections) return NULL;
+  if (where) *where = cfg->sections[i].where;
+  return cfg->sections[i].name;
+}
+
+/* name matches a pattern of names: exact, or "PREFIX *" for PREFIX and a
+ * non-empty rest ("layer *" matches "layer fc1"). */
+static int section_matches(const char *name, const char *pattern) {
+  size_t n = strlen(pattern);
+  if (n >= 2 && !strcmp(pattern + n - 2, " *"))
+    return !strncmp(name, pattern, n - 1) && name[n - 1] &&
+           !isspace((unsigned char)name[n - 1]);
+  return !strcmp(name, pattern);
+}
+
 int nn_config_check_sections(const nn_config *cfg, const char *const *names,
                              nn_error *err) {
-  for (size_t i = 0; i < cfg->n; i++) {
-    const entry *e = &cfg->entries[i];
-    if (nn__in_list(e->section, names)) continue;
+  for (size_t i = 0; i < cfg->n_sections; i++) {
+    const section *sec = &cfg->sections[i];
+    int known = 0;
+    for (const char *const *p = names; *p && !known; p++)
+      known = section_matches(sec->name, *p);
+    if (known) continue;
     char list[512] = "";
-    for (const char *const *p = names; *p; p++)
-      nn__list_add(list, sizeof list, "[", *p, "]");
+    for (const char *const *p = names; *p; p++) {
+      char shown[128];
+      snprintf(shown, sizeof shown, "%s", *p);
+      size_t n = strlen(shown);
+      if (n >= 2 && !strcmp(shown + n - 2, " *")) /* "layer *" -> "layer NAME" */
+        snprintf(shown + n - 1, sizeof shown - (n - 1), "NAME");
+      nn__list_add(list, sizeof list, "[", shown, "]");
+    }
     return nn_error_set(err, NN_ECONFIG,
                         "%s: unknown section [%s]; expected one of %s",
-                        e->where, e->section, list);
+                        sec->where, sec->name, list);
   }
   return NN_OK;
 }

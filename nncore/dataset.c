@@ -307,3 +307,11 @@ int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
   }
   return NN_OK;
 }
+
+nn_shape nn_dataset_shape(const nn_dataset *ds) {
+  size_t s = 1;
+  while ((s + 1) * (s + 1) <= ds->dim) s++;
+  if (s * s == ds->dim && s > 1 && s <= UINT32_MAX)
+    return (nn_shape){1, (uint32_t)s, (uint32_t)s};
+  return (nn_shape){1, 1, (uint32_t)ds->dim};
+}

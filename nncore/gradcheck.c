@@ -20,7 +20,9 @@ static int gradcheck_loss(const nn_model_ops *ops, void *model,
                           const gsl_matrix *X, const uint32_t *labels,
                           gsl_matrix *scores, gsl_matrix *dscores,
                           double *loss, nn_error *err) {
-  int rc = ops->forward(model, X, scores, err);
+  /* Evaluation mode: a stochastic model (dropout) is deterministic then. */
+  const nn_context ctx = {(uint32_t)sizeof(nn_context), 0, 0, 0, NULL};
+  int rc = ops->forward(model, &ctx, X, scores, err);
   if (rc != NN_OK)
     return rc;
   size_t hits;

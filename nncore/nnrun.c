@@ -20,10 +20,13 @@ static void usage(FILE *out) {
           "       nnrun -c FILE --resume DIR\n"
           "       nnrun -c FILE --sweep SECTION.KEY=V1,V2,... [-j N] [-o DIR]\n"
           "       nnrun eval -c FILE --weights FILE.safetensors\n"
+          "       nnrun --describe -c FILE\n"
+          "       nnrun check-plugin NAME|PATH.so\n"
           "       nnrun --list-plugins [-v]\n"
           "       nnrun export-csv DATA_DIR\n"
           "\n"
-          "Train a model plugin with an optimizer plugin on MNIST as an INI file\n"
+          "Train a model (a model plugin, or layer plugins stacked by\n"
+          "[model] type = sequential) with an optimizer plugin on MNIST as an INI file\n"
           "describes, keep the epoch with the best validation accuracy and\n"
           "evaluate it on the test set.\n"
           "\n"
@@ -41,6 +44,8 @@ static void usage(FILE *out) {
           "  -q, --quiet              no progress lines on stderr\n"
           "  -v, --verbose            more detail (plugin files, CBLAS, options)\n"
           "      --list-plugins       list plugins: name, kind, version, file\n"
+          "      --describe           print the model -c FILE builds: layers,\n"
+          "                           shapes, parameters, plugin files\n"
           "  -h, --help               this help\n"
           "  -V, --version            version, plugin ABI, GSL and CBLAS in use\n"
           "\n"
@@ -48,6 +53,9 @@ static void usage(FILE *out) {
           "                           mnist_test.csv from the IDX files there\n"
           "\n"
           "  eval                     test-set loss and accuracy of --weights\n"
+          "  check-plugin NAME|PATH   run the checks every plugin must pass\n"
+          "                           (gradients, shapes, determinism, state,\n"
+          "                           errors) and print one line per check\n"
           "\n"
           "Outputs: one line per epoch on stderr (a live progress bar on a\n"
           "terminal); in DIR: metrics.csv (epoch,train_loss,train_accuracy,\n"
@@ -77,7 +85,7 @@ int main(int argc, char **argv) {
    * return code instead. */
   gsl_set_error_handler_off();
 
-  enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS };
+  enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE };
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
       {"set", required_argument, NULL, 's'},
@@ -87,13 +95,14 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {"list-plugins", no_argument, NULL, OPT_LIST},
+      {"describe", no_argument, NULL, OPT_DESCRIBE},
       {"resume", required_argument, NULL, OPT_RESUME},
       {"sweep", required_argument, NULL, OPT_SWEEP},
       {"jobs", required_argument, NULL, 'j'},
       {"weights", required_argument, NULL, OPT_WEIGHTS},
       {NULL, 0, NULL, 0}};
   cli_options opt = {.verbosity = 1, .jobs = 1};
-  int list = 0, c;
+  int list = 0, describe = 0, c;
   char *end;
   /* argv outlives opt, so the override strings are borrowed from it. */
   opt.sets = calloc((size_t)argc, sizeof *opt.sets);
@@ -125,6 +134,7 @@ int main(int argc, char **argv) {
       case 'q': opt.verbosity = 0; break;
       case 'v': opt.verbosity = 2; break;
       case OPT_LIST: list = 1; break;
+      case OPT_DESCRIBE: describe = 1; break;
       case 'h':
         usage(stdout);
         free_options(&opt);
@@ -154,6 +164,20 @@ int main(int argc, char **argv) {
     }
   } else if (list) {
     status = cli_list_plugins(opt.verbosity);
+  } else if (describe) {
+    if (!opt.config) {
+      fprintf(stderr, "nnrun: usage: nnrun --describe -c FILE\n");
+      status = EXIT_USAGE;
+    } else {
+      status = cli_describe(&opt);
+    }
+  } else if (optind < argc && !strcmp(argv[optind], "check-plugin")) {
+    if (argc - optind != 2) {
+      fprintf(stderr, "nnrun: usage: nnrun check-plugin NAME|PATH.so\n");
+      status = EXIT_USAGE;
+    } else {
+      status = cli_check_plugin(argv[optind + 1], opt.verbosity);
+    }
   } else if (optind < argc && !strcmp(argv[optind], "export-csv")) {
     if (argc - optind != 2) {
       fprintf(stderr, "nnrun: usage: nnrun export-csv DATA_DIR\n");

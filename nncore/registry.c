@@ -15,16 +15,13 @@
 #include <sys/stat.h>
 
 #include "strlist.h"
+#include <nn/config.h>
 #include <nn/registry.h>
 
-/* Size of the descriptor as defined by ABI 1.0: every field a 1.x plugin
- * must have.  Fields appended in later minors lie beyond this. */
-#define NN_PLUGIN_V1_0_SIZE \
-  (offsetof(nn_plugin, optim) + sizeof(((nn_plugin *)0)->optim))
-#define NN_MODEL_OPS_V1_0_SIZE \
-  (offsetof(nn_model_ops, backward) + sizeof(((nn_model_ops *)0)->backward))
-#define NN_OPTIM_OPS_V1_0_SIZE \
-  (offsetof(nn_optim_ops, step) + sizeof(((nn_optim_ops *)0)->step))
+/* The descriptor and ops tables of ABI 2.0: every later minor appends, so
+ * a 2.x plugin's tables are at least this large. */
+#define NN_PLUGIN_V2_0_SIZE sizeof(nn_plugin)
+#define NN_OPS_V2_0_SIZE(type) sizeof(type)
 
 struct nn_loaded {
   void *handle;           /* dlopen handle, closed by nn_plugin_close */
@@ -47,41 +44,12 @@ const char *nn_kind_name(uint32_t kind) {
   switch (kind) {
     case NN_KIND_MODEL: return "model";
     case NN_KIND_OPTIMIZER: return "optimizer";
+    case NN_KIND_LAYER: return "layer";
   }
   return "?";
 }
 
 const nn_plugin *nn_loaded_desc(const nn_loaded *p) { return p->desc; }
-
-/* An op appended in a later minor is read only when the table's size
- * (from the plugin's build) covers it. */
-#define NN_HAS_OP(ops, type, field)                                        \
-  ((ops)->size >= offsetof(type, field) + sizeof(ops)->field && (ops)->field)
-
-int nn_plugin_takes_csr(const nn_plugin *model) {
-  const nn_model_ops *m = model->model;
-  return NN_HAS_OP(m, nn_model_ops, forward_csr) &&
-         NN_HAS_OP(m, nn_model_ops, backward_csr);
-}
-
-int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim) {
-  return nn_plugin_takes_csr(model) &&
-         NN_HAS_OP(model->model, nn_model_ops, backward_step) &&
-         NN_HAS_OP(optim->optim, nn_optim_ops, step_rows);
-}
-
-int nn_plugins_pipeline(const nn_plugin *model, const nn_plugin *optim) {
-  return nn_plugins_fuse_step(model, optim) &&
-         NN_HAS_OP(model->model, nn_model_ops, backward_step_forward);
-}
-
-int nn_plugin_steps_blocks(const nn_plugin *optim) {
-  return NN_HAS_OP(optim->optim, nn_optim_ops, step_block);
-}
-
-int nn_plugin_tells_sgd(const nn_plugin *optim) {
-  return NN_HAS_OP(optim->optim, nn_optim_ops, sgd_rule);
-}
 
 const char *nn_loaded_path(const nn_loaded *p) { return p->path; }
 
@@ -100,22 +68,121 @@ static void file_stem(const char *path, char *buf, size_t size) {
   if (n > 3 && !strcmp(buf + n - 3, ".so")) buf[n - 3] = '\0';
 }
 
+/* "a model", "an optimizer", "a layer". */
+static const char *a_kind(uint32_t kind) {
+  switch (kind) {
+    case NN_KIND_MODEL: return "a model";
+    case NN_KIND_OPTIMIZER: return "an optimizer";
+    case NN_KIND_LAYER: return "a layer";
+  }
+  return "an unknown";
+}
+
+/* The ops table of the descriptor's kind: its size must cover ABI 2.0's
+ * table and the operations every plugin of the kind needs must be there. */
+static int validate_ops(const nn_plugin *d, const char *path, nn_error *err) {
+  uint32_t size = 0, need = 0;
+  int complete = 0;
+  const char *required = "";
+  if (d->kind == NN_KIND_MODEL && d->model) {
+    const nn_model_ops *m = d->model;
+    size = m->size, need = NN_OPS_V2_0_SIZE(nn_model_ops);
+    complete = m->create && m->destroy && m->params && m->forward && m->backward;
+    required = "create, destroy, params, forward, backward";
+  } else if (d->kind == NN_KIND_OPTIMIZER && d->optim) {
+    const nn_optim_ops *o = d->optim;
+    size = o->size, need = NN_OPS_V2_0_SIZE(nn_optim_ops);
+    complete = o->create && o->destroy && o->step;
+    required = "create, destroy, step";
+  } else if (d->kind == NN_KIND_LAYER && d->layer) {
+    const nn_layer_ops *l = d->layer;
+    size = l->size, need = NN_OPS_V2_0_SIZE(nn_layer_ops);
+    complete = l->create && l->destroy && l->forward && l->backward;
+    required = "create, destroy, forward, backward";
+  } else if (d->kind == NN_KIND_MODEL || d->kind == NN_KIND_OPTIMIZER ||
+             d->kind == NN_KIND_LAYER) {
+    return nn_error_set(err, NN_EPLUGIN,
+                        "%s: '%s' is %s plugin without its operations table",
+                        path, d->name, a_kind(d->kind));
+  } else {
+    return nn_error_set(err, NN_EPLUGIN, "%s: plugin '%s' has unknown kind %u",
+                        path, d->name, (unsigned)d->kind);
+  }
+  if (size == 0)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "%s: the operations table of %s plugin '%s' has no "
+                        "size (set .size = sizeof the table)",
+                        path, nn_kind_name(d->kind), d->name);
+  if (size < need)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "%s: the operations table of %s plugin '%s' is %u "
+                        "bytes, ABI 2.0's is %u: it was not built against "
+                        "<nn/plugin.h>",
+                        path, nn_kind_name(d->kind), d->name, (unsigned)size,
+                        (unsigned)need);
+  if (!complete)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "%s: %s plugin '%s' lacks required operations (%s)",
+                        path, nn_kind_name(d->kind), d->name, required);
+  return NN_OK;
+}
+
+/* Keys a plugin may not declare: the core reads them from the section
+ * itself. */
+static const char *const reserved_keys[] = {"type", "init_from", NULL};
+
+/* The option table: keys present, unique, not reserved, of a known type;
+ * every default parses and is within its bounds. */
+static int validate_options(const nn_plugin *d, const char *path,
+                            nn_error *err) {
+  if (!d->options) return NN_OK;
+  for (size_t i = 0; d->options[i].key; i++) {
+    const nn_option *o = &d->options[i];
+    if (!*o->key)
+      return nn_error_set(err, NN_EPLUGIN, "%s: plugin '%s': option %zu has "
+                          "an empty key", path, d->name, i);
+    for (size_t r = 0; reserved_keys[r]; r++)
+      if (!strcmp(o->key, reserved_keys[r]))
+        return nn_error_set(err, NN_EPLUGIN,
+                            "%s: plugin '%s' declares the option '%s', which "
+                            "is reserved for the core", path, d->name, o->key);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(d->options[j].key, o->key))
+        return nn_error_set(err, NN_EPLUGIN,
+                            "%s: plugin '%s' declares the option '%s' twice",
+                            path, d->name, o->key);
+    if (o->type < NN_OPT_INT || o->type > NN_OPT_STRING)
+      return nn_error_set(err, NN_EPLUGIN,
+                          "%s: plugin '%s': option '%s' has unknown type %u",
+                          path, d->name, o->key, (unsigned)o->type);
+    if (o->def) {
+      nn_value v;
+      nn_error e;
+      if (nn_option_parse(o, o->def, &v, &e))
+        return nn_error_set(err, NN_EPLUGIN,
+                            "%s: plugin '%s': the default of option '%s' is "
+                            "not valid: %s", path, d->name, o->key, e.msg);
+    }
+  }
+  return NN_OK;
+}
+
 /* Everything we check before trusting a descriptor. */
 static int validate(const nn_plugin *d, const char *path, const char *name,
                     uint32_t want_kind, nn_error *err) {
   if (d->abi_major != NN_ABI_MAJOR || d->abi_minor > NN_ABI_MINOR)
     return nn_error_set(err, NN_EABI,
                         "%s: plugin built for nnrun plugin ABI %u.%u; this nnrun "
-                        "supports ABI %u.%u (same major, minor <= %u): rebuild "
-                        "the plugin against this nnrun's <nn/plugin.h>",
+                        "supports ABI %u.0 to %u.%u: rebuild the plugin against "
+                        "the installed headers (pkg-config --cflags nn)",
                         path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
-                        NN_ABI_MAJOR, NN_ABI_MINOR, NN_ABI_MINOR);
-  if (d->size < NN_PLUGIN_V1_0_SIZE)
+                        NN_ABI_MAJOR, NN_ABI_MAJOR, NN_ABI_MINOR);
+  if (d->size < NN_PLUGIN_V2_0_SIZE)
     return nn_error_set(err, NN_EPLUGIN,
                         "%s: incomplete plugin descriptor (%u bytes, ABI %u.%u "
                         "needs at least %zu)", path, (unsigned)d->size,
                         (unsigned)d->abi_major, (unsigned)d->abi_minor,
-                        (size_t)NN_PLUGIN_V1_0_SIZE);
+                        (size_t)NN_PLUGIN_V2_0_SIZE);
   if (d->gsl_major != GSL_MAJOR_VERSION)
     return nn_error_set(err, NN_EABI,
                         "%s: plugin built against GSL %u.x, nnrun uses GSL %d.x",
@@ -127,30 +194,13 @@ static int validate(const nn_plugin *d, const char *path, const char *name,
     return nn_error_set(err, NN_EPLUGIN,
                         "%s: file is named '%s' but the plugin calls itself '%s'",
                         path, name, d->name);
-  if (d->kind == NN_KIND_MODEL) {
-    const nn_model_ops *m = d->model;
-    if (!m || m->size < NN_MODEL_OPS_V1_0_SIZE || !m->create || !m->destroy ||
-        !m->params || !m->forward || !m->backward)
-      return nn_error_set(err, NN_EPLUGIN,
-                          "%s: model plugin '%s' lacks required operations "
-                          "(create, destroy, params, forward, backward)",
-                          path, d->name);
-  } else if (d->kind == NN_KIND_OPTIMIZER) {
-    const nn_optim_ops *o = d->optim;
-    if (!o || o->size < NN_OPTIM_OPS_V1_0_SIZE || !o->create || !o->destroy ||
-        !o->step)
-      return nn_error_set(err, NN_EPLUGIN,
-                          "%s: optimizer plugin '%s' lacks required operations "
-                          "(create, destroy, step)", path, d->name);
-  } else {
-    return nn_error_set(err, NN_EPLUGIN, "%s: plugin '%s' has unknown kind %u",
-                        path, d->name, (unsigned)d->kind);
-  }
+  int rc = validate_ops(d, path, err);
+  if (!rc) rc = validate_options(d, path, err);
+  if (rc) return rc;
   if (want_kind && d->kind != want_kind)
     return nn_error_set(err, NN_EPLUGIN,
                         "%s: '%s' is %s plugin, but %s is needed here", path,
-                        d->name, d->kind == NN_KIND_MODEL ? "a model" : "an optimizer",
-                        want_kind == NN_KIND_MODEL ? "a model" : "an optimizer");
+                        d->name, a_kind(d->kind), a_kind(want_kind));
   return NN_OK;
 }
 
@@ -336,5 +386,34 @@ int nn_plugin_list(const char *search_path, nn_plugin_info **out, size_t *n,
   if (l.n) qsort(l.items, l.n, sizeof *l.items, by_name);
   *out = l.items;
   *n = l.n;
+  return NN_OK;
+}
+
+/* ------------------------------------------------------------- instances */
+
+int nn_check_param_names(const char *owner, const nn_param *params, size_t n,
+                         const nn_param *state, size_t n_state,
+                         nn_error *err) {
+  const size_t total = n + n_state;
+  for (size_t i = 0; i < total; i++) {
+    const nn_param *a = i < n ? &params[i] : &state[i - n];
+    if (!a->name || !*a->name || !a->value)
+      return nn_error_set(err, NN_EPLUGIN,
+                          "%s: %s %zu has no name or no value", owner,
+                          i < n ? "parameter" : "state buffer",
+                          i < n ? i : i - n);
+    if (i < n && (!a->grad || a->grad->size1 != a->value->size1 ||
+                  a->grad->size2 != a->value->size2))
+      return nn_error_set(err, NN_EPLUGIN,
+                          "%s: parameter '%s' has no gradient of its shape",
+                          owner, a->name);
+    for (size_t j = 0; j < i; j++) {
+      const nn_param *b = j < n ? &params[j] : &state[j - n];
+      if (!strcmp(a->name, b->name))
+        return nn_error_set(err, NN_EPLUGIN, "%s: two %s named '%s'", owner,
+                            j < n && i < n ? "parameters" : "parameters or state buffers",
+                            a->name);
+    }
+  }
   return NN_OK;
 }

@@ -55,8 +55,19 @@ static json_t *epochs_json(const run_summary *s) {
 }
 
 static json_t *plugin_json(const nn_plugin *p, const char *file) {
+  if (!p) /* the sequential model is libnn's */
+    return json_pack("{s:s, s:s, s:s}", "name", "sequential", "version",
+                     nn_version_string(), "file", file);
   return json_pack("{s:s, s:s, s:s}", "name", p->name, "version", p->version,
                    "file", file);
+}
+
+static json_t *layers_json(const run_summary *s) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < s->n_layers; i++)
+    json_array_append_new(a, plugin_json(nn_loaded_desc(s->layers[i]),
+                                         nn_loaded_path(s->layers[i])));
+  return a;
 }
 
 int run_summary_write(const char *path, const run_summary *s, nn_error *err) {
@@ -69,7 +80,7 @@ int run_summary_write(const char *path, const run_summary *s, nn_error *err) {
                         : NAN;
   json_t *root = json_pack(
       "{s:s, s:o, s:I, s:o, s:I, s:o, s:{s:o, s:o}, s:{s:o, s:o, s:o}, "
-      "s:{s:o, s:o}, s:{s:s, s:s, s:s, s:s}}",
+      "s:{s:o, s:o, s:o}, s:{s:s, s:s, s:s, s:s}}",
       "config_file", s->config_path, "config", config_json(s), "seed",
       (json_int_t)s->seed, "epochs", epochs_json(s), "best_epoch",
       (json_int_t)s->best_epoch, "best_val_accuracy", number(best_val), "test",
@@ -77,7 +88,8 @@ int run_summary_write(const char *path, const run_summary *s, nn_error *err) {
       "timings", "load_seconds", number(s->load_seconds), "train_seconds",
       number(train_total), "total_seconds", number(s->total_seconds),
       "plugins", "model", plugin_json(s->model, s->model_file), "optimizer",
-      plugin_json(s->optim, s->optim_file), "versions", "nnrun",
+      plugin_json(s->optim, s->optim_file), "layers", layers_json(s),
+      "versions", "nnrun",
       nn_version_string(), "plugin_abi", abi, "gsl", GSL_VERSION, "cblas",
       nn_cblas_name());
   if (!root) return nn_error_set(err, NN_ENOMEM, "cannot build %s", path);

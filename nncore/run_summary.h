@@ -14,12 +14,18 @@ typedef struct run_section {
   const nn_value *values;
 } run_section;
 
+/* Layers listed in a summary (a longer network lists its first ones). */
+#define RUN_SUMMARY_MAX_LAYERS 64
+
 typedef struct run_summary {
   const char *config_path;
   const run_section *sections;
   size_t n_sections;
-  const nn_plugin *model, *optim; /* descriptors, for name and version */
+  const nn_plugin *model, *optim; /* descriptors, for name and version;
+                                     model is NULL for a sequential one */
   const char *model_file, *optim_file;
+  const nn_loaded *const *layers; /* a sequential model's layer plugins */
+  size_t n_layers;
   uint64_t seed;
   const nn_epoch_metrics *metrics; /* epochs 0..n_epochs-1 */
   size_t n_epochs;

@@ -2,10 +2,10 @@
  *
  * Per batch: gather (bytes -> doubles), model forward -> scores, fused
  * softmax + cross-entropy + score gradient (in place), model backward,
- * optimizer step.  A model with the ABI 1.2 sparse operations gets the
+ * optimizer step.  A model with the sparse-input extension gets the
  * batch as compressed sparse rows straight from the bytes (MNIST is 81 %
  * zeros: the dense batch would be five times the data, written and then
- * scanned again by the model); older models get a dense X.  Every buffer
+ * scanned again by the model); other models get a dense X.  Every buffer
  * is allocated once, in nn_trainer_create (batch-sized) or at the start of
  * nn_trainer_run (the shuffle order): nothing is allocated inside the
  * batch loop.
@@ -19,8 +19,8 @@
  * and never beat one thread there (README, Threads), while the gather is a
  * fifth of an epoch that hides behind the model's work entirely.
  *
- * A model with the ABI 1.4 backward_step_forward gets the next batch
- * together with the current one's dscores, and runs its forward inside
+ * A model whose fused-step extension has backward_step_forward gets the
+ * next batch together with the current one's dscores, and runs its forward inside
  * the backward pass and step (the two-layer network does so band by band
  * of W1 once W1 outgrows L2).  The feed then holds two batches at a time,
  * and with a helper thread gathers a third. */
@@ -35,6 +35,7 @@
 
 #include <nn/math.h>
 #include <nn/registry.h>
+#include <nn/sequential.h>
 #include <nn/train.h>
 
 #include "worker.h"
@@ -54,21 +55,32 @@ typedef struct batch_slot {
 #define TRAINER_MAX_SLOTS 3
 
 struct nn_trainer {
-  const nn_plugin *model_desc; /* lent; outlive the trainer */
-  const nn_plugin *optim_desc;
-  void *model;                 /* owned: model_desc->model->destroy */
+  char model_name[128];        /* for messages: the plugin's or "sequential" */
+  const nn_model_ops *mops;    /* lent (the plugin's or libnn's); outlive */
+  const nn_plugin *optim_desc; /* lent; outlives the trainer */
+  void *model;                 /* owned: mops->destroy */
   void *optim;                 /* owned: optim_desc->optim->destroy */
   nn_param *params;            /* owned by the model */
   size_t n_params;
-  gsl_matrix **best;           /* owned: parameter values at the best epoch */
+  nn_param *weights;           /* owned array: params, then the model's state
+                                  (what a weights file holds); matrices are
+                                  the model's */
+  size_t n_weights;
+  gsl_matrix **best;           /* owned: weights at the best epoch */
   long best_epoch;             /* -1 until an epoch ran */
   double best_val_accuracy;
   gsl_rng *rng;                /* owned: weights first, then shuffles */
+  gsl_rng *batch_rng;          /* owned, stochastic models only: the
+                                  context's stream, reseeded per batch */
   nn_train_opts opts;
   size_t n_in, n_out;
-  int sparse;                  /* the model takes nn_csr batches (ABI 1.2) */
-  int fused;                   /* step inside backward (ABI 1.3 pair) */
-  int pipeline;                /* next forward inside it too (ABI 1.4) */
+  const nn_model_sparse *sparse;  /* the model's extension, or NULL */
+  const nn_model_fused_step *fst; /* used only with `fused` */
+  const nn_optim_parts *parts;    /* the optimizer's, or NULL */
+  const nn_optim_sgd_rule *sgd_rule; /* the optimizer's, or NULL */
+  int transpose;               /* batches come with their transpose */
+  int fused;                   /* step inside backward */
+  int pipeline;                /* next forward inside it too */
   size_t *stepped;             /* owned: per parameter, elements stepped in
                                   the fused step (checked against its size) */
   nn_stepper stepper;          /* lent to backward_step; set once in create */
@@ -90,13 +102,15 @@ struct nn_trainer {
 void nn_trainer_free(nn_trainer *t) {
   if (!t) return;
   if (t->optim) t->optim_desc->optim->destroy(t->optim);
-  if (t->model) t->model_desc->model->destroy(t->model);
+  if (t->model) t->mops->destroy(t->model);
   if (t->best) {
-    for (size_t i = 0; i < t->n_params; i++)
+    for (size_t i = 0; i < t->n_weights; i++)
       if (t->best[i]) gsl_matrix_free(t->best[i]);
     free(t->best);
   }
+  free(t->weights);
   if (t->rng) gsl_rng_free(t->rng);
+  if (t->batch_rng) gsl_rng_free(t->batch_rng);
   nn_worker_free(t->worker); /* first: it may be writing a slot */
   for (int k = 0; k < TRAINER_MAX_SLOTS; k++) {
     batch_slot *b = &t->slot[k];
@@ -121,36 +135,96 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                          nn_error *err);
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
 
-int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
-                      const nn_value *model_opts, const nn_plugin *optim,
-                      const nn_value *optim_opts, size_t n_in, size_t n_out,
-                      const nn_train_opts *opts, nn_error *err) {
-  *out = NULL;
-  if (!model || model->kind != NN_KIND_MODEL || !optim ||
-      optim->kind != NN_KIND_OPTIMIZER)
-    return nn_error_set(err, NN_EINVAL, "trainer needs a model and an optimizer");
-  if (!n_in || !n_out || !opts->batch_size || !opts->epochs)
-    return nn_error_set(err, NN_EINVAL,
-                        "inputs, classes, batch size and epochs must be > 0");
-  nn_trainer *t = calloc(1, sizeof *t);
-  if (!t) return nn_error_set(err, NN_ENOMEM, "out of memory");
-  t->model_desc = model;
-  t->optim_desc = optim;
-  t->opts = *opts;
-  t->n_in = n_in;
-  t->n_out = n_out;
-  t->best_epoch = -1;
-  size_t bs = opts->batch_size;
-  t->rng = gsl_rng_alloc(gsl_rng_mt19937);
-  /* The sparse pair arrived in ABI 1.2: read it only if the plugin's
-   * table has it, and use it only if both halves are there. */
-  t->sparse = nn_plugin_takes_csr(model);
-  /* The fused step needs both halves of the ABI 1.3 pair; the pipeline
-   * that, and the model's backward_step_forward (1.4). */
-  t->fused = nn_plugins_fuse_step(model, optim);
-  t->pipeline = nn_plugins_pipeline(model, optim);
+/* An extension of an instance, if offered and at least as large as the
+ * struct this core was built with (every member then present). */
+static const void *find_ext(const void *(*extension)(void *, const char *),
+                            void *self, const char *id, size_t need) {
+  const void *e = extension ? extension(self, id) : NULL;
+  return e && *(const uint32_t *)e >= need ? e : NULL;
+}
+
+/* The model: a plugin's, or a network of layers (libnn's sequential). */
+static int create_model(nn_trainer *t, const nn_model_spec *spec, nn_shape in,
+                        nn_error *err) {
+  const size_t bs = t->opts.batch_size;
+  if (spec->plugin) {
+    if (spec->plugin->kind != NN_KIND_MODEL || !spec->plugin->model)
+      return nn_error_set(err, NN_EINVAL, "'%s' is not a model plugin",
+                          spec->plugin->name);
+    snprintf(t->model_name, sizeof t->model_name, "%s", spec->plugin->name);
+    t->mops = spec->plugin->model;
+    int rc = t->mops->create(spec->opts, in, t->n_out, bs, t->rng, &t->model,
+                             err);
+    if (rc) t->model = NULL;
+    if (rc && err && !err->msg[0])
+      nn_error_set(err, NN_EPLUGIN, "model %s: create failed (code %d) "
+                   "without a message", t->model_name, rc);
+    return rc;
+  }
+  snprintf(t->model_name, sizeof t->model_name, "sequential");
+  return nn_sequential_create(&t->model, &t->mops, spec->layers,
+                              spec->n_layers, in, t->n_out, bs, t->rng, err);
+}
+
+/* The weights array (params, then the model's state) and the copies that
+ * keep the best epoch's. */
+static int setup_weights(nn_trainer *t, nn_error *err) {
+  size_t n_state = 0;
+  nn_param *state = t->mops->state ? t->mops->state(t->model, &n_state) : NULL;
+  if (!state) n_state = 0;
+  int rc = nn_check_param_names(t->model_name, t->params, t->n_params, state,
+                                n_state, err);
+  if (rc) return rc;
+  t->n_weights = t->n_params + n_state;
+  const size_t n = t->n_weights ? t->n_weights : 1;
+  t->weights = calloc(n, sizeof *t->weights);
+  t->best = calloc(n, sizeof *t->best);
+  t->best_params = calloc(n, sizeof *t->best_params);
+  if (!t->weights || !t->best || !t->best_params)
+    return nn_error_set(err, NN_ENOMEM, "out of memory for the weights");
+  for (size_t i = 0; i < t->n_weights; i++) {
+    t->weights[i] = i < t->n_params ? t->params[i] : state[i - t->n_params];
+    const gsl_matrix *v = t->weights[i].value;
+    if (!(t->best[i] = nn_matrix_calloc_aligned(v->size1, v->size2)))
+      return nn_error_set(err, NN_ENOMEM,
+                          "out of memory for the best-model copy");
+    gsl_matrix_memcpy(t->best[i], v);
+    t->best_params[i] = (nn_param){t->weights[i].name, t->best[i], NULL,
+                                   t->weights[i].flags};
+  }
+  return NN_OK;
+}
+
+/* Which fast paths the model and optimizer offer together. */
+static void choose_paths(nn_trainer *t) {
+  const nn_optim_ops *o = t->optim_desc->optim;
+  t->sparse = find_ext(t->mops->extension, t->model, NN_EXT_MODEL_SPARSE,
+                       sizeof(nn_model_sparse));
+  if (t->sparse && (!t->sparse->forward || !t->sparse->backward))
+    t->sparse = NULL;
+  t->parts = find_ext(o->extension, t->optim, NN_EXT_OPTIM_PARTS,
+                      sizeof(nn_optim_parts));
+  if (t->parts && !t->parts->rows) t->parts = NULL;
+  t->sgd_rule = find_ext(o->extension, t->optim, NN_EXT_OPTIM_SGD_RULE,
+                         sizeof(nn_optim_sgd_rule));
+  if (t->sgd_rule && !t->sgd_rule->rule) t->sgd_rule = NULL;
+  t->fst = t->sparse ? find_ext(t->mops->extension, t->model,
+                                NN_EXT_MODEL_FUSED_STEP,
+                                sizeof(nn_model_fused_step))
+                     : NULL;
+  t->fused = t->fst && t->fst->backward_step && t->parts;
+  /* A stochastic model's next batch would need its own random stream
+   * while the current one's is in use: no pipeline for it. */
+  t->pipeline = t->fused && t->fst->backward_step_forward &&
+                !(t->mops->flags & NN_STOCHASTIC);
+  t->transpose =
+      t->fused || (t->sparse && (t->sparse->flags & NN_SPARSE_TRANSPOSE));
+}
+
+static int setup_batches(nn_trainer *t, nn_error *err) {
+  const size_t bs = t->opts.batch_size, n_in = t->n_in, n_out = t->n_out;
   int batch_ok = 1;
-  t->n_slots = 1 + t->pipeline + (opts->threads > 1);
+  t->n_slots = 1 + t->pipeline + (t->opts.threads > 1);
   for (int k = 0; k < t->n_slots; k++) {
     batch_slot *b = &t->slot[k];
     if (!t->sparse) {
@@ -158,7 +232,7 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
     } else {
       batch_ok &= n_in <= SIZE_MAX / bs &&
                   nn_csr_buffer_init(&b->Xs, bs, bs * n_in) == NN_OK;
-      if (t->fused && batch_ok) /* its transpose, made with the gather */
+      if (t->transpose && batch_ok) /* made with the gather */
         batch_ok &= nn_csr_buffer_init(&b->Xt, n_in, bs * n_in) == NN_OK;
     }
     b->labels = malloc(bs * sizeof *b->labels);
@@ -168,61 +242,69 @@ int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
   t->scores = nn_matrix_calloc_aligned(bs, n_out);
   if (t->pipeline)
     batch_ok &= (t->scores_next = nn_matrix_calloc_aligned(bs, n_out)) != NULL;
-  if (!t->rng || !batch_ok || !t->scores) {
-    nn_trainer_free(t);
-    return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
-  }
-  if (opts->threads > 1) { /* the helper thread fills a slot ahead */
-    int wrc = nn_worker_create(&t->worker, err);
-    if (wrc) {
-      nn_trainer_free(t);
-      return wrc;
-    }
-  }
-  /* The seed fixes everything random: weights now, shuffles later. */
-  gsl_rng_set(t->rng, (unsigned long)opts->seed);
-  int rc = model->model->create(model_opts, n_in, n_out, bs, t->rng, &t->model,
-                                err);
-  if (rc) {
-    t->model = NULL;
-    nn_trainer_free(t);
-    return rc;
-  }
-  t->params = model->model->params(t->model, &t->n_params);
-  rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim, err);
-  if (rc) {
-    t->optim = NULL;
-    nn_trainer_free(t);
-    return rc;
-  }
+  if ((t->mops->flags & NN_STOCHASTIC) &&
+      !(t->batch_rng = gsl_rng_alloc(gsl_rng_mt19937)))
+    batch_ok = 0;
   if (t->fused) {
-    /* The optimizer's step_block (1.4) and sgd_rule (1.5) are offered to
-     * the model only when the optimizer has them. */
-    t->stepper = (nn_stepper){
-        t, stepper_rows, nn_plugin_steps_blocks(optim) ? stepper_block : NULL,
-        nn_plugin_tells_sgd(optim) ? stepper_sgd : NULL};
-    t->stepped = calloc(t->n_params ? t->n_params : 1, sizeof *t->stepped);
-    if (!t->stepped) {
-      nn_trainer_free(t);
-      return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
-    }
+    t->stepper = (nn_stepper){(uint32_t)sizeof(nn_stepper), t, stepper_rows,
+                              t->parts->block ? stepper_block : NULL,
+                              t->sgd_rule ? stepper_sgd : NULL};
+    batch_ok &= (t->stepped = calloc(t->n_params ? t->n_params : 1,
+                                     sizeof *t->stepped)) != NULL;
   }
-  t->best = calloc(t->n_params ? t->n_params : 1, sizeof *t->best);
-  t->best_params = calloc(t->n_params ? t->n_params : 1, sizeof *t->best_params);
-  for (size_t i = 0; t->best && i < t->n_params; i++) {
-    const gsl_matrix *v = t->params[i].value;
-    t->best[i] = nn_matrix_calloc_aligned(v->size1, v->size2);
-    if (!t->best[i]) break;
-    gsl_matrix_memcpy(t->best[i], v);
+  if (!batch_ok || !t->scores)
+    return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
+  if (t->opts.threads > 1) /* the helper thread fills a slot ahead */
+    return nn_worker_create(&t->worker, err);
+  return NN_OK;
+}
+
+int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
+                      const nn_plugin *optim, const nn_value *optim_opts,
+                      nn_shape in, size_t n_out, const nn_train_opts *opts,
+                      nn_error *err) {
+  *out = NULL;
+  if (!model || (!model->plugin && !model->n_layers) || !optim ||
+      optim->kind != NN_KIND_OPTIMIZER || !optim->optim)
+    return nn_error_set(err, NN_EINVAL, "trainer needs a model and an optimizer");
+  const size_t n_in = nn_shape_size(in);
+  if (!n_in || !n_out || !opts->batch_size || !opts->epochs)
+    return nn_error_set(err, NN_EINVAL,
+                        "inputs, classes, batch size and epochs must be > 0");
+  nn_trainer *t = calloc(1, sizeof *t);
+  if (!t) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  t->optim_desc = optim;
+  t->opts = *opts;
+  t->n_in = n_in;
+  t->n_out = n_out;
+  t->best_epoch = -1;
+  if (err) err->msg[0] = '\0';
+  int rc = NN_OK;
+  /* The seed fixes everything random: weights now, shuffles later. */
+  if (!(t->rng = gsl_rng_alloc(gsl_rng_mt19937)))
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory");
+  if (!rc) {
+    gsl_rng_set(t->rng, (unsigned long)opts->seed);
+    rc = create_model(t, model, in, err);
   }
-  if (!t->best || !t->best_params ||
-      (t->n_params && !t->best[t->n_params - 1])) {
+  if (!rc) {
+    t->params = t->mops->params(t->model, &t->n_params);
+    if (!t->params) t->n_params = 0;
+    rc = setup_weights(t, err);
+  }
+  if (!rc) {
+    rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim,
+                              err);
+    if (rc) t->optim = NULL;
+  }
+  if (!rc) {
+    choose_paths(t);
+    rc = setup_batches(t, err);
+  }
+  if (rc) {
     nn_trainer_free(t);
-    return nn_error_set(err, NN_ENOMEM, "out of memory for the best-model copy");
+    return rc;
   }
-  for (size_t i = 0; i < t->n_params; i++)
-    t->best_params[i] = (nn_param){t->params[i].name, t->best[i], NULL,
-                                   t->params[i].flags};
   *out = t;
   return NN_OK;
 }
@@ -257,15 +339,15 @@ typedef struct batch_feed {
   const size_t *job_idx;
 } batch_feed;
 
-/* The batch, and its transpose for a fused-step model (which the model
- * would otherwise make itself in backward: done here, it runs on the
- * helper thread). */
+/* The batch, and its transpose for a model that asks for it (which the
+ * model would otherwise make itself in backward: done here, it runs on
+ * the helper thread). */
 static void gather_slot(nn_trainer *t, const nn_dataset *ds, batch_slot *b,
                         const size_t *idx) {
   b->rc = t->sparse
               ? nn_dataset_gather_csr(ds, idx, b->count, &b->Xs, b->labels)
               : nn_dataset_gather(ds, idx, b->count, b->X, b->labels);
-  if (b->rc == NN_OK && t->fused)
+  if (b->rc == NN_OK && t->transpose)
     b->rc = nn_csr_transpose(&b->Xt, &b->Xs.csr);
 }
 
@@ -374,20 +456,60 @@ static batch_slot *feed_peek(batch_feed *f, int *rc) {
 
 static void feed_end(batch_feed *f) { feed_wait(f); }
 
+/* The context of training batch `batch` of `epoch` (train = 1) or of an
+ * evaluation batch (train = 0).  A stochastic model's stream is reseeded
+ * from the seed, epoch and batch alone, so a resumed run draws what the
+ * uninterrupted one drew. */
+static nn_context batch_context(nn_trainer *t, int train, size_t epoch,
+                                size_t batch) {
+  nn_context c = {(uint32_t)sizeof(nn_context), (uint32_t)train, epoch, batch,
+                  NULL};
+  if (train && t->batch_rng) {
+    /* splitmix64 over (seed, epoch, batch): nearby batches get unrelated
+     * MT19937 seeds. */
+    uint64_t z = t->opts.seed;
+    const uint64_t parts[2] = {epoch, batch};
+    for (int i = 0; i < 2; i++) {
+      z += 0x9e3779b97f4a7c15ull + parts[i];
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+    }
+    gsl_rng_set(t->batch_rng, (unsigned long)z);
+    c.rng = t->batch_rng;
+  }
+  return c;
+}
+
+/* A plugin that failed without a message still gets one that names it. */
+static int model_failed(const nn_trainer *t, int rc, const char *op,
+                        nn_error *err) {
+  if (rc && err && !err->msg[0])
+    nn_error_set(err, rc, "model %s: %s failed (code %d) without a message",
+                 t->model_name, op, rc);
+  return rc;
+}
+
 /* Run the model forward on slot b; scores land in t->scores (*Sv views
  * the batch's rows), the dense batch (if the model takes one) in *Xv. */
-static int batch_forward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
-                         gsl_matrix_view *Sv, nn_error *err) {
-  const nn_model_ops *m = t->model_desc->model;
+static int batch_forward(nn_trainer *t, const nn_context *ctx, batch_slot *b,
+                         gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                         nn_error *err) {
   *Sv = gsl_matrix_submatrix(t->scores, 0, 0, b->count, t->n_out);
-  if (t->sparse) return m->forward_csr(t->model, &b->Xs.csr, &Sv->matrix, err);
-  *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
-  return m->forward(t->model, &Xv->matrix, &Sv->matrix, err);
+  if (err) err->msg[0] = '\0';
+  int rc;
+  if (t->sparse) {
+    rc = t->sparse->forward(t->model, ctx, &b->Xs.csr, &Sv->matrix, err);
+  } else {
+    *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
+    rc = t->mops->forward(t->model, ctx, &Xv->matrix, &Sv->matrix, err);
+  }
+  return model_failed(t, rc, "forward", err);
 }
 
 /* The stepper lent to backward_step: checks the block asked for, counts
- * its elements, and hands it to the optimizer (step_rows for whole rows,
- * step_block for a block with its gradient). */
+ * its elements, and hands it to the optimizer (rows for whole rows, block
+ * for a block with its gradient). */
 static int stepper_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
                          size_t c0, size_t c1, nn_error *err) {
   if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1 ||
@@ -396,7 +518,7 @@ static int stepper_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
                         "model %s asked to step rows [%zu, %zu) x columns "
                         "[%zu, %zu) of parameter %zu, which is not within "
                         "one of its %zu parameters",
-                        t->model_desc->name, r0, r1, c0, c1, k, t->n_params);
+                        t->model_name, r0, r1, c0, c1, k, t->n_params);
   t->stepped[k] += (r1 - r0) * (c1 - c0);
   return NN_OK;
 }
@@ -407,8 +529,7 @@ static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
   const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
   int rc = stepper_check(t, k, r0, r1, 0, cols, err);
   if (rc) return rc;
-  return t->optim_desc->optim->step_rows(t->optim, t->params, t->n_params, k,
-                                         r0, r1, err);
+  return t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
 }
 
 static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
@@ -421,9 +542,9 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
     return nn_error_set(err, NN_EPLUGIN,
                         "model %s stepped a %zux%zu block of parameter %zu "
                         "with a gradient of another shape",
-                        t->model_desc->name, r1 - r0, c1 - c0, k);
-  return t->optim_desc->optim->step_block(t->optim, t->params, t->n_params, k,
-                                          r0, r1, c0, c1, g, err);
+                        t->model_name, r1 - r0, c1 - c0, k);
+  return t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1,
+                         g, err);
 }
 
 /* The model takes parameter k's step itself when the optimizer says it
@@ -431,53 +552,66 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg) {
   nn_trainer *t = ctx;
   if (k >= t->n_params || !lr || !reg ||
-      !t->optim_desc->optim->sgd_rule(t->optim, t->params, t->n_params, k,
-                                      lr, reg))
+      !t->sgd_rule->rule(t->optim, t->params, t->n_params, k, lr, reg))
     return 0;
   t->stepped[k] += t->params[k].value->size1 * t->params[k].value->size2;
   return 1;
 }
 
+/* The fused step: begin, the model's backward that steps as it goes (with
+ * the next batch's forward when next is given), end; then the count of
+ * elements stepped, since a model that skipped or repeated a block would
+ * train wrongly, silently. */
+static int fused_backward_step(nn_trainer *t, batch_slot *b,
+                               gsl_matrix_view *Sv, batch_slot *next,
+                               const nn_context *next_ctx,
+                               gsl_matrix_view *Snext, nn_error *err) {
+  const nn_optim_parts *parts = t->parts;
+  for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
+  int rc = parts->begin ? parts->begin(t->optim, t->params, t->n_params, err)
+                        : NN_OK;
+  if (rc) return rc;
+  if (err) err->msg[0] = '\0';
+  if (next) {
+    *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
+                                  t->n_out);
+    rc = t->fst->backward_step_forward(t->model, &b->Xs.csr, &b->Xt.csr,
+                                       &Sv->matrix, &t->stepper, next_ctx,
+                                       &next->Xs.csr, &Snext->matrix, err);
+  } else {
+    rc = t->fst->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
+                               &t->stepper, err);
+  }
+  if (rc) return model_failed(t, rc, "backward", err);
+  for (size_t k = 0; k < t->n_params; k++) {
+    const gsl_matrix *v = t->params[k].value;
+    if (t->stepped[k] != v->size1 * v->size2)
+      return nn_error_set(err, NN_EPLUGIN,
+                          "model %s stepped %zu of the %zu elements of "
+                          "parameter %s",
+                          t->model_name, t->stepped[k], v->size1 * v->size2,
+                          t->params[k].name ? t->params[k].name : "?");
+  }
+  return parts->end ? parts->end(t->optim, t->params, t->n_params, err)
+                    : NN_OK;
+}
+
 /* Backward on slot b (dscores in *Sv), then the optimizer step: inside
- * the backward pass when the model and optimizer can (ABI 1.3), after it
- * otherwise.  With next (pipeline only): the forward on it too, into
- * *Snext (ABI 1.4). */
+ * the backward pass when the model and optimizer can, after it otherwise.
+ * With next (pipeline only): the forward on it too, into *Snext. */
 static int batch_backward_step(nn_trainer *t, batch_slot *b,
                                gsl_matrix_view *Xv, gsl_matrix_view *Sv,
-                               batch_slot *next, gsl_matrix_view *Snext,
-                               nn_error *err) {
-  const nn_model_ops *m = t->model_desc->model;
-  int rc;
-  if (t->fused) {
-    for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
-    if (next) {
-      *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
-                                    t->n_out);
-      rc = m->backward_step_forward(t->model, &b->Xs.csr, &b->Xt.csr,
-                                    &Sv->matrix, &t->stepper, &next->Xs.csr,
-                                    &Snext->matrix, err);
-    } else {
-      rc = m->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
-                            &t->stepper, err);
-    }
-    if (rc) return rc;
-    /* A model that skipped or repeated a block would train wrongly,
-     * silently. */
-    for (size_t k = 0; k < t->n_params; k++) {
-      const gsl_matrix *v = t->params[k].value;
-      if (t->stepped[k] != v->size1 * v->size2)
-        return nn_error_set(err, NN_EPLUGIN,
-                            "model %s stepped %zu of the %zu elements of "
-                            "parameter %s",
-                            t->model_desc->name, t->stepped[k],
-                            v->size1 * v->size2,
-                            t->params[k].name ? t->params[k].name : "?");
-    }
-    return NN_OK;
-  }
-  rc = t->sparse ? m->backward_csr(t->model, &b->Xs.csr, &Sv->matrix, err)
-                 : m->backward(t->model, &Xv->matrix, &Sv->matrix, err);
-  if (rc) return rc;
+                               batch_slot *next, const nn_context *next_ctx,
+                               gsl_matrix_view *Snext, nn_error *err) {
+  if (t->fused)
+    return fused_backward_step(t, b, Sv, next, next_ctx, Snext, err);
+  if (err) err->msg[0] = '\0';
+  int rc = t->sparse
+               ? t->sparse->backward(t->model, &b->Xs.csr,
+                                     t->transpose ? &b->Xt.csr : NULL,
+                                     &Sv->matrix, err)
+               : t->mops->backward(t->model, &Xv->matrix, &Sv->matrix, err);
+  if (rc) return model_failed(t, rc, "backward", err);
   return t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
 }
 
@@ -507,7 +641,8 @@ static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
   for (batch_slot *b; (b = feed_next(f, &rc)); batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
     gsl_matrix_view Xv, Sv;
-    if ((rc = batch_forward(t, b, &Xv, &Sv, err))) return rc;
+    const nn_context ctx = batch_context(t, 0, 0, batches);
+    if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
     double batch_loss;
     size_t batch_hits;
     rc = nn_softmax_xent(&Sv.matrix, b->labels, NULL, &batch_loss, &batch_hits);
@@ -545,8 +680,10 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
   int scored = 0;
   for (batch_slot *b = feed_next(f, &rc); b; batches++) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
-    if (!scored && (rc = batch_forward(t, b, &Xv, &Sv, err)))
-      return rc;
+    if (!scored) {
+      const nn_context ctx = batch_context(t, 1, epoch, batches);
+      if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
+    }
     double batch_loss;
     size_t batch_hits;
     /* scores become dscores in place: no second buffer, one pass. */
@@ -556,7 +693,9 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
     batch_slot *next = NULL;
     if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
       return nn_error_set(err, rc, "cannot gather a batch");
-    if ((rc = batch_backward_step(t, b, &Xv, &Sv, next, &Snext, err)))
+    const nn_context next_ctx = batch_context(t, 1, epoch, batches + 1);
+    if ((rc = batch_backward_step(t, b, &Xv, &Sv, next, &next_ctx, &Snext,
+                                  err)))
       return rc;
     if ((scored = next != NULL)) {
       /* The next batch's scores are in scores_next: the buffers trade
@@ -619,8 +758,8 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
       t->best_epoch = (long)e;
       t->best_val_accuracy = m.val_accuracy;
-      for (size_t i = 0; i < t->n_params; i++)
-        gsl_matrix_memcpy(t->best[i], t->params[i].value);
+      for (size_t i = 0; i < t->n_weights; i++)
+        gsl_matrix_memcpy(t->best[i], t->weights[i].value);
     }
     if (metrics) metrics[e] = m;
     if (n_run) *n_run = e + 1 - t->start_epoch;
@@ -632,8 +771,8 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
 
 long nn_trainer_restore_best(nn_trainer *t) {
   if (t->best_epoch < 0) return -1;
-  for (size_t i = 0; i < t->n_params; i++)
-    gsl_matrix_memcpy(t->params[i].value, t->best[i]);
+  for (size_t i = 0; i < t->n_weights; i++)
+    gsl_matrix_memcpy(t->weights[i].value, t->best[i]);
   return t->best_epoch;
 }
 
@@ -645,15 +784,28 @@ void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user) {
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
   const nn_optim_ops *o = t->optim_desc->optim;
   *n = 0;
-  /* `state` arrived in ABI 1.1: read it only if the plugin's table has it. */
-  if (o->size < offsetof(nn_optim_ops, state) + sizeof o->state || !o->state)
-    return NULL;
-  return o->state(t->optim, n);
+  nn_param *s = o->state ? o->state(t->optim, n) : NULL;
+  if (!s) *n = 0;
+  return s;
+}
+
+nn_param *nn_trainer_weights(nn_trainer *t, size_t *n) {
+  *n = t->n_weights;
+  return t->weights;
+}
+
+const char *nn_trainer_model_name(const nn_trainer *t) {
+  return t->model_name;
+}
+
+void *nn_trainer_model(nn_trainer *t, const nn_model_ops **ops) {
+  if (ops) *ops = t->mops;
+  return t->model;
 }
 
 nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,
                           double *val_accuracy) {
-  *n = t->n_params;
+  *n = t->n_weights;
   if (epoch) *epoch = t->best_epoch;
   if (val_accuracy) *val_accuracy = t->best_val_accuracy;
   return t->best_params;

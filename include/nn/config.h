@@ -35,7 +35,15 @@ const char *nn_config_get(const nn_config *cfg, const char *section,
 const char *nn_config_key_at(const nn_config *cfg, const char *section,
                              size_t i, const char **value, const char **where);
 
-/* Fail if the config has a section not in `names` (NULL-terminated). */
+/* The i-th section in order of first appearance (file order, then --set),
+ * keys or none, or NULL past the end; *where (may be NULL) receives where
+ * it first appears.  A [layer NAME] header that appears twice in the file
+ * is a load error. */
+const char *nn_config_section_at(const nn_config *cfg, size_t i,
+                                 const char **where);
+
+/* Fail if the config has a section not in `names` (NULL-terminated; an
+ * entry "PREFIX *" accepts every "PREFIX NAME"). */
 int nn_config_check_sections(const nn_config *cfg, const char *const *names,
                              nn_error *err);
 

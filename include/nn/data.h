@@ -35,6 +35,10 @@ int nn_dataset_write_csv(const nn_dataset *ds, const char *path,
 /* Release an owning dataset (no-op for views); leaves *ds zeroed. */
 void nn_dataset_free(nn_dataset *ds);
 
+/* The shape of one example: 1 x s x s for an image of dim = s * s pixels
+ * (MNIST: 1 x 28 x 28), else a flat 1 x 1 x dim. */
+nn_shape nn_dataset_shape(const nn_dataset *ds);
+
 /* A view of examples [begin, end) of ds (borrows ds's memory). */
 nn_dataset nn_dataset_view(const nn_dataset *ds, size_t begin, size_t end);
 /* The course's split: the first floor(n * frac) examples and the rest,

@@ -22,7 +22,9 @@ const char *nn_plugin_dir(void);
 char *nn_plugin_default_path(char *buf, size_t size);
 
 /* Load plugin `name` (or a path), check its ABI version, size and kind
- * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER, or 0 for any).  Errors:
+ * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER / NN_KIND_LAYER, or 0
+ * for any) and its declarations (option table: unique, unreserved keys,
+ * defaults that parse).  Errors:
  * NN_ENOTFOUND (message lists the plugins available on the path),
  * NN_EPLUGIN (dlopen's own reason, or "not an nnrun plugin", wrong kind,
  * incomplete descriptor), NN_EABI (both versions named).  *out is owned by
@@ -46,23 +48,13 @@ typedef struct nn_plugin_info {
  * sorted by name.  *out is malloc'ed, owned by the caller (free()). */
 int nn_plugin_list(const char *search_path, nn_plugin_info **out, size_t *n,
                    nn_error *err);
-const char *nn_kind_name(uint32_t kind); /* "model", "optimizer", "?" */
+const char *nn_kind_name(uint32_t kind); /* "model", "layer", ... "?" */
 
-/* The optional paths of later ABI minors that a pair of loaded plugins
- * supports (each op present in its table and non-NULL), as the trainer
- * decides them:
- *   nn_plugin_takes_csr: the model has forward_csr and backward_csr (1.2);
- *   nn_plugins_fuse_step: that, plus the model's backward_step and the
- *     optimizer's step_rows (1.3);
- *   nn_plugins_pipeline: that, plus the model's backward_step_forward
- *     (1.4): the next batch's forward inside the backward pass;
- *   nn_plugin_steps_blocks: the optimizer has step_block (1.4);
- *   nn_plugin_tells_sgd: the optimizer has sgd_rule (1.5). */
-int nn_plugin_takes_csr(const nn_plugin *model);
-int nn_plugins_fuse_step(const nn_plugin *model, const nn_plugin *optim);
-int nn_plugins_pipeline(const nn_plugin *model, const nn_plugin *optim);
-int nn_plugin_steps_blocks(const nn_plugin *optim);
-int nn_plugin_tells_sgd(const nn_plugin *optim);
+/* Parameter and state names of one plugin instance must be unique: the
+ * first duplicate among params (n) and state (n_state) fails with
+ * "<owner>: two <what> named '<name>'" (NN_EPLUGIN). */
+int nn_check_param_names(const char *owner, const nn_param *params, size_t n,
+                         const nn_param *state, size_t n_state, nn_error *err);
 
 #ifdef __cplusplus
 }

@@ -41,13 +41,31 @@ typedef int (*nn_epoch_fn)(void *user, const nn_epoch_metrics *m);
 
 typedef struct nn_trainer nn_trainer; /* opaque */
 
-/* Create model and optimizer instances from loaded descriptors and their
- * validated option values (lent for the call).  The descriptors must
- * outlive the trainer.  *out is owned by the caller (nn_trainer_free). */
-int nn_trainer_create(nn_trainer **out, const nn_plugin *model,
-                      const nn_value *model_opts, const nn_plugin *optim,
-                      const nn_value *optim_opts, size_t n_in, size_t n_out,
-                      const nn_train_opts *opts, nn_error *err);
+/* One layer of a network: a loaded layer plugin and its validated option
+ * values, under the name of its config section ([layer NAME]). */
+typedef struct nn_layer_spec {
+  const char *name;
+  const nn_plugin *plugin;
+  const nn_value *opts;
+} nn_layer_spec;
+
+/* The model to train: a model plugin with its option values, or (plugin
+ * NULL) a network of n_layers layers in order (`sequential`). */
+typedef struct nn_model_spec {
+  const nn_plugin *plugin;
+  const nn_value *opts;
+  const nn_layer_spec *layers;
+  size_t n_layers;
+} nn_model_spec;
+
+/* Create model and optimizer instances for examples of shape `in` and
+ * n_out classes.  Everything the specs point to is lent for the call,
+ * except the plugins' descriptors, which must outlive the trainer.  *out
+ * is owned by the caller (nn_trainer_free). */
+int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
+                      const nn_plugin *optim, const nn_value *optim_opts,
+                      nn_shape in, size_t n_out, const nn_train_opts *opts,
+                      nn_error *err);
 void nn_trainer_free(nn_trainer *t); /* NULL-safe */
 
 /* Train for opts->epochs on `train`, validating on `val` after each epoch
@@ -65,8 +83,15 @@ long nn_trainer_restore_best(nn_trainer *t);
 int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
                         double *accuracy, nn_error *err);
 
-/* The model instance and its parameters (owned by the trainer). */
+/* The model's parameters (owned by the model, inside the trainer). */
 nn_param *nn_trainer_params(nn_trainer *t, size_t *n);
+/* What a weights file holds: the parameters, then the model's state
+ * buffers (grad NULL).  Owned by the trainer. */
+nn_param *nn_trainer_weights(nn_trainer *t, size_t *n);
+/* The model's name for messages ("twolayer", "sequential"). */
+const char *nn_trainer_model_name(const nn_trainer *t);
+/* The model instance and its ops (owned by the trainer). */
+void *nn_trainer_model(nn_trainer *t, const nn_model_ops **ops);
 
 /* Progress: called after every batch of training with the epoch, batches
  * done and in all, and the epoch's running mean loss and accuracy.  Meant
@@ -76,10 +101,10 @@ typedef void (*nn_batch_fn)(void *user, size_t epoch, size_t batch,
 void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user);
 
 /* ---- Checkpoints and resuming (all state lives in the trainer). ---- */
-/* The optimizer's state matrices (ABI 1.1 `state` op; n = 0 without). */
+/* The optimizer's state matrices (its `state` op; n = 0 without). */
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n);
-/* The parameter values of the best epoch so far, named like the model's
- * (grad is NULL), and that epoch (-1 if none) and its validation accuracy.
+/* The weights (nn_trainer_weights) of the best epoch so far, named like
+ * the model's (grad is NULL), and that epoch (-1 if none) and its validation accuracy.
  * Writing into the returned values and calling nn_trainer_set_best restores
  * a saved best model. */
 nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,

@@ -1,0 +1,431 @@
+/* The `sequential` model: layer plugins in order.  See <nn/sequential.h>.
+ *
+ * Every layer writes its output into a buffer of its own (Y) and the
+ * gradient of that output lives in another (dY), both allocated once for
+ * max_batch rows, so backward hands each layer the X and Y of its forward
+ * and nothing is allocated per batch.  The last layer's output is copied
+ * into the scores, because the core turns scores into dscores in place and
+ * layers such as sigmoid need their own output in backward.
+ *
+ * Fast paths: when the first layer takes the batch as compressed sparse
+ * rows (its sparse-input extension), so does the network; when that layer
+ * can also take its step inside backward, the network offers the fused
+ * step: each later layer's parameters are stepped as soon as its backward
+ * is done, and the first layer steps its own (its parameters come first in
+ * the network's array, so their indices are the same in both). */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <nn/math.h>
+#include <nn/plugin_ext.h>
+#include <nn/registry.h>
+#include <nn/sequential.h>
+
+typedef struct seq_layer {
+  char *name;                 /* owned copy of the section name */
+  const nn_plugin *plugin;    /* lent; outlives the network */
+  void *self;                 /* owned: plugin->layer->destroy */
+  nn_shape in, out;
+  nn_param *params;           /* the layer's own (owned by it) */
+  size_t n_params, p0;        /* p0: index of params[0] in the network's */
+  gsl_matrix *Y, *dY;         /* owned: max_batch x size(out) */
+  const nn_layer_sparse *sparse; /* first layer only, or NULL */
+} seq_layer;
+
+typedef struct sequential {
+  seq_layer *layers; /* owned, n of them */
+  size_t n, n_in, n_out, max_batch;
+  size_t last_rows;  /* rows of the last successful forward; 0 = none */
+  nn_param *params;  /* owned array over the layers' matrices */
+  size_t n_params;
+  nn_param *state;   /* owned array over the layers' state matrices */
+  size_t n_state;
+  char *names;       /* owned: the "layer.name" strings of both arrays */
+  nn_model_sparse sparse_ext;    /* offered when the first layer takes CSR */
+  nn_model_fused_step fused_ext; /* offered when it also steps itself */
+} sequential;
+
+static void seq_destroy(void *self) {
+  sequential *m = self;
+  if (!m) return;
+  for (size_t i = 0; i < m->n; i++) {
+    seq_layer *l = &m->layers[i];
+    if (l->self) l->plugin->layer->destroy(l->self);
+    if (l->Y) gsl_matrix_free(l->Y);
+    if (l->dY) gsl_matrix_free(l->dY);
+    free(l->name);
+  }
+  free(m->layers);
+  free(m->params);
+  free(m->state);
+  free(m->names);
+  free(m);
+}
+
+/* A layer's failure, with the layer named in front of its message. */
+static int layer_failed(const seq_layer *l, int rc, const char *op,
+                        nn_error *err) {
+  if (!rc || !err) return rc;
+  char msg[sizeof err->msg];
+  if (err->msg[0])
+    snprintf(msg, sizeof msg, "%s", err->msg);
+  else
+    snprintf(msg, sizeof msg, "%s failed (code %d) without a message", op, rc);
+  nn_error_set(err, rc, "layer %s (%s): %s", l->name, l->plugin->name, msg);
+  return rc;
+}
+
+static int shape_ok(nn_shape s) {
+  return s.c && s.h && s.w && nn_shape_size(s) / s.c / s.h == s.w;
+}
+
+/* Create layer i of the network on input shape `in`. */
+static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
+                        nn_shape in, gsl_rng *rng, nn_error *err) {
+  seq_layer *l = &m->layers[i];
+  l->plugin = spec->plugin;
+  l->in = in;
+  if (!(l->name = strdup(spec->name ? spec->name : "?")))
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  if (!spec->plugin || spec->plugin->kind != NN_KIND_LAYER ||
+      !spec->plugin->layer)
+    return nn_error_set(err, NN_EINVAL, "layer %s: not a layer plugin",
+                        l->name);
+  const nn_layer_ops *ops = spec->plugin->layer;
+  if (err) err->msg[0] = '\0';
+  int rc = ops->create(spec->opts, in, m->max_batch, rng, &l->out, &l->self,
+                       err);
+  if (rc) {
+    l->self = NULL;
+    return layer_failed(l, rc, "create", err);
+  }
+  if (!shape_ok(l->out))
+    return nn_error_set(err, NN_EPLUGIN,
+                        "layer %s (%s): output shape %ux%ux%u is empty or "
+                        "too large", l->name, l->plugin->name,
+                        (unsigned)l->out.c, (unsigned)l->out.h,
+                        (unsigned)l->out.w);
+  l->params = ops->params ? ops->params(l->self, &l->n_params) : NULL;
+  if (!l->params) l->n_params = 0;
+  size_t n_state = 0;
+  nn_param *state = ops->state ? ops->state(l->self, &n_state) : NULL;
+  if (!state) n_state = 0;
+  char owner[160];
+  snprintf(owner, sizeof owner, "layer %s (%s)", l->name, l->plugin->name);
+  if ((rc = nn_check_param_names(owner, l->params, l->n_params, state,
+                                 n_state, err)))
+    return rc;
+  const size_t width = nn_shape_size(l->out);
+  l->Y = nn_matrix_calloc_aligned(m->max_batch, width);
+  l->dY = nn_matrix_calloc_aligned(m->max_batch, width);
+  if (!l->Y || !l->dY)
+    return nn_error_set(err, NN_ENOMEM, "layer %s: out of memory", l->name);
+  if (i == 0 && ops->extension) {
+    const nn_layer_sparse *s = ops->extension(l->self, NN_EXT_LAYER_SPARSE);
+    if (s && s->size >= sizeof *s && s->forward && s->backward) l->sparse = s;
+  }
+  return NN_OK;
+}
+
+/* The network's arrays of parameters and state, named "layer.name". */
+static int gather_names(sequential *m, nn_error *err) {
+  size_t n_state = 0, bytes = 0;
+  for (size_t i = 0; i < m->n; i++) {
+    seq_layer *l = &m->layers[i];
+    const nn_layer_ops *ops = l->plugin->layer;
+    size_t ns = 0;
+    nn_param *st = ops->state ? ops->state(l->self, &ns) : NULL;
+    if (!st) ns = 0;
+    l->p0 = m->n_params;
+    m->n_params += l->n_params;
+    n_state += ns;
+    for (size_t k = 0; k < l->n_params; k++)
+      bytes += strlen(l->name) + strlen(l->params[k].name) + 2;
+    for (size_t k = 0; k < ns; k++)
+      bytes += strlen(l->name) + strlen(st[k].name) + 2;
+  }
+  m->params = calloc(m->n_params ? m->n_params : 1, sizeof *m->params);
+  m->state = calloc(n_state ? n_state : 1, sizeof *m->state);
+  m->names = malloc(bytes ? bytes : 1);
+  if (!m->params || !m->state || !m->names)
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  char *p = m->names;
+  for (size_t i = 0; i < m->n; i++) {
+    seq_layer *l = &m->layers[i];
+    const nn_layer_ops *ops = l->plugin->layer;
+    size_t ns = 0;
+    nn_param *st = ops->state ? ops->state(l->self, &ns) : NULL;
+    if (!st) ns = 0;
+    for (size_t k = 0; k < l->n_params + ns; k++) {
+      const nn_param *src = k < l->n_params ? &l->params[k]
+                                            : &st[k - l->n_params];
+      nn_param *dst = k < l->n_params ? &m->params[l->p0 + k]
+                                      : &m->state[m->n_state++];
+      *dst = *src;
+      dst->name = p;
+      p += sprintf(p, "%s.%s", l->name, src->name) + 1;
+    }
+  }
+  return NN_OK;
+}
+
+static const void *seq_extension(void *self, const char *id) {
+  sequential *m = self;
+  if (m->sparse_ext.size && !strcmp(id, NN_EXT_MODEL_SPARSE))
+    return &m->sparse_ext;
+  if (m->fused_ext.size && !strcmp(id, NN_EXT_MODEL_FUSED_STEP))
+    return &m->fused_ext;
+  return NULL;
+}
+
+static int seq_forward_sparse(void *self, const nn_context *ctx,
+                              const nn_csr *X, gsl_matrix *scores,
+                              nn_error *err);
+static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
+                               gsl_matrix *dscores, nn_error *err);
+static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
+                             gsl_matrix *dscores, const nn_stepper *st,
+                             nn_error *err);
+
+static const nn_model_ops seq_ops, seq_ops_stochastic;
+
+int nn_sequential_create(void **out, const nn_model_ops **ops,
+                         const nn_layer_spec *layers, size_t n, nn_shape in,
+                         size_t n_out, size_t max_batch, gsl_rng *rng,
+                         nn_error *err) {
+  *out = NULL;
+  *ops = &seq_ops;
+  if (!layers || !n)
+    return nn_error_set(err, NN_ECONFIG,
+                        "a sequential model needs at least one [layer NAME] "
+                        "section");
+  if (!shape_ok(in) || !n_out || !max_batch)
+    return nn_error_set(err, NN_EINVAL, "sequential: empty input, classes "
+                        "or batch");
+  sequential *m = calloc(1, sizeof *m);
+  if (!m || !(m->layers = calloc(n, sizeof *m->layers))) {
+    free(m);
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  }
+  m->n = n;
+  m->n_in = nn_shape_size(in);
+  m->n_out = n_out;
+  m->max_batch = max_batch;
+  int rc = NN_OK;
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc = layer_create(m, i, &layers[i], in, rng, err);
+    in = m->layers[i].out;
+  }
+  if (!rc && nn_shape_size(in) != n_out)
+    rc = nn_error_set(err, NN_ECONFIG,
+                      "layer %s (%s), the last, gives %zu values per example; "
+                      "the data has %zu classes",
+                      m->layers[n - 1].name, m->layers[n - 1].plugin->name,
+                      nn_shape_size(in), n_out);
+  if (!rc) rc = gather_names(m, err);
+  if (rc) {
+    seq_destroy(m);
+    return rc;
+  }
+  const nn_layer_sparse *s = m->layers[0].sparse;
+  if (s) {
+    m->sparse_ext = (nn_model_sparse){(uint32_t)sizeof(nn_model_sparse),
+                                      s->flags, seq_forward_sparse,
+                                      seq_backward_sparse};
+    if (s->backward_step)
+      m->fused_ext = (nn_model_fused_step){
+          (uint32_t)sizeof(nn_model_fused_step), seq_backward_step, NULL};
+  }
+  for (size_t i = 0; i < n; i++)
+    if (m->layers[i].plugin->layer->flags & NN_STOCHASTIC)
+      *ops = &seq_ops_stochastic;
+  *out = m;
+  return NN_OK;
+}
+
+static int seq_create(const nn_value *opts, nn_shape in, size_t n_out,
+                      size_t max_batch, gsl_rng *rng, void **out,
+                      nn_error *err) {
+  (void)opts, (void)in, (void)n_out, (void)max_batch, (void)rng;
+  *out = NULL;
+  return nn_error_set(err, NN_EINVAL,
+                      "sequential: a network is made from its layers "
+                      "(nn_sequential_create)");
+}
+
+static nn_param *seq_params(void *self, size_t *n) {
+  sequential *m = self;
+  *n = m->n_params;
+  return m->params;
+}
+
+static nn_param *seq_state(void *self, size_t *n) {
+  sequential *m = self;
+  *n = m->n_state;
+  return m->state;
+}
+
+/* A batch of `rows` examples of `cols` values, and scores to match. */
+static int seq_check(const sequential *m, size_t rows, size_t cols,
+                     const gsl_matrix *s, const char *what, nn_error *err) {
+  return nn_check_batch("sequential", rows, cols, m->n_in, m->max_batch, s,
+                        m->n_out, what, err);
+}
+
+/* Rows [0, B) of a layer's buffer. */
+static gsl_matrix_view rows_of(gsl_matrix *M, size_t B) {
+  return gsl_matrix_submatrix(M, 0, 0, B, M->size2);
+}
+
+/* Layers from..n-1 forward on B rows (layer from's input is X when from
+ * is 0, the previous layer's Y otherwise), then the scores. */
+static int forward_from(sequential *m, size_t from, const nn_context *ctx,
+                        const gsl_matrix *X, size_t B, gsl_matrix *scores,
+                        nn_error *err) {
+  for (size_t i = from; i < m->n; i++) {
+    seq_layer *l = &m->layers[i];
+    gsl_matrix_view in = i ? rows_of(m->layers[i - 1].Y, B)
+                           : gsl_matrix_submatrix((gsl_matrix *)X, 0, 0, B,
+                                                  X->size2);
+    gsl_matrix_view y = rows_of(l->Y, B);
+    if (err) err->msg[0] = '\0';
+    int rc = l->plugin->layer->forward(l->self, ctx, &in.matrix, &y.matrix,
+                                       err);
+    if (rc) return layer_failed(l, rc, "forward", err);
+  }
+  gsl_matrix_view last = rows_of(m->layers[m->n - 1].Y, B);
+  gsl_matrix_memcpy(scores, &last.matrix);
+  m->last_rows = B;
+  return NN_OK;
+}
+
+static int seq_forward(void *self, const nn_context *ctx, const gsl_matrix *X,
+                       gsl_matrix *scores, nn_error *err) {
+  sequential *m = self;
+  int rc = seq_check(m, X->size1, X->size2, scores, "scores", err);
+  if (rc) return rc;
+  m->last_rows = 0;
+  return forward_from(m, 0, ctx, X, X->size1, scores, err);
+}
+
+static int seq_forward_sparse(void *self, const nn_context *ctx,
+                              const nn_csr *X, gsl_matrix *scores,
+                              nn_error *err) {
+  sequential *m = self;
+  int rc = seq_check(m, X->rows, X->cols, scores, "scores", err);
+  if (rc) return rc;
+  m->last_rows = 0;
+  seq_layer *l = &m->layers[0];
+  gsl_matrix_view y = rows_of(l->Y, X->rows);
+  if (err) err->msg[0] = '\0';
+  rc = l->sparse->forward(l->self, ctx, X, &y.matrix, err);
+  if (rc) return layer_failed(l, rc, "forward", err);
+  return forward_from(m, 1, ctx, NULL, X->rows, scores, err);
+}
+
+/* Layers n-1 down to 1 backward on B rows (dscores as the last one's dY),
+ * each stepped through st right after it when st is given.  Leaves the
+ * first layer's dY ready (in its buffer, or dscores if it is the last). */
+static int backward_to_first(sequential *m, size_t B, gsl_matrix *dscores,
+                             const nn_stepper *st, gsl_matrix **dY0,
+                             nn_error *err) {
+  if (m->last_rows != B)
+    return nn_error_set(err, NN_EINVAL,
+                        "sequential: backward on %zu rows needs a forward on "
+                        "the same batch first", B);
+  gsl_matrix *dY = dscores;
+  for (size_t i = m->n - 1; i >= 1; i--) {
+    seq_layer *l = &m->layers[i];
+    gsl_matrix_view in = rows_of(m->layers[i - 1].Y, B);
+    gsl_matrix_view y = rows_of(l->Y, B);
+    gsl_matrix_view dX = rows_of(m->layers[i - 1].dY, B);
+    if (err) err->msg[0] = '\0';
+    int rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix, dY,
+                                        &dX.matrix, err);
+    if (rc) return layer_failed(l, rc, "backward", err);
+    for (size_t k = 0; st && k < l->n_params; k++)
+      if ((rc = st->rows(st->ctx, l->p0 + k, 0,
+                         l->params[k].value->size1, err)))
+        return rc;
+    dY = m->layers[i - 1].dY; /* the next layer down reads its rows */
+  }
+  *dY0 = dY;
+  return NN_OK;
+}
+
+static int seq_backward(void *self, const gsl_matrix *X, gsl_matrix *dscores,
+                        nn_error *err) {
+  sequential *m = self;
+  const size_t B = X->size1;
+  int rc = seq_check(m, B, X->size2, dscores, "dscores", err);
+  gsl_matrix *dY = NULL;
+  if (!rc) rc = backward_to_first(m, B, dscores, NULL, &dY, err);
+  if (rc) return rc;
+  seq_layer *l = &m->layers[0];
+  gsl_matrix_view in = gsl_matrix_submatrix((gsl_matrix *)X, 0, 0, B,
+                                            X->size2);
+  gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
+  if (err) err->msg[0] = '\0';
+  rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix, &d.matrix,
+                                  NULL, err);
+  return layer_failed(l, rc, "backward", err);
+}
+
+static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
+                               gsl_matrix *dscores, nn_error *err) {
+  sequential *m = self;
+  const size_t B = X->rows;
+  int rc = seq_check(m, B, X->cols, dscores, "dscores", err);
+  gsl_matrix *dY = NULL;
+  if (!rc) rc = backward_to_first(m, B, dscores, NULL, &dY, err);
+  if (rc) return rc;
+  seq_layer *l = &m->layers[0];
+  gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
+  if (err) err->msg[0] = '\0';
+  rc = l->sparse->backward(l->self, X, Xt, &y.matrix, &d.matrix, err);
+  return layer_failed(l, rc, "backward", err);
+}
+
+static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
+                             gsl_matrix *dscores, const nn_stepper *st,
+                             nn_error *err) {
+  sequential *m = self;
+  const size_t B = X->rows;
+  int rc = seq_check(m, B, X->cols, dscores, "dscores", err);
+  gsl_matrix *dY = NULL;
+  if (!rc) rc = backward_to_first(m, B, dscores, st, &dY, err);
+  if (rc) return rc;
+  seq_layer *l = &m->layers[0];
+  gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
+  if (err) err->msg[0] = '\0';
+  /* The first layer's parameters are the network's first: same indices. */
+  rc = l->sparse->backward_step(l->self, X, Xt, &y.matrix, &d.matrix, st,
+                                err);
+  return layer_failed(l, rc, "backward", err);
+}
+
+size_t nn_sequential_count(void *net) { return ((sequential *)net)->n; }
+
+int nn_sequential_layer(void *net, size_t i, nn_layer_info *info) {
+  sequential *m = net;
+  if (i >= m->n) return NN_EINVAL;
+  const seq_layer *l = &m->layers[i];
+  size_t values = 0;
+  for (size_t k = 0; k < l->n_params; k++)
+    values += l->params[k].value->size1 * l->params[k].value->size2;
+  *info = (nn_layer_info){l->name, l->plugin->name, l->in, l->out, values,
+                          l->sparse != NULL};
+  return NN_OK;
+}
+
+/* Two tables, alike but for the flags: a network is stochastic when one
+ * of its layers is (it then gets a random stream per batch). */
+#define SEQ_OPS(flags_)                                                     \
+  {.size = sizeof(nn_model_ops), .flags = (flags_), .create = seq_create,  \
+   .destroy = seq_destroy, .params = seq_params, .forward = seq_forward,   \
+   .backward = seq_backward, .state = seq_state,                           \
+   .extension = seq_extension}
+static const nn_model_ops seq_ops = SEQ_OPS(0);
+static const nn_model_ops seq_ops_stochastic = SEQ_OPS(NN_STOCHASTIC);
