@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Train nnrun's two models in PyTorch, the same way, and time the epochs.
 
-Same models and hyper-parameters as configs/mlp.ini and configs/softmax.ini:
+Same models and hyper-parameters as configs/mlp.ini, configs/softmax.ini and
+bench/deep.ini:
   twolayer  784-H-10, sigmoid hidden layer, biases start at 0
   softmax   scores = ReLU(X W1), W1 784x10, no bias
+  deep      784-256-128-10, ReLU after each hidden layer, He initialisation,
+            biases start at 0
 weights start at 0.001 * N(0, 1); SGD, learning rate 0.1, L2 0.001 applied
 as g += reg * W to weights only (torch's weight_decay on a parameter group
 of the weights), batch 64, mean cross-entropy, the first 48,000 training
@@ -58,6 +61,20 @@ def build(model, hidden, dtype, gen):
         def forward(x):
             return torch.addmm(b2, torch.sigmoid(torch.addmm(b1, x, w1)), w2)
         return [w1, w2], [b1, b2], forward
+    if model == "deep":
+        def he(fan_in, fan_out):
+            return ((2.0 / fan_in) ** 0.5 * torch.randn(
+                fan_in, fan_out, generator=gen, dtype=torch.float64)
+            ).to(dtype).requires_grad_()
+        w1, w2, w3 = he(784, 256), he(256, 128), he(128, 10)
+        b1, b2, b3 = (torch.zeros(k, dtype=dtype, requires_grad=True)
+                      for k in (256, 128, 10))
+
+        def forward(x):
+            h = torch.relu(torch.addmm(b1, x, w1))
+            h = torch.relu(torch.addmm(b2, h, w2))
+            return torch.addmm(b3, h, w3)
+        return [w1, w2, w3], [b1, b2, b3], forward
     w1 = gauss(784, 10)
 
     def forward(x):
@@ -102,7 +119,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p.add_argument("--data", default=os.path.join(here, "..", "data"))
     p.add_argument("--model", default="twolayer",
-                   choices=["twolayer", "softmax"])
+                   choices=["twolayer", "softmax", "deep"])
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--dtype", default="float32",
                    choices=["float32", "float64"])
