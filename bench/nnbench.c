@@ -27,6 +27,7 @@
  * found like nnrun finds them ($NN_PLUGIN_PATH, bench/run sets it). */
 #include <config.h>
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,11 +108,21 @@ enum { P_GATHER, P_FORWARD, P_XENT, P_BACKWARD, P_STEP, P_N };
 static const char *const phase_name[P_N] = {"gather", "forward", "xent",
                                             "backward", "step"};
 
-/* The trainer's batch loop (nncore/trainer.c) with a clock between the
- * phases.  Timers cost ~20 ns each, well under 1 % of a batch. */
-/* The stepper of the fused step: straight to the optimizer. */
+/* Extension `id` of a plugin instance, or NULL when it has none; as the
+ * core, a member counts only when the struct's size covers it. */
+static const void *bench_ext(const void *(*extension)(void *, const char *),
+                             void *self, const char *id) {
+  return extension ? extension(self, id) : NULL;
+}
+#define BENCH_HAS(ext, type, member)                                         \
+  ((ext) && (ext)->size >= offsetof(type, member) + sizeof (ext)->member &&  \
+   (ext)->member)
+
+/* The stepper of the fused step: straight to the optimizer's step in
+ * parts. */
 typedef struct bench_step_ctx {
-  const nn_optim_ops *oo;
+  const nn_optim_parts *parts;
+  const nn_optim_sgd_rule *rule;
   void *opt;
   nn_param *params;
   size_t np;
@@ -120,16 +131,18 @@ typedef struct bench_step_ctx {
 static int bench_step_rows(void *ctx, size_t k, size_t r0, size_t r1,
                            nn_error *err) {
   bench_step_ctx *c = ctx;
-  return c->oo->step_rows(c->opt, c->params, c->np, k, r0, r1, err);
+  return c->parts->rows(c->opt, c->params, c->np, k, r0, r1, err);
 }
 
-/* ABI 1.5: the optimizer's plain SGD rule, handed to the model as the
- * trainer hands it. */
+/* The optimizer's plain SGD rule, handed to the model as the trainer hands
+ * it. */
 static int bench_step_sgd(void *ctx, size_t k, double *lr, double *reg) {
   bench_step_ctx *c = ctx;
-  return c->oo->sgd_rule(c->opt, c->params, c->np, k, lr, reg);
+  return c->rule->rule(c->opt, c->params, c->np, k, lr, reg);
 }
 
+/* The trainer's batch loop (nncore/trainer.c) with a clock between the
+ * phases.  Timers cost ~20 ns each, well under 1 % of a batch. */
 static int cmd_phases(const char *model_name, long hidden, int epochs,
                       const char *dir, size_t samples) {
   nn_error err = {0, ""};
@@ -145,25 +158,45 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
     return fail("plugin", &err);
   const nn_model_ops *mo = nn_loaded_desc(mp)->model;
   const nn_optim_ops *oo = nn_loaded_desc(op)->optim;
-  const int sparse = nn_plugin_takes_csr(nn_loaded_desc(mp));
   const size_t bs = 64, n_in = train.dim, n_out = 10;
   nn_value mopt[1] = {{.i = hidden}};
   nn_value oopt[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
   gsl_rng_set(rng, 1024);
   void *model = NULL, *opt = NULL;
-  if (mo->create(mopt, n_in, n_out, bs, rng, &model, &err))
+  if (mo->create(mopt, (nn_shape){1, 1, (uint32_t)n_in}, n_out, bs, rng,
+                 &model, &err))
     return fail("model", &err);
   size_t np;
   nn_param *params = mo->params(model, &np);
   if (oo->create(oopt, params, np, &opt, &err)) return fail("optimizer", &err);
-  /* The step inside backward when both plugins can (as the trainer). */
-  const int fused = nn_plugins_fuse_step(nn_loaded_desc(mp), nn_loaded_desc(op));
-  bench_step_ctx sctx = {oo, opt, params, np};
-  const nn_stepper st = {&sctx, bench_step_rows, NULL,
-                         nn_plugin_tells_sgd(nn_loaded_desc(op)) ? bench_step_sgd
-                                                                 : NULL};
-  nn_csr_buffer Xs, Xt; /* the batch, and its transpose (fused step) */
+  /* The paths the trainer takes with these plugins: the sparse batch, with
+   * its transpose when the model asks for it, and the step inside
+   * backward when both plugins can. */
+  const nn_model_sparse *sp =
+      bench_ext(mo->extension, model, NN_EXT_MODEL_SPARSE);
+  const nn_model_fused_step *fs =
+      bench_ext(mo->extension, model, NN_EXT_MODEL_FUSED_STEP);
+  const nn_optim_parts *parts =
+      bench_ext(oo->extension, opt, NN_EXT_OPTIM_PARTS);
+  const nn_optim_sgd_rule *rule =
+      bench_ext(oo->extension, opt, NN_EXT_OPTIM_SGD_RULE);
+  const int sparse = BENCH_HAS(sp, nn_model_sparse, forward) &&
+                     BENCH_HAS(sp, nn_model_sparse, backward);
+  const int fused = sparse &&
+                    BENCH_HAS(fs, nn_model_fused_step, backward_step) &&
+                    BENCH_HAS(parts, nn_optim_parts, rows);
+  const int transpose =
+      fused || (sparse && (sp->flags & NN_SPARSE_TRANSPOSE));
+  bench_step_ctx sctx = {parts, rule, opt, params, np};
+  const nn_stepper st = {
+      (uint32_t)sizeof(nn_stepper), &sctx, bench_step_rows, NULL,
+      BENCH_HAS(rule, nn_optim_sgd_rule, rule) ? bench_step_sgd : NULL};
+  /* The random stream of a model that draws in forward: one for the whole
+   * run (the trainer's are per batch, which timings need not copy). */
+  nn_context ctx = {(uint32_t)sizeof(nn_context), 1, 0, 0,
+                    (mo->flags & NN_STOCHASTIC) ? rng : NULL};
+  nn_csr_buffer Xs, Xt; /* the batch, and its transpose (see transpose) */
   gsl_matrix *X = gsl_matrix_alloc(bs, n_in), *S = gsl_matrix_alloc(bs, n_out);
   uint32_t *labels = malloc(bs * sizeof *labels);
   size_t *order = malloc(train.n * sizeof *order);
@@ -178,9 +211,11 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
     for (size_t i = 0; i < train.n; i++) order[i] = i;
     gsl_ran_shuffle(rng, order, train.n, sizeof *order);
     hits = 0;
+    ctx.epoch = (uint64_t)e;
     double e0 = nn_now_seconds();
     for (size_t start = 0; start < train.n; start += bs) {
       size_t count = train.n - start < bs ? train.n - start : bs;
+      ctx.batch = start / bs;
       gsl_matrix_view Xv = gsl_matrix_submatrix(X, 0, 0, count, n_in);
       gsl_matrix_view Sv = gsl_matrix_submatrix(S, 0, 0, count, n_out);
       double c0 = nn_now_seconds();
@@ -189,20 +224,26 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
                       : nn_dataset_gather(&train, order + start, count, X,
                                           labels);
       /* The trainer transposes with the gather (on its helper thread). */
-      if (!rc && fused) rc = nn_csr_transpose(&Xt, &Xs.csr);
+      if (!rc && transpose) rc = nn_csr_transpose(&Xt, &Xs.csr);
       double c1 = nn_now_seconds();
       if (!rc)
-        rc = sparse ? mo->forward_csr(model, &Xs.csr, &Sv.matrix, &err)
-                    : mo->forward(model, &Xv.matrix, &Sv.matrix, &err);
+        rc = sparse ? sp->forward(model, &ctx, &Xs.csr, &Sv.matrix, &err)
+                    : mo->forward(model, &ctx, &Xv.matrix, &Sv.matrix, &err);
       double c2 = nn_now_seconds(), loss;
       size_t h = 0;
       if (!rc) rc = nn_softmax_xent(&Sv.matrix, labels, &Sv.matrix, &loss, &h);
       double c3 = nn_now_seconds();
+      if (!rc && fused && BENCH_HAS(parts, nn_optim_parts, begin))
+        rc = parts->begin(opt, params, np, &err);
       if (!rc)
-        rc = fused    ? mo->backward_step(model, &Xs.csr, &Xt.csr, &Sv.matrix,
+        rc = fused    ? fs->backward_step(model, &Xs.csr, &Xt.csr, &Sv.matrix,
                                           &st, &err)
-             : sparse ? mo->backward_csr(model, &Xs.csr, &Sv.matrix, &err)
+             : sparse ? sp->backward(model, &Xs.csr,
+                                     transpose ? &Xt.csr : NULL, &Sv.matrix,
+                                     &err)
                       : mo->backward(model, &Xv.matrix, &Sv.matrix, &err);
+      if (!rc && fused && BENCH_HAS(parts, nn_optim_parts, end))
+        rc = parts->end(opt, params, np, &err);
       double c4 = nn_now_seconds();
       if (!rc && !fused) rc = oo->step(opt, params, np, &err);
       double c5 = nn_now_seconds();

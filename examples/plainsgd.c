@@ -40,10 +40,10 @@ static int plainsgd_step(void *self, nn_param *params, size_t n, nn_error *err) 
   return NN_OK;
 }
 
-/* Designated initializers: fields added by later ABI minors stay NULL. */
+/* Designated initializers: the optional ops (state, extension) stay NULL. */
 static const nn_optim_ops plainsgd_ops = {.size = sizeof(nn_optim_ops),
                                           .create = plainsgd_create,
                                           .destroy = plainsgd_destroy,
                                           .step = plainsgd_step};
-NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "plainsgd", "1.0", "SGD in 30 lines",
-                 plainsgd_options, NULL, &plainsgd_ops);
+NN_OPTIMIZER_PLUGIN("plainsgd", "1.0", "SGD in 30 lines", plainsgd_options,
+                    &plainsgd_ops);

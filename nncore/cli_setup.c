@@ -113,6 +113,14 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
 
 /* Load the plugin named by [section] type and validate the section against
  * its option table. */
+/* Where [section] first appears (its header's FILE:LINE), or the file. */
+static const char *section_where(const nn_config *cfg, const char *section) {
+  const char *name, *where;
+  for (size_t i = 0; (name = nn_config_section_at(cfg, i, &where)); i++)
+    if (!strcmp(name, section)) return where;
+  return nn_config_path(cfg);
+}
+
 static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
                      const char *const *extra, plugin_slot *slot,
                      nn_error *err) {
@@ -120,7 +128,7 @@ static int load_slot(const nn_config *cfg, const char *section, uint32_t kind,
   const char *type = nn_config_get(cfg, section, "type", &where);
   if (!type) {
     nn_error_set(err, NN_ECONFIG, "%s: [%s] needs 'type' (the %s plugin to use)",
-                 nn_config_path(cfg), section, nn_kind_name(kind));
+                 section_where(cfg, section), section, nn_kind_name(kind));
     return EXIT_USAGE;
   }
   char search[8192];

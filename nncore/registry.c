@@ -306,8 +306,9 @@ int nn_plugin_open(nn_loaded **out, const char *name, uint32_t want_kind,
     char avail[1024];
     available(search_path, want_kind, avail, sizeof avail);
     return nn_error_set(err, NN_ENOTFOUND,
-                        "no %s plugin named '%s' (searched %s); available: %s",
-                        want_kind ? nn_kind_name(want_kind) : "", name,
+                        "no %s%splugin named '%s' (searched %s); available: %s",
+                        want_kind ? nn_kind_name(want_kind) : "",
+                        want_kind ? " " : "", name,
                         search_path && *search_path ? search_path : "nothing",
                         avail);
   }

@@ -340,10 +340,11 @@ static int backward_to_first(sequential *m, size_t B, gsl_matrix *dscores,
     seq_layer *l = &m->layers[i];
     gsl_matrix_view in = rows_of(m->layers[i - 1].Y, B);
     gsl_matrix_view y = rows_of(l->Y, B);
+    gsl_matrix_view d = rows_of(dY, B);
     gsl_matrix_view dX = rows_of(m->layers[i - 1].dY, B);
     if (err) err->msg[0] = '\0';
-    int rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix, dY,
-                                        &dX.matrix, err);
+    int rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix,
+                                        &d.matrix, &dX.matrix, err);
     if (rc) return layer_failed(l, rc, "backward", err);
     for (size_t k = 0; st && k < l->n_params; k++)
       if ((rc = st->rows(st->ctx, l->p0 + k, 0,

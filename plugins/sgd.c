@@ -12,9 +12,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <nn/math.h>
 #include <nn/plugin.h>
+#include <nn/plugin_ext.h>
 
 /* Per-parameter state: the shape the optimizer was created for (checked on
  * every step) and, with momentum, the velocity buffer. */
@@ -193,7 +195,8 @@ static int sgd_update_block(sgd_state *s, nn_param *params, size_t k,
                             const gsl_matrix *gblock, nn_error *err) {
   gsl_matrix *w = params[k].value, *v = s->slots[k].v;
   gsl_matrix_view wv = gsl_matrix_submatrix(w, r0, c0, r1 - r0, c1 - c0);
-  /* The block's gradient: handed over (step_block) or the grad's rows. */
+  /* The block's gradient: handed over (the parts' block) or the grad's
+   * rows. */
   gsl_matrix_const_view gv =
       gblock ? gsl_matrix_const_submatrix(gblock, 0, 0, r1 - r0, c1 - c0)
              : gsl_matrix_const_submatrix(params[k].grad, r0, c0, r1 - r0,
@@ -220,7 +223,7 @@ static int sgd_step(void *self, nn_param *params, size_t n, nn_error *err) {
   return rc;
 }
 
-/* The call and parameter k, for step_rows and step_block. */
+/* The call and parameter k, for a step in parts. */
 static int sgd_check_one(const sgd_state *s, const nn_param *params,
                          size_t n, size_t k, nn_error *err) {
   int rc = sgd_check_call(s, params, n, err);
@@ -231,7 +234,7 @@ static int sgd_check_one(const sgd_state *s, const nn_param *params,
   return rc;
 }
 
-/* ABI 1.3: the same update on a block of one parameter's rows. */
+/* A step in parts: the same update on a block of one parameter's rows. */
 static int sgd_step_rows(void *self, nn_param *params, size_t n, size_t k,
                          size_t r0, size_t r1, nn_error *err) {
   sgd_state *s = self;
@@ -247,9 +250,9 @@ static int sgd_step_rows(void *self, nn_param *params, size_t n, size_t k,
   return rc;
 }
 
-/* ABI 1.4: the same update on a block of rows and columns, with the
- * block's gradient handed over (the update is elementwise, so any block
- * gives the bits of the whole step). */
+/* The same update on a block of rows and columns, with the block's
+ * gradient handed over (the update is elementwise, so any block gives the
+ * bits of the whole step). */
 static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
                           size_t r0, size_t r1, size_t c0, size_t c1,
                           const gsl_matrix *g, nn_error *err) {
@@ -272,8 +275,8 @@ static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
   return rc;
 }
 
-/* ABI 1.5: without momentum, the step is nn_sgd_update's plain rule with
- * no state, which a model may then apply itself (nn_csr_matmul_sgd). */
+/* Without momentum, the step is nn_sgd_update's plain rule with no
+ * state, which a model may then apply itself (nn_csr_matmul_sgd). */
 static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
                     double *lr, double *reg) {
   const sgd_state *s = self;
@@ -285,17 +288,41 @@ static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
   return 1;
 }
 
-static const nn_optim_ops sgd_ops = {
-    (uint32_t)sizeof(nn_optim_ops),
-    sgd_create,
-    sgd_destroy,
-    sgd_step,
-    sgd_state_of,
-    sgd_step_rows,
-    sgd_step_block,
-    sgd_rule,
+/* No begin or end: sgd keeps no step counter, so a step in parts is
+ * just its rows and blocks. */
+static const nn_optim_parts sgd_parts_ext = {
+    .size = sizeof(nn_optim_parts),
+    .begin = NULL,
+    .rows = sgd_step_rows,
+    .block = sgd_step_block,
+    .end = NULL,
 };
 
-NN_PLUGIN_DEFINE(NN_KIND_OPTIMIZER, "sgd", "0.1.0",
-                 "stochastic gradient descent with L2 and optional momentum",
-                 sgd_options, NULL, &sgd_ops);
+static const nn_optim_sgd_rule sgd_rule_ext = {
+    .size = sizeof(nn_optim_sgd_rule),
+    .rule = sgd_rule,
+};
+
+static const void *sgd_extension(void *self, const char *id) {
+  (void)self;
+  if (!id)
+    return NULL;
+  if (strcmp(id, NN_EXT_OPTIM_PARTS) == 0)
+    return &sgd_parts_ext;
+  if (strcmp(id, NN_EXT_OPTIM_SGD_RULE) == 0)
+    return &sgd_rule_ext;
+  return NULL;
+}
+
+static const nn_optim_ops sgd_ops = {
+    .size = sizeof(nn_optim_ops),
+    .create = sgd_create,
+    .destroy = sgd_destroy,
+    .step = sgd_step,
+    .state = sgd_state_of,
+    .extension = sgd_extension,
+};
+
+NN_OPTIMIZER_PLUGIN("sgd", "0.1.0",
+                    "stochastic gradient descent with L2 and optional momentum",
+                    sgd_options, &sgd_ops);

@@ -8,16 +8,18 @@
  * create for max_batch rows; forward/backward only take views of it.
  * Both products run on the batch as compressed sparse rows (MNIST is 81 %
  * zeros) through nn_csr_matmul: X W1, and dW1 = X^T dZ as transpose(X)
- * times dZ.  The core hands sparse batches over directly (ABI 1.2); a
- * dense X is compressed first, so both paths compute the same numbers. */
+ * times dZ.  The core hands sparse batches over directly (the sparse-input
+ * extension); a dense X is compressed first, so both paths compute the
+ * same numbers. */
 #include <config.h>
 
 #include <stdint.h>
 #include <stdlib.h>
-
+#include <string.h>
 
 #include <nn/math.h>
 #include <nn/plugin.h>
+#include <nn/plugin_ext.h>
 
 typedef struct softmax_model {
   size_t n_in, n_out, max_batch;
@@ -27,7 +29,8 @@ typedef struct softmax_model {
                        ReLU derivative because the core may overwrite the
                        scores (dscores aliases them) before backward() */
   nn_csr_buffer Xd; /* a dense X compressed (dense forward/backward only) */
-  nn_csr_buffer Xt; /* X^T for dW1: n_in rows */
+  nn_csr_buffer Xt; /* X^T for dW1, made here (see softmax_sparse): n_in
+                       rows */
 } softmax_model;
 
 static void softmax_destroy(void *self) {
@@ -42,13 +45,15 @@ static void softmax_destroy(void *self) {
   free(m);
 }
 
-static int softmax_create(const nn_value *opts, size_t n_in, size_t n_out,
+static int softmax_create(const nn_value *opts, nn_shape in, size_t n_out,
                           size_t max_batch, gsl_rng *rng, void **out,
                           nn_error *err) {
   (void)opts; /* no options */
   if (!out)
     return nn_error_set(err, NN_EINVAL, "softmax: NULL output pointer");
   *out = NULL;
+  /* Each example is a flat vector of its c h w values. */
+  const size_t n_in = nn_shape_size(in);
   if (n_in == 0 || n_out == 0 || max_batch == 0)
     return nn_error_set(err, NN_EINVAL,
                         "softmax: n_in (%zu), n_out (%zu) and max_batch (%zu) "
@@ -129,18 +134,22 @@ static int softmax_forward_core(softmax_model *m, const nn_csr *X,
   return NN_OK;
 }
 
-static int softmax_forward_csr(void *self, const nn_csr *X,
-                               gsl_matrix *scores, nn_error *err) {
+static int softmax_forward_csr(void *self, const nn_context *ctx,
+                               const nn_csr *X, gsl_matrix *scores,
+                               nn_error *err) {
   softmax_model *m = self;
+  (void)ctx; /* the same in training and evaluation, and not random */
   int rc = softmax_check(m, X, NULL, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   return softmax_forward_core(m, X, scores, err);
 }
 
-static int softmax_forward(void *self, const gsl_matrix *X,
-                           gsl_matrix *scores, nn_error *err) {
+static int softmax_forward(void *self, const nn_context *ctx,
+                           const gsl_matrix *X, gsl_matrix *scores,
+                           nn_error *err) {
   softmax_model *m = self;
+  (void)ctx; /* the same in training and evaluation, and not random */
   int rc = softmax_check(m, NULL, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
@@ -176,9 +185,11 @@ static int softmax_backward_core(softmax_model *m, const nn_csr *X,
   return NN_OK;
 }
 
-static int softmax_backward_csr(void *self, const nn_csr *X,
+/* Xt is NULL (softmax_sparse asks for none): the transpose is made here. */
+static int softmax_backward_csr(void *self, const nn_csr *X, const nn_csr *Xt,
                                 gsl_matrix *dscores, nn_error *err) {
   softmax_model *m = self;
+  (void)Xt;
   int rc = softmax_check(m, X, NULL, dscores, "dscores", err);
   if (rc != NN_OK)
     return rc;
@@ -197,19 +208,39 @@ static int softmax_backward(void *self, const gsl_matrix *X,
   return softmax_backward_core(m, &m->Xd.csr, dscores, err);
 }
 
-static const nn_model_ops softmax_ops = {
-    (uint32_t)sizeof(nn_model_ops), softmax_create,  softmax_destroy,
-    softmax_params,                  softmax_forward, softmax_backward,
-    softmax_forward_csr,             softmax_backward_csr,
-    /* No backward_step (ABI 1.3): W1 is 784 x 10, so a separate step
-     * costs nothing, and handing the transpose to the core's helper thread
-     * (as twolayer does) made this model's 2-thread epoch 0.036 -> 0.088 s:
-     * writing the transpose on the other core took longer than this
-     * model's whole batch, so the main thread waited for it.  Without
-     * it, no backward_step_forward (ABI 1.4) either. */
-    NULL, NULL,
+/* Flags 0, no NN_SPARSE_TRANSPOSE: the model makes X^T itself.  Having
+ * the core make it on its helper thread (as twolayer does) made this
+ * model's 2-thread epoch 0.036 -> 0.088 s: writing the transpose on the
+ * other core took longer than this model's whole batch, so the main
+ * thread waited for it.  No fused-step extension either: it is always
+ * handed the core's transpose, and W1 is 784 x 10, so a separate step
+ * costs nothing. */
+static const nn_model_sparse softmax_sparse = {
+    .size = sizeof(nn_model_sparse),
+    .flags = 0,
+    .forward = softmax_forward_csr,
+    .backward = softmax_backward_csr,
 };
 
-NN_PLUGIN_DEFINE(NN_KIND_MODEL, "softmax", "0.1.0",
-                 "softmax regression: scores = ReLU(X W1), no bias", NULL,
-                 &softmax_ops, NULL);
+static const void *softmax_extension(void *self, const char *id) {
+  (void)self;
+  if (id && strcmp(id, NN_EXT_MODEL_SPARSE) == 0)
+    return &softmax_sparse;
+  return NULL;
+}
+
+static const nn_model_ops softmax_ops = {
+    .size = sizeof(nn_model_ops),
+    .flags = 0, /* forward draws no random numbers */
+    .create = softmax_create,
+    .destroy = softmax_destroy,
+    .params = softmax_params,
+    .forward = softmax_forward,
+    .backward = softmax_backward,
+    .state = NULL, /* no buffers besides W1 */
+    .extension = softmax_extension,
+};
+
+NN_MODEL_PLUGIN("softmax", "0.1.0",
+                "softmax regression: scores = ReLU(X W1), no bias", NULL,
+                &softmax_ops);

@@ -9,45 +9,49 @@
  * over memory as possible.  The first layer, 98 % of the arithmetic, runs
  * on the batch as compressed sparse rows (MNIST is 81 % zeros): X W1 with
  * bias and sigmoid fused, and dW1 = X^T dZ1 as transpose(X) times dZ1, both
- * through nn_csr_matmul.  The core hands sparse batches over directly
- * (ABI 1.2); a dense X is compressed first, so both paths compute the
- * same numbers.  The small output-layer products go through
- * nn_dense_matmul: at 64 x 128 x 10 a dgemm call costs more in setup than
- * in arithmetic.  With a core and optimizer that offer it (ABI 1.3
- * backward_step), the optimizer step is taken inside backward, on each
- * block of W1's rows right after its gradient, with the batch's
- * transpose made by the core.  When that step is plain SGD (the optimizer
- * hands its rule over, ABI 1.5), the model applies it to W1 itself, row
- * by row inside the product that makes dW1 (nn_csr_matmul_sgd), so dW1 is
- * never stored and W1 is read and written once per batch. */
+ * through nn_csr_matmul.  The core hands sparse batches over directly,
+ * with their transpose (the sparse-input extension); a dense X is
+ * compressed first, so both paths compute the same numbers.  The small
+ * output-layer products go through nn_dense_matmul: at 64 x 128 x 10 a
+ * dgemm call costs more in setup than in arithmetic.  When the optimizer
+ * can step in parts, the core takes the fused-step extension: the
+ * optimizer step is taken inside backward, on each block of W1's rows
+ * right after its gradient.  When that step is plain SGD (the optimizer
+ * hands its rule over through nn_stepper.sgd), the model applies it to W1
+ * itself, row by row inside the product that makes dW1
+ * (nn_csr_matmul_sgd), so dW1 is never stored and W1 is read and written
+ * once per batch. */
 #include <config.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <gsl/gsl_errno.h>
 
 #include <nn/math.h>
 #include <nn/plugin.h>
+#include <nn/plugin_ext.h>
 
 enum { TWOLAYER_W1, TWOLAYER_B1, TWOLAYER_W2, TWOLAYER_B2, TWOLAYER_NPARAM };
 
 #define TWOLAYER_MAX_HIDDEN 1000000
 
-/* Rows of W1 per block of the fused step (ABI 1.3 backward_step): 32 rows
- * of dW1, 32 KB at 128 hidden units, are still in L1 when the optimizer
+/* Rows of W1 per block of the fused step (twolayer_step_w1): 32 rows of
+ * dW1, 32 KB at 128 hidden units, are still in L1 when the optimizer
  * reads them back. */
 #define TWOLAYER_STEP_ROWS 32
 
-/* Columns of W1 per band of the banded step (ABI 1.4): 784 x 128 doubles
- * = 800 KB, which stay in a 1 MB L2 from the band's update to the next
- * batch's forward through it.  128 is also the width of the sparse
- * product's AVX-512 tile: narrower bands made it pass over the batch more
- * often (64 columns: the in-band forward took three times as long).  A
- * band may grow by up to NN_CSR_NARROW columns so that the last one is
- * never narrow enough to take the product's narrow path (whose sums are
- * ordered differently). */
+/* Columns of W1 per band of the banded step (twolayer_banded_step): 784 x
+ * 128 doubles = 800 KB, which stay in a 1 MB L2 from the band's update to
+ * the next batch's forward through it.  128 is also the width of the
+ * sparse product's AVX-512 tile: narrower bands made it pass over the
+ * batch more often (64 columns: the in-band forward took three times as
+ * long).  A band may grow by up to NN_CSR_NARROW columns so that the last
+ * one is never narrow enough to take the product's narrow path (whose
+ * sums are ordered differently). */
 #define TWOLAYER_BAND 128
 #define TWOLAYER_BAND_MAX (TWOLAYER_BAND + NN_CSR_NARROW)
 
@@ -65,7 +69,7 @@ typedef struct twolayer_model {
                      kept for dW2 and for sigmoid' = H (1 - H) */
   gsl_matrix *dH; /* max_batch x h: dscores W2^T, then dZ1 in place */
   nn_csr_buffer Xd; /* a dense X compressed (dense forward/backward only) */
-  nn_csr_buffer Xt; /* X^T for dW1: n_in rows */
+  nn_csr_buffer Xt; /* X^T for dW1 when the core gives none: n_in rows */
   gsl_matrix *W2t;  /* n_out x h: W2 transposed for dH = dscores W2^T */
   gsl_matrix *gband; /* one block of dW1 in the banded step (see
                         twolayer_banded_step): a few KB, stays in L1;
@@ -123,12 +127,14 @@ static int twolayer_param_init(nn_param *p, const char *name, uint32_t flags,
   return p->value && p->grad;
 }
 
-static int twolayer_create(const nn_value *opts, size_t n_in, size_t n_out,
+static int twolayer_create(const nn_value *opts, nn_shape in, size_t n_out,
                            size_t max_batch, gsl_rng *rng, void **out,
                            nn_error *err) {
   if (!out)
     return nn_error_set(err, NN_EINVAL, "twolayer: NULL output pointer");
   *out = NULL;
+  /* Each example is a flat vector of its c h w values. */
+  const size_t n_in = nn_shape_size(in);
   /* opts == NULL means "all defaults" (convenient for tests and tools). */
   const int64_t h = opts ? opts[0].i : 128;
   if (h < 1 || h > TWOLAYER_MAX_HIDDEN)
@@ -247,18 +253,22 @@ static int twolayer_forward_core(twolayer_model *m, const nn_csr *X,
   return rc != NN_OK ? rc : twolayer_output(m, X->rows, scores, err);
 }
 
-static int twolayer_forward_csr(void *self, const nn_csr *X,
-                                gsl_matrix *scores, nn_error *err) {
+static int twolayer_forward_csr(void *self, const nn_context *ctx,
+                                const nn_csr *X, gsl_matrix *scores,
+                                nn_error *err) {
   twolayer_model *m = self;
+  (void)ctx; /* the same in training and evaluation, and not random */
   int rc = twolayer_check(m, X, NULL, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
   return twolayer_forward_core(m, X, scores, err);
 }
 
-static int twolayer_forward(void *self, const gsl_matrix *X,
-                            gsl_matrix *scores, nn_error *err) {
+static int twolayer_forward(void *self, const nn_context *ctx,
+                            const gsl_matrix *X, gsl_matrix *scores,
+                            nn_error *err) {
   twolayer_model *m = self;
+  (void)ctx; /* the same in training and evaluation, and not random */
   int rc = twolayer_check(m, NULL, X, scores, "scores", err);
   if (rc != NN_OK)
     return rc;
@@ -285,18 +295,18 @@ static void twolayer_prefetch(const gsl_matrix *W, size_t r0, size_t r1,
 }
 
 /* The optimizer's plain SGD rule for W1, when it has handed the step over
- * (ABI 1.5, nn_stepper.sgd). */
+ * (nn_stepper.sgd). */
 typedef struct twolayer_rule {
   double lr, reg;
 } twolayer_rule;
 
 /* dW1 = X^T dZ1 over the columns [c0, c1) and W1's step.  With rule
- * (ABI 1.5), both in one pass, each row of W1 updated as soon as its
- * gradient is summed.  Otherwise 32 rows at a time, each
+ * (handed over through st->sgd), both in one pass, each row of W1 updated
+ * as soon as its gradient is summed.  Otherwise 32 rows at a time, each
  * block stepped as soon as it is final, while it is still in L1.  With
- * banded set (ABI 1.4), a block goes into the scratch m->gband and to
- * st->block, so W1's 6.4 MB (at 1024 units) gradient matrix is never
- * written; otherwise into W1's grad and to st->rows (c0 = 0, c1 = nh).
+ * banded set, a block goes into the scratch m->gband and to st->block, so
+ * W1's 6.4 MB (at 1024 units) gradient matrix is never written; otherwise
+ * into W1's grad and to st->rows (c0 = 0, c1 = nh).
  * When W1 is larger than a core's L2, each block's rows of W1 come from
  * memory: asking for them before the block's product lets the loads
  * overlap the arithmetic (at 1024 units, before the bands: backward
@@ -309,8 +319,8 @@ static int twolayer_step_w1(twolayer_model *m, const nn_csr *Xt,
   gsl_matrix_const_view dZ =
       gsl_matrix_const_submatrix(dZ1, 0, c0, dZ1->size1, c1 - c0);
   if (rule) {
-    /* The step is ours (ABI 1.5): each row of dW1 is summed in registers
-     * and its row of W1 updated at once, the gradient never stored. */
+    /* The step is ours: each row of dW1 is summed in registers and its
+     * row of W1 updated at once, the gradient never stored. */
     gsl_matrix_view W = gsl_matrix_submatrix(W1, 0, c0, m->n_in, c1 - c0);
     if (nn_csr_matmul_sgd(Xt, &dZ.matrix, &W.matrix, rule->lr, rule->reg) !=
         NN_OK)
@@ -341,16 +351,15 @@ static int twolayer_step_w1(twolayer_model *m, const nn_csr *Xt,
 }
 
 /* The rest of the step and the next batch's forward, band by band
- * (ABI 1.4 backward_step_forward, when W1 is larger than L2): for each
- * band of TWOLAYER_BAND columns of W1, its gradient and step
- * (twolayer_step_w1), then the next batch's hidden units of that band,
- * from the band of W1 just updated, still in L2.  Without bands, W1 went
- * from memory to the core three times a batch (forward, and the step's
- * read and write) plus its gradient's write.  Every sum runs in the
- * order of the unbanded products, so the numbers are those of
- * backward_step followed by forward_csr.  Called with dZ1 in m->dH and
- * every other parameter stepped; H is overwritten band by band with the
- * next batch's. */
+ * (backward_step_forward, when W1 is larger than L2): for each band of
+ * TWOLAYER_BAND columns of W1, its gradient and step (twolayer_step_w1),
+ * then the next batch's hidden units of that band, from the band of W1
+ * just updated, still in L2.  Without bands, W1 went from memory to the
+ * core three times a batch (forward, and the step's read and write) plus
+ * its gradient's write.  Every sum runs in the order of the unbanded
+ * products, so the numbers are those of backward_step followed by the
+ * sparse forward.  Called with dZ1 in m->dH and every other parameter
+ * stepped; H is overwritten band by band with the next batch's. */
 static int twolayer_banded_step(twolayer_model *m, const nn_csr *Xt,
                                 const gsl_matrix *dZ1, const nn_stepper *st,
                                 const twolayer_rule *rule, const nn_csr *Xn,
@@ -444,25 +453,10 @@ static int twolayer_backward_core(twolayer_model *m, const nn_csr *X,
   return Xn ? twolayer_forward_core(m, Xn, scores_next, err) : NN_OK;
 }
 
-static int twolayer_backward_csr(void *self, const nn_csr *X,
-                                 gsl_matrix *dscores, nn_error *err) {
-  twolayer_model *m = self;
-  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
-  if (rc != NN_OK)
-    return rc;
-  return twolayer_backward_core(m, X, NULL, dscores, NULL, NULL, NULL, err);
-}
-
-/* The arguments of backward_step (and the first half of
- * backward_step_forward's). */
-static int twolayer_check_step(const twolayer_model *m, const nn_csr *X,
-                               const nn_csr *Xt, const gsl_matrix *dscores,
-                               const nn_stepper *st, nn_error *err) {
-  if (!st || !st->rows)
-    return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
-  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
-  if (rc != NN_OK)
-    return rc;
+/* Xt, when given, has the shape and entry count of X's transpose: a
+ * mismatch is refused before anything moves. */
+static int twolayer_check_xt(const nn_csr *X, const nn_csr *Xt,
+                             nn_error *err) {
   if (Xt && (Xt->rows != X->cols || Xt->cols != X->rows || !Xt->start ||
              Xt->start[Xt->rows] != X->start[X->rows] - X->start[0]))
     return nn_error_set(err, NN_EINVAL,
@@ -471,6 +465,39 @@ static int twolayer_check_step(const twolayer_model *m, const nn_csr *X,
                         Xt->rows, Xt->cols, Xt->start ? Xt->start[Xt->rows] : 0,
                         X->rows, X->cols);
   return NN_OK;
+}
+
+/* Xt is the core's (twolayer_sparse asks for it), or NULL: then made
+ * here. */
+static int twolayer_backward_csr(void *self, const nn_csr *X,
+                                 const nn_csr *Xt, gsl_matrix *dscores,
+                                 nn_error *err) {
+  twolayer_model *m = self;
+  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
+  if (rc == NN_OK)
+    rc = twolayer_check_xt(X, Xt, err);
+  if (rc != NN_OK)
+    return rc;
+  return twolayer_backward_core(m, X, Xt, dscores, NULL, NULL, NULL, err);
+}
+
+/* The arguments of backward_step (and the first half of
+ * backward_step_forward's).  The stepper's size must cover sgd, the last
+ * member read here: a caller that left it unset is refused rather than
+ * half-read. */
+static int twolayer_check_step(const twolayer_model *m, const nn_csr *X,
+                               const nn_csr *Xt, const gsl_matrix *dscores,
+                               const nn_stepper *st, nn_error *err) {
+  if (!st || !st->rows)
+    return nn_error_set(err, NN_EINVAL, "twolayer: NULL stepper");
+  if (st->size < offsetof(nn_stepper, sgd) + sizeof st->sgd)
+    return nn_error_set(err, NN_EINVAL,
+                        "twolayer: the stepper's size (%u bytes) does not "
+                        "cover its members (%zu)",
+                        (unsigned)st->size,
+                        offsetof(nn_stepper, sgd) + sizeof st->sgd);
+  int rc = twolayer_check(m, X, NULL, dscores, "dscores", err);
+  return rc != NN_OK ? rc : twolayer_check_xt(X, Xt, err);
 }
 
 static int twolayer_backward_step(void *self, const nn_csr *X,
@@ -483,16 +510,15 @@ static int twolayer_backward_step(void *self, const nn_csr *X,
   return twolayer_backward_core(m, X, Xt, dscores, st, NULL, NULL, err);
 }
 
-/* ABI 1.4: banded when W1 is larger than L2 and the optimizer steps
- * blocks (twolayer_banded_step); otherwise backward_step then forward. */
-static int twolayer_backward_step_forward(void *self, const nn_csr *X,
-                                          const nn_csr *Xt,
-                                          gsl_matrix *dscores,
-                                          const nn_stepper *st,
-                                          const nn_csr *Xnext,
-                                          gsl_matrix *scores_next,
-                                          nn_error *err) {
+/* Banded when W1 is larger than L2 and the optimizer steps blocks or
+ * hands its rule over (twolayer_banded_step); otherwise backward_step
+ * then forward. */
+static int twolayer_backward_step_forward(
+    void *self, const nn_csr *X, const nn_csr *Xt, gsl_matrix *dscores,
+    const nn_stepper *st, const nn_context *next_ctx, const nn_csr *Xnext,
+    gsl_matrix *scores_next, nn_error *err) {
   twolayer_model *m = self;
+  (void)next_ctx; /* as in forward: not used */
   int rc = twolayer_check_step(m, X, Xt, dscores, st, err);
   if (rc == NN_OK)
     rc = twolayer_check(m, Xnext, NULL, scores_next, "next scores", err);
@@ -515,13 +541,45 @@ static int twolayer_backward(void *self, const gsl_matrix *X,
                                 NULL, err);
 }
 
-static const nn_model_ops twolayer_ops = {
-    (uint32_t)sizeof(nn_model_ops), twolayer_create,  twolayer_destroy,
-    twolayer_params,                 twolayer_forward, twolayer_backward,
-    twolayer_forward_csr,            twolayer_backward_csr,
-    twolayer_backward_step,          twolayer_backward_step_forward,
+/* NN_SPARSE_TRANSPOSE: every backward needs X^T, and the core makes it
+ * with the batch, on its helper thread when it has one, off this model's
+ * critical path. */
+static const nn_model_sparse twolayer_sparse = {
+    .size = sizeof(nn_model_sparse),
+    .flags = NN_SPARSE_TRANSPOSE,
+    .forward = twolayer_forward_csr,
+    .backward = twolayer_backward_csr,
 };
 
-NN_PLUGIN_DEFINE(NN_KIND_MODEL, "twolayer", "0.1.0",
-                 "two-layer network: sigmoid hidden layer, linear output",
-                 twolayer_options, &twolayer_ops, NULL);
+static const nn_model_fused_step twolayer_fused = {
+    .size = sizeof(nn_model_fused_step),
+    .backward_step = twolayer_backward_step,
+    .backward_step_forward = twolayer_backward_step_forward,
+};
+
+static const void *twolayer_extension(void *self, const char *id) {
+  (void)self;
+  if (!id)
+    return NULL;
+  if (strcmp(id, NN_EXT_MODEL_SPARSE) == 0)
+    return &twolayer_sparse;
+  if (strcmp(id, NN_EXT_MODEL_FUSED_STEP) == 0)
+    return &twolayer_fused;
+  return NULL;
+}
+
+static const nn_model_ops twolayer_ops = {
+    .size = sizeof(nn_model_ops),
+    .flags = 0, /* forward draws no random numbers */
+    .create = twolayer_create,
+    .destroy = twolayer_destroy,
+    .params = twolayer_params,
+    .forward = twolayer_forward,
+    .backward = twolayer_backward,
+    .state = NULL, /* no buffers besides the parameters */
+    .extension = twolayer_extension,
+};
+
+NN_MODEL_PLUGIN("twolayer", "0.1.0",
+                "two-layer network: sigmoid hidden layer, linear output",
+                twolayer_options, &twolayer_ops);

@@ -12,6 +12,7 @@
 #include <gsl/gsl_errno.h>
 
 #include <nn/nn.h>
+#include <nn/plugin_ext.h>
 
 #include "testutil.h"
 
@@ -19,6 +20,24 @@ typedef struct fixture {
   nn_loaded *model, *optim;
   nn_dataset all, test, train, val;
 } fixture;
+
+/* The shape of the fixture's examples: 1 x 28 x 28. */
+static nn_shape image_shape(const fixture *f) {
+  nn_shape s = nn_dataset_shape(&f->all);
+  ck_assert(s.c == 1 && s.h == 28 && s.w == 28);
+  return s;
+}
+
+/* The same examples as flat vectors: 1 x 1 x dim. */
+static nn_shape flat_shape(size_t dim) {
+  return (nn_shape){1, 1, (uint32_t)dim};
+}
+
+/* A model plugin with its option values. */
+static nn_model_spec plugin_spec(const nn_plugin *model,
+                                 const nn_value *opts) {
+  return (nn_model_spec){model, opts, NULL, 0};
+}
 
 static void fixture_open(fixture *f, const char *model) {
   memset(f, 0, sizeof *f);
@@ -44,20 +63,27 @@ static const nn_value model_values[] = {{.i = 128}};
 
 /* Create a trainer from these descriptors and options and run it to the
  * end; returns the trainer (caller frees). */
-static nn_trainer *train_with(fixture *f, const nn_plugin *model,
-                              const nn_value *model_opts,
+static nn_trainer *train_spec(fixture *f, const nn_model_spec *spec,
                               const nn_plugin *optim, const nn_value *sgd,
                               const nn_train_opts *o, nn_epoch_metrics *m) {
   nn_trainer *t = NULL;
   nn_error err = {0};
-  ck_assert_msg(nn_trainer_create(&t, model, model_opts, optim, sgd,
-                                  f->all.dim, 10, o, &err) == NN_OK,
+  ck_assert_msg(nn_trainer_create(&t, spec, optim, sgd, image_shape(f), 10, o,
+                                  &err) == NN_OK,
                 "%s", err.msg);
   size_t n_run = 0;
   ck_assert_msg(nn_trainer_run(t, &f->train, &f->val, NULL, NULL, m, &n_run,
                                &err) == NN_OK, "%s", err.msg);
   ck_assert_uint_eq(n_run, o->epochs);
   return t;
+}
+
+static nn_trainer *train_with(fixture *f, const nn_plugin *model,
+                              const nn_value *model_opts,
+                              const nn_plugin *optim, const nn_value *sgd,
+                              const nn_train_opts *o, nn_epoch_metrics *m) {
+  const nn_model_spec spec = plugin_spec(model, model_opts);
+  return train_spec(f, &spec, optim, sgd, o, m);
 }
 
 /* Train `epochs` epochs with the fixture's plugins; returns the trainer
@@ -235,13 +261,33 @@ START_TEST(test_bad_inputs_are_errors) {
   nn_trainer *t = NULL;
   nn_error err = {0};
   /* Wrong kinds in the wrong slots. */
-  ck_assert_int_eq(nn_trainer_create(&t, nn_loaded_desc(f.optim), model_values,
-                                     nn_loaded_desc(f.model), sgd, 784, 10, &o,
-                                     &err), NN_EINVAL);
+  nn_model_spec swapped = plugin_spec(nn_loaded_desc(f.optim), model_values);
+  ck_assert_int_eq(nn_trainer_create(&t, &swapped, nn_loaded_desc(f.model),
+                                     sgd, flat_shape(784), 10, &o, &err),
+                   NN_EINVAL);
   ck_assert_ptr_null(t);
-  ck_assert_int_eq(nn_trainer_create(&t, nn_loaded_desc(f.model), model_values,
-                                     nn_loaded_desc(f.optim), sgd, 783, 10, &o,
-                                     &err), NN_OK);
+  ck_assert_int_eq(nn_trainer_create(&t, &swapped, nn_loaded_desc(f.optim),
+                                     sgd, flat_shape(784), 10, &o, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(err.msg, "sgd") != NULL, "%s", err.msg);
+  /* No model at all: neither a plugin nor layers. */
+  const nn_model_spec nothing = {NULL, NULL, NULL, 0};
+  ck_assert_int_eq(nn_trainer_create(&t, &nothing, nn_loaded_desc(f.optim),
+                                     sgd, flat_shape(784), 10, &o, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_null(t);
+  ck_assert_int_eq(nn_trainer_create(&t, NULL, nn_loaded_desc(f.optim), sgd,
+                                     flat_shape(784), 10, &o, &err),
+                   NN_EINVAL);
+  /* An empty shape. */
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(f.model), model_values);
+  ck_assert_int_eq(nn_trainer_create(&t, &spec, nn_loaded_desc(f.optim), sgd,
+                                     (nn_shape){1, 0, 784}, 10, &o, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_null(t);
+  ck_assert_int_eq(nn_trainer_create(&t, &spec, nn_loaded_desc(f.optim), sgd,
+                                     flat_shape(783), 10, &o, &err), NN_OK);
   /* A dataset with 784 features for a model built for 783. */
   ck_assert_int_eq(nn_trainer_run(t, &f.train, &f.val, NULL, NULL, NULL, NULL,
                                   &err), NN_EINVAL);
@@ -252,8 +298,8 @@ START_TEST(test_bad_inputs_are_errors) {
 }
 END_TEST
 
-/* Training with the given descriptors (copies with their ops tables cut
- * short stand for plugins built for an older ABI). */
+/* Training with the given descriptors (copies whose ops tables hide some
+ * extensions stand for plugins that offer fewer fast paths). */
 static nn_trainer *train_descs(fixture *f, const nn_plugin *model,
                                const nn_value *model_opts,
                                const nn_plugin *optim, size_t threads,
@@ -300,65 +346,141 @@ static void threads_same(const char *model) {
   fixture_close(&f);
 }
 
-/* desc's optimizer as if built for an older ABI minor: its ops table,
- * copied into *ops, ends at byte `size` (what lies beyond is not read). */
-static nn_plugin optim_cut(const nn_plugin *desc, nn_optim_ops *ops,
-                           size_t size) {
+/* ---- plugins offering fewer fast paths
+ *
+ * Copies of a descriptor whose ops table's `extension` hides some of what
+ * the plugin offers (the real one is kept in a static: `extension` gets
+ * no user pointer).  The trainer must then take a slower path with the
+ * same numbers. */
+static const void *(*real_model_ext)(void *, const char *);
+static const void *(*real_optim_ext)(void *, const char *);
+static nn_model_fused_step fused_copy;
+static nn_optim_parts parts_copy;
+
+/* The fused step without the next batch's forward inside it. */
+static const void *ext_no_pipeline(void *self, const char *id) {
+  const void *e = real_model_ext(self, id);
+  if (e && !strcmp(id, NN_EXT_MODEL_FUSED_STEP)) {
+    fused_copy = *(const nn_model_fused_step *)e;
+    fused_copy.backward_step_forward = NULL;
+    return &fused_copy;
+  }
+  return e;
+}
+
+/* Steps in rows only (no blocks) and no SGD rule. */
+static const void *ext_rows_only(void *self, const char *id) {
+  const void *e = real_optim_ext(self, id);
+  if (e && !strcmp(id, NN_EXT_OPTIM_SGD_RULE)) return NULL;
+  if (e && !strcmp(id, NN_EXT_OPTIM_PARTS)) {
+    parts_copy = *(const nn_optim_parts *)e;
+    parts_copy.block = NULL;
+    return &parts_copy;
+  }
+  return e;
+}
+
+/* Rows and blocks, but no SGD rule. */
+static const void *ext_no_rule(void *self, const char *id) {
+  const void *e = real_optim_ext(self, id);
+  return e && !strcmp(id, NN_EXT_OPTIM_SGD_RULE) ? NULL : e;
+}
+
+/* desc with its model ops' extension replaced (ops receives the copy). */
+static nn_plugin model_with_ext(const nn_plugin *desc, nn_model_ops *ops,
+                                const void *(*ext)(void *, const char *)) {
+  real_model_ext = desc->model->extension;
+  *ops = *desc->model;
+  ops->extension = ext;
+  nn_plugin p = *desc;
+  p.model = ops;
+  return p;
+}
+
+static nn_plugin optim_with_ext(const nn_plugin *desc, nn_optim_ops *ops,
+                                const void *(*ext)(void *, const char *)) {
+  real_optim_ext = desc->optim->extension;
   *ops = *desc->optim;
-  ops->size = (uint32_t)size;
+  ops->extension = ext;
   nn_plugin p = *desc;
   p.optim = ops;
   return p;
 }
 
-/* ABI 1.4: with 270 hidden units W1 (1.7 MB) is larger than L2, so
- * twolayer takes the banded step with the next batch's forward inside it
- * (bands of 128 and 142 columns: the last 14 join the second band), and
- * with sgd's rule (1.5) steps W1 inside each band's gradient product.  It
- * must give the bits of the 1.3 path (a model table without
+/* The extension `id` of a trainer's model, or NULL. */
+static const void *model_ext(nn_trainer *t, const char *id) {
+  const nn_model_ops *ops;
+  void *self = nn_trainer_model(t, &ops);
+  return ops->extension ? ops->extension(self, id) : NULL;
+}
+
+/* The extension `id` of an instance of optimizer desc over t's params. */
+static int optim_offers(const nn_plugin *desc, nn_trainer *t, const char *id,
+                        const void **ext) {
+  size_t n;
+  nn_param *p = nn_trainer_params(t, &n);
+  const nn_value o[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  void *self = NULL;
+  nn_error err = {0};
+  ck_assert_msg(desc->optim->create(o, p, n, &self, &err) == NN_OK, "%s",
+                err.msg);
+  const void *e = desc->optim->extension(self, id);
+  if (ext) *ext = e;
+  desc->optim->destroy(self);
+  return e != NULL;
+}
+
+/* With 270 hidden units W1 (1.7 MB) is larger than L2, so twolayer takes
+ * the banded step with the next batch's forward inside it (bands of 128
+ * and 142 columns: the last 14 join the second band), and with sgd's rule
+ * steps W1 inside each band's gradient product.  It must give the bits of
+ * the fused step without the pipeline (a model without
  * backward_step_forward), of the pipeline without bands or rule (an
- * optimizer table without step_block), of the bands with their scratch
- * gradient blocks (a 1.4 optimizer table, without sgd_rule), and of itself
- * with the helper thread (three batch slots). */
+ * optimizer that steps rows only), of the bands with their scratch
+ * gradient blocks (an optimizer without the SGD rule), and of itself with
+ * the helper thread (three batch slots). */
 START_TEST(test_banded_step_same) {
   fixture f;
   fixture_open(&f, "twolayer");
   const nn_value hidden[1] = {{.i = 270}};
   const nn_plugin *model = nn_loaded_desc(f.model), *optim = nn_loaded_desc(f.optim);
-  ck_assert(nn_plugins_pipeline(model, optim));
-  ck_assert(nn_plugin_steps_blocks(optim));
-  nn_model_ops mo13 = *model->model;
-  mo13.size = (uint32_t)offsetof(nn_model_ops, backward_step_forward);
-  nn_plugin model13 = *model;
-  model13.model = &mo13;
-  nn_optim_ops oo13, oo14;
-  nn_plugin optim13 =
-      optim_cut(optim, &oo13, offsetof(nn_optim_ops, step_block));
-  nn_plugin optim14 =
-      optim_cut(optim, &oo14, offsetof(nn_optim_ops, sgd_rule));
-  ck_assert(!nn_plugins_pipeline(&model13, optim));
-  ck_assert(nn_plugins_fuse_step(&model13, optim));
-  ck_assert(nn_plugins_pipeline(model, &optim13));
-  ck_assert(!nn_plugin_steps_blocks(&optim13));
-  ck_assert(nn_plugin_tells_sgd(optim));
-  ck_assert(!nn_plugin_tells_sgd(&optim14));
-  ck_assert(nn_plugin_steps_blocks(&optim14));
+  nn_model_ops mo_np;
+  nn_plugin model_np = model_with_ext(model, &mo_np, ext_no_pipeline);
+  nn_optim_ops oo_rows, oo_norule;
+  nn_plugin optim_rows = optim_with_ext(optim, &oo_rows, ext_rows_only);
+  nn_plugin optim_norule = optim_with_ext(optim, &oo_norule, ext_no_rule);
 
   nn_epoch_metrics a[2], b[2], c[2], d[2], h[2];
   nn_trainer *banded = train_descs(&f, model, hidden, optim, 1, 0.0, a);
-  nn_trainer *rows = train_descs(&f, &model13, hidden, optim, 1, 0.0, b);
-  nn_trainer *unbanded = train_descs(&f, model, hidden, &optim13, 1, 0.0, c);
+  nn_trainer *rows = train_descs(&f, &model_np, hidden, optim, 1, 0.0, b);
+  nn_trainer *unbanded = train_descs(&f, model, hidden, &optim_rows, 1, 0.0, c);
   nn_trainer *helper = train_descs(&f, model, hidden, optim, 2, 0.0, d);
+  /* What each offers: the full pipeline, the fused step alone; blocks
+   * and the rule, rows alone, blocks without the rule. */
+  const nn_model_fused_step *fs = model_ext(banded, NN_EXT_MODEL_FUSED_STEP);
+  ck_assert(fs && fs->backward_step && fs->backward_step_forward);
+  fs = model_ext(rows, NN_EXT_MODEL_FUSED_STEP);
+  ck_assert(fs && fs->backward_step && !fs->backward_step_forward);
+  const nn_optim_parts *parts = NULL;
+  ck_assert(optim_offers(optim, banded, NN_EXT_OPTIM_PARTS, (const void **)&parts));
+  ck_assert(parts->rows && parts->block);
+  ck_assert(optim_offers(optim, banded, NN_EXT_OPTIM_SGD_RULE, NULL));
+  ck_assert(optim_offers(&optim_rows, banded, NN_EXT_OPTIM_PARTS, (const void **)&parts));
+  ck_assert(parts->rows && !parts->block);
+  ck_assert(!optim_offers(&optim_rows, banded, NN_EXT_OPTIM_SGD_RULE, NULL));
+  ck_assert(optim_offers(&optim_norule, banded, NN_EXT_OPTIM_PARTS, (const void **)&parts));
+  ck_assert(parts->rows && parts->block);
+  ck_assert(!optim_offers(&optim_norule, banded, NN_EXT_OPTIM_SGD_RULE, NULL));
   same_training(banded, a, rows, b);
   same_training(banded, a, unbanded, c);
   same_training(banded, a, helper, d);
-  nn_trainer *scratch = train_descs(&f, model, hidden, &optim14, 1, 0.0, h);
+  nn_trainer *scratch = train_descs(&f, model, hidden, &optim_norule, 1, 0.0, h);
   same_training(banded, a, scratch, h);
   nn_trainer_free(scratch);
   /* With momentum, whose velocities take the padded rows too. */
   nn_epoch_metrics e[2], g[2];
   nn_trainer *mb = train_descs(&f, model, hidden, optim, 1, 0.9, e);
-  nn_trainer *mr = train_descs(&f, &model13, hidden, optim, 1, 0.9, g);
+  nn_trainer *mr = train_descs(&f, &model_np, hidden, optim, 1, 0.9, g);
   same_training(mb, e, mr, g);
   nn_trainer_free(mb);
   nn_trainer_free(mr);
@@ -367,11 +489,17 @@ START_TEST(test_banded_step_same) {
   nn_train_opts o = {.epochs = 2, .batch_size = 64, .seed = 11, .shuffle = 1};
   nn_trainer *fresh = NULL;
   nn_error err = {0};
-  ck_assert_int_eq(nn_trainer_create(&fresh, model, hidden, optim, sgd,
-                                     f.all.dim, 10, &o, &err), NN_OK);
-  size_t n0, n1;
-  nn_param *p0 = nn_trainer_params(fresh, &n0);
-  nn_param *p1 = nn_trainer_params(banded, &n1);
+  const nn_model_spec spec = plugin_spec(model, hidden);
+  ck_assert_int_eq(nn_trainer_create(&fresh, &spec, optim, sgd,
+                                     flat_shape(f.all.dim), 10, &o, &err),
+                   NN_OK);
+  size_t n0, n1, np;
+  nn_param *p0 = nn_trainer_weights(fresh, &n0);
+  nn_param *p1 = nn_trainer_weights(banded, &n1);
+  /* twolayer keeps no state: its weights are its parameters. */
+  ck_assert_ptr_nonnull(nn_trainer_params(banded, &np));
+  ck_assert_uint_eq(n1, np);
+  ck_assert_uint_eq(n0, n1);
   for (size_t k = 0; k < n0; k++)
     ck_assert(!gsl_matrix_equal(p0[k].value, p1[k].value));
   /* W1's rows are padded at this size (twolayer_row_stride); weights
@@ -427,9 +555,9 @@ static void bad_stepper_caught(int64_t mode, const char *want) {
   nn_value sgd[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
   nn_train_opts o = {.epochs = 1, .batch_size = 64, .seed = 1, .shuffle = 1};
   nn_trainer *t = NULL;
-  ck_assert_int_eq(nn_trainer_create(&t, nn_loaded_desc(bad), opts,
-                                     nn_loaded_desc(f.optim), sgd, 784, 10, &o,
-                                     &err), NN_OK);
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(bad), opts);
+  ck_assert_int_eq(nn_trainer_create(&t, &spec, nn_loaded_desc(f.optim), sgd,
+                                     flat_shape(784), 10, &o, &err), NN_OK);
   ck_assert_int_eq(nn_trainer_run(t, &f.train, &f.val, NULL, NULL, NULL, NULL,
                                   &err), NN_EPLUGIN);
   ck_assert_msg(strstr(err.msg, want) && strstr(err.msg, "bad_stepper"), "%s",
@@ -446,6 +574,423 @@ END_TEST
 
 START_TEST(test_fused_step_rows_out_of_range) {
   bad_stepper_caught(1, "rows [0, 785) x columns [0, 10) of parameter 0");
+}
+END_TEST
+
+/* ---- extensions too small for this core are not used
+ *
+ * twolayer as if its extensions were shorter than this core's structs:
+ * the trainer must not read (let alone call) what lies beyond their size,
+ * and falls back to forward / backward, with the same numbers. */
+static nn_model_sparse sparse_short;
+static nn_model_fused_step fused_short;
+
+static int trap_backward(void *self, const nn_csr *X, const nn_csr *Xt,
+                         gsl_matrix *dscores, nn_error *err) {
+  (void)self, (void)X, (void)Xt, (void)dscores, (void)err;
+  ck_abort_msg("the trainer called a member beyond the extension's size");
+  return NN_EINVAL;
+}
+
+static int trap_step_forward(void *self, const nn_csr *X, const nn_csr *Xt,
+                             gsl_matrix *dscores, const nn_stepper *st,
+                             const nn_context *next_ctx, const nn_csr *Xnext,
+                             gsl_matrix *scores_next, nn_error *err) {
+  (void)self, (void)X, (void)Xt, (void)dscores, (void)st, (void)next_ctx;
+  (void)Xnext, (void)scores_next, (void)err;
+  ck_abort_msg("the trainer called a member beyond the extension's size");
+  return NN_EINVAL;
+}
+
+static const void *ext_short(void *self, const char *id) {
+  const void *e = real_model_ext(self, id);
+  if (e && !strcmp(id, NN_EXT_MODEL_SPARSE)) {
+    sparse_short = *(const nn_model_sparse *)e;
+    sparse_short.size = (uint32_t)offsetof(nn_model_sparse, backward);
+    sparse_short.backward = trap_backward;
+    return &sparse_short;
+  }
+  if (e && !strcmp(id, NN_EXT_MODEL_FUSED_STEP)) {
+    fused_short = *(const nn_model_fused_step *)e;
+    fused_short.size =
+        (uint32_t)offsetof(nn_model_fused_step, backward_step_forward);
+    fused_short.backward_step_forward = trap_step_forward;
+    return &fused_short;
+  }
+  return e;
+}
+
+/* No extension at all. */
+static const void *ext_none(void *self, const char *id) {
+  (void)self, (void)id;
+  return NULL;
+}
+
+START_TEST(test_short_extensions_are_not_used) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  const nn_value hidden[1] = {{.i = 16}};
+  const nn_plugin *model = nn_loaded_desc(f.model), *optim = nn_loaded_desc(f.optim);
+  nn_model_ops mo_short, mo_none;
+  nn_plugin model_short = model_with_ext(model, &mo_short, ext_short);
+  nn_plugin model_none = model_with_ext(model, &mo_none, ext_none);
+  nn_epoch_metrics a[2], b[2], c[2];
+  nn_trainer *fast = train_descs(&f, model, hidden, optim, 1, 0.0, a);
+  nn_trainer *shrt = train_descs(&f, &model_short, hidden, optim, 1, 0.0, b);
+  nn_trainer *plain = train_descs(&f, &model_none, hidden, optim, 2, 0.0, c);
+  same_training(fast, a, shrt, b);
+  same_training(fast, a, plain, c);
+  nn_trainer_free(fast);
+  nn_trainer_free(shrt);
+  nn_trainer_free(plain);
+  fixture_close(&f);
+}
+END_TEST
+
+/* ---- sequential networks of layer plugins */
+
+typedef struct layer_plugins {
+  nn_loaded *dense, *sigmoid, *relu, *dropout;
+} layer_plugins;
+
+static nn_loaded *open_layer(const char *name) {
+  nn_loaded *p = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_plugin_open(&p, name, NN_KIND_LAYER, test_plugin_path(),
+                               &err) == NN_OK, "%s", err.msg);
+  return p;
+}
+
+static void layers_open(layer_plugins *L) {
+  L->dense = open_layer("dense");
+  L->sigmoid = open_layer("sigmoid");
+  L->relu = open_layer("relu");
+  L->dropout = open_layer("dropout");
+}
+
+static void layers_close(layer_plugins *L) {
+  nn_plugin_close(L->dense);
+  nn_plugin_close(L->sigmoid);
+  nn_plugin_close(L->relu);
+  nn_plugin_close(L->dropout);
+}
+
+/* dense's options in table order: units, bias, init, std. */
+typedef struct dense_values {
+  nn_value v[4];
+} dense_values;
+
+static dense_values dense_opts(int64_t units, int bias, const char *init) {
+  dense_values d = {{{.i = units}, {.b = bias}, {.s = init}, {.r = 0.001}}};
+  return d;
+}
+
+/* Values for a plugin without options (as the CLI hands them). */
+static const nn_value no_values[1] = {{.i = 0}};
+
+static nn_model_spec layers_spec(const nn_layer_spec *layers, size_t n) {
+  return (nn_model_spec){NULL, NULL, layers, n};
+}
+
+/* Metrics equal with == (and so bit for bit: no NaN here). */
+static void same_metrics(const nn_epoch_metrics *a, const nn_epoch_metrics *b,
+                         size_t n) {
+  for (size_t e = 0; e < n; e++) {
+    ck_assert_uint_eq(a[e].epoch, b[e].epoch);
+    ck_assert_msg(a[e].train_loss == b[e].train_loss, "epoch %zu: %.17g %.17g",
+                  e, a[e].train_loss, b[e].train_loss);
+    ck_assert_msg(a[e].train_accuracy == b[e].train_accuracy,
+                  "epoch %zu: %.17g %.17g", e, a[e].train_accuracy,
+                  b[e].train_accuracy);
+    ck_assert_msg(a[e].val_loss == b[e].val_loss, "epoch %zu: %.17g %.17g", e,
+                  a[e].val_loss, b[e].val_loss);
+    ck_assert_msg(a[e].val_accuracy == b[e].val_accuracy,
+                  "epoch %zu: %.17g %.17g", e, a[e].val_accuracy,
+                  b[e].val_accuracy);
+  }
+}
+
+/* The two trainers' weights: same count, values equal in order. */
+static void same_weights(nn_trainer *t1, nn_trainer *t2) {
+  size_t n1, n2;
+  nn_param *p1 = nn_trainer_weights(t1, &n1), *p2 = nn_trainer_weights(t2, &n2);
+  ck_assert_uint_eq(n1, n2);
+  for (size_t k = 0; k < n1; k++)
+    ck_assert_msg(gsl_matrix_equal(p1[k].value, p2[k].value), "%s and %s differ",
+                  p1[k].name, p2[k].name);
+}
+
+/* Test-set loss and accuracy of both trainers are equal. */
+static void same_evaluation(nn_trainer *t1, nn_trainer *t2,
+                            const nn_dataset *ds) {
+  double l1, l2, c1, c2;
+  nn_error err = {0};
+  ck_assert_msg(nn_trainer_evaluate(t1, ds, &l1, &c1, &err) == NN_OK, "%s",
+                err.msg);
+  ck_assert_msg(nn_trainer_evaluate(t2, ds, &l2, &c2, &err) == NN_OK, "%s",
+                err.msg);
+  ck_assert_msg(l1 == l2, "%.17g %.17g", l1, l2);
+  ck_assert(c1 == c2);
+}
+
+static nn_train_opts seq_opts(size_t epochs, size_t batch, uint64_t seed,
+                              size_t threads) {
+  return (nn_train_opts){.epochs = epochs, .batch_size = batch, .seed = seed,
+                         .shuffle = 1, .threads = threads};
+}
+
+/* dense 16 -> sigmoid -> dense 10 is twolayer with hidden_size 16: the
+ * same losses and hit counts, epoch for epoch, and the same weights, for
+ * the same seed; with plain SGD (the step inside the first layer's
+ * gradient product) and with momentum.  Batches of 7 leave a last batch
+ * of 6 (training) and 5 (validation). */
+START_TEST(test_sequential_mlp_is_twolayer) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  layer_plugins L;
+  layers_open(&L);
+  const dense_values fc1 = dense_opts(16, 1, "normal"),
+                     fc2 = dense_opts(10, 1, "normal");
+  const nn_layer_spec layers[3] = {
+      {"fc1", nn_loaded_desc(L.dense), fc1.v},
+      {"act1", nn_loaded_desc(L.sigmoid), no_values},
+      {"fc2", nn_loaded_desc(L.dense), fc2.v}};
+  const nn_model_spec seq = layers_spec(layers, 3);
+  const nn_value hidden[1] = {{.i = 16}};
+  const nn_model_spec two = plugin_spec(nn_loaded_desc(f.model), hidden);
+  for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
+    const nn_value sgd[3] = {{.r = 0.5}, {.r = 0.001},
+                             {.r = with_momentum ? 0.5 : 0.0}};
+    const nn_train_opts o = seq_opts(2, 7, 7, 1);
+    nn_epoch_metrics a[2], b[2];
+    nn_trainer *t1 = train_spec(&f, &two, nn_loaded_desc(f.optim), sgd, &o, a);
+    nn_trainer *t2 = train_spec(&f, &seq, nn_loaded_desc(f.optim), sgd, &o, b);
+    ck_assert_msg(a[1].val_accuracy > 0.3, "val accuracy %.4f",
+                  a[1].val_accuracy);
+    ck_assert_str_eq(nn_trainer_model_name(t2), "sequential");
+    same_metrics(a, b, 2);
+    same_weights(t1, t2);
+    same_evaluation(t1, t2, &f.test);
+    /* The network's parameters are named after their layers. */
+    size_t n;
+    nn_param *p = nn_trainer_weights(t2, &n);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_str_eq(p[0].name, "fc1.W");
+    ck_assert_str_eq(p[1].name, "fc1.b");
+    ck_assert_str_eq(p[2].name, "fc2.W");
+    ck_assert_str_eq(p[3].name, "fc2.b");
+    ck_assert_uint_eq(p[0].flags, NN_PARAM_WEIGHT);
+    ck_assert_uint_eq(p[1].flags, NN_PARAM_BIAS);
+    /* It takes the sparse batch and the fused step, as twolayer does. */
+    const nn_model_sparse *sp = model_ext(t2, NN_EXT_MODEL_SPARSE);
+    const nn_model_fused_step *fs = model_ext(t2, NN_EXT_MODEL_FUSED_STEP);
+    ck_assert(sp && sp->forward && sp->backward);
+    ck_assert(fs && fs->backward_step);
+    /* Its layers as built. */
+    const nn_model_ops *ops;
+    void *net = nn_trainer_model(t2, &ops);
+    ck_assert_uint_eq(nn_sequential_count(net), 3);
+    nn_layer_info info;
+    ck_assert_int_eq(nn_sequential_layer(net, 0, &info), NN_OK);
+    ck_assert_str_eq(info.name, "fc1");
+    ck_assert_str_eq(info.type, "dense");
+    ck_assert(info.in.c == 1 && info.in.h == 28 && info.in.w == 28);
+    ck_assert(info.out.c == 1 && info.out.h == 1 && info.out.w == 16);
+    ck_assert_uint_eq(info.n_values, 784 * 16 + 16);
+    ck_assert_int_eq(info.sparse_input, 1);
+    ck_assert_int_eq(nn_sequential_layer(net, 1, &info), NN_OK);
+    ck_assert_str_eq(info.type, "sigmoid");
+    ck_assert_uint_eq(info.n_values, 0);
+    ck_assert_int_eq(nn_sequential_layer(net, 2, &info), NN_OK);
+    ck_assert_uint_eq(info.n_values, 16 * 10 + 10);
+    ck_assert_int_eq(info.sparse_input, 0);
+    ck_assert_int_ne(nn_sequential_layer(net, 3, &info), NN_OK);
+    nn_trainer_free(t1);
+    nn_trainer_free(t2);
+  }
+  layers_close(&L);
+  fixture_close(&f);
+}
+END_TEST
+
+/* dense 10 without bias -> relu is the softmax model. */
+START_TEST(test_sequential_is_softmax) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  layer_plugins L;
+  layers_open(&L);
+  const dense_values fc1 = dense_opts(10, 0, "normal");
+  const nn_layer_spec layers[2] = {
+      {"fc1", nn_loaded_desc(L.dense), fc1.v},
+      {"act1", nn_loaded_desc(L.relu), no_values}};
+  const nn_model_spec seq = layers_spec(layers, 2);
+  const nn_model_spec soft = plugin_spec(nn_loaded_desc(f.model), NULL);
+  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_train_opts o = seq_opts(2, 64, 1024, 1);
+  nn_epoch_metrics a[2], b[2];
+  nn_trainer *t1 = train_spec(&f, &soft, nn_loaded_desc(f.optim), sgd, &o, a);
+  nn_trainer *t2 = train_spec(&f, &seq, nn_loaded_desc(f.optim), sgd, &o, b);
+  ck_assert_msg(a[1].val_accuracy > 0.3, "val accuracy %.4f", a[1].val_accuracy);
+  same_metrics(a, b, 2);
+  same_weights(t1, t2);
+  same_evaluation(t1, t2, &f.test);
+  size_t n;
+  ck_assert_str_eq(nn_trainer_weights(t2, &n)[0].name, "fc1.W");
+  ck_assert_uint_eq(n, 1);
+  nn_trainer_free(t1);
+  nn_trainer_free(t2);
+  layers_close(&L);
+  fixture_close(&f);
+}
+END_TEST
+
+/* dense 32 (he) -> relu -> dropout 0.2 -> dense 10 (xavier), or without
+ * the dropout layer (no_dropout). */
+typedef struct dropout_net {
+  dense_values fc1, out;
+  nn_value p[1];
+  nn_layer_spec layers[4];
+  nn_model_spec spec;
+} dropout_net;
+
+static void dropout_net_init(dropout_net *d, layer_plugins *L, int no_dropout) {
+  d->fc1 = dense_opts(32, 1, "he");
+  d->out = dense_opts(10, 1, "xavier");
+  d->p[0].r = 0.2;
+  size_t n = 0;
+  d->layers[n++] = (nn_layer_spec){"fc1", nn_loaded_desc(L->dense), d->fc1.v};
+  d->layers[n++] = (nn_layer_spec){"act1", nn_loaded_desc(L->relu), no_values};
+  if (!no_dropout)
+    d->layers[n++] = (nn_layer_spec){"drop1", nn_loaded_desc(L->dropout), d->p};
+  d->layers[n++] = (nn_layer_spec){"out", nn_loaded_desc(L->dense), d->out.v};
+  d->spec = layers_spec(d->layers, n);
+}
+
+/* Dropout draws from the seed's per-batch streams: two runs from the same
+ * seed give the same numbers; it is on in training (other numbers than the
+ * network without it) and off in evaluation (the same numbers as the
+ * network without it, with the same weights; and twice the same). */
+START_TEST(test_dropout_reproduces) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  layer_plugins L;
+  layers_open(&L);
+  dropout_net net, bare;
+  dropout_net_init(&net, &L, 0);
+  dropout_net_init(&bare, &L, 1);
+  const nn_value sgd[3] = {{.r = 0.05}, {.r = 0.0001}, {.r = 0.9}};
+  const nn_train_opts o = seq_opts(2, 32, 3, 1);
+  const nn_plugin *optim = nn_loaded_desc(f.optim);
+  nn_error err = {0};
+  /* Before training: the same weights (dropout draws none), and evaluation
+   * does not drop. */
+  nn_trainer *u1 = NULL, *u2 = NULL;
+  ck_assert_msg(nn_trainer_create(&u1, &net.spec, optim, sgd, image_shape(&f),
+                                  10, &o, &err) == NN_OK, "%s", err.msg);
+  ck_assert_msg(nn_trainer_create(&u2, &bare.spec, optim, sgd, image_shape(&f),
+                                  10, &o, &err) == NN_OK, "%s", err.msg);
+  same_weights(u1, u2);
+  same_evaluation(u1, u2, &f.val);
+  nn_trainer_free(u1);
+  nn_trainer_free(u2);
+
+  nn_epoch_metrics a[2], b[2], c[2];
+  nn_trainer *t1 = train_spec(&f, &net.spec, optim, sgd, &o, a);
+  nn_trainer *t2 = train_spec(&f, &net.spec, optim, sgd, &o, b);
+  nn_trainer *t3 = train_spec(&f, &bare.spec, optim, sgd, &o, c);
+  ck_assert_msg(a[1].val_accuracy > 0.5, "val accuracy %.4f", a[1].val_accuracy);
+  same_metrics(a, b, 2);
+  same_weights(t1, t2);
+  ck_assert_msg(a[0].train_loss != c[0].train_loss,
+                "dropout changed nothing in training");
+  /* Evaluation twice: the same numbers, and those of the last epoch's
+   * validation. */
+  double l1, l2, c1, c2;
+  ck_assert_int_eq(nn_trainer_evaluate(t1, &f.test, &l1, &c1, &err), NN_OK);
+  ck_assert_int_eq(nn_trainer_evaluate(t1, &f.test, &l2, &c2, &err), NN_OK);
+  ck_assert_msg(l1 == l2 && c1 == c2, "%.17g %.17g", l1, l2);
+  ck_assert_int_eq(nn_trainer_evaluate(t1, &f.val, &l1, &c1, &err), NN_OK);
+  ck_assert_msg(l1 == a[1].val_loss && c1 == a[1].val_accuracy, "%.17g %.17g",
+                l1, a[1].val_loss);
+  same_evaluation(t1, t2, &f.test);
+  nn_trainer_free(t1);
+  nn_trainer_free(t2);
+  nn_trainer_free(t3);
+  layers_close(&L);
+  fixture_close(&f);
+}
+END_TEST
+
+/* A network whose last layer does not give one score per class fails at
+ * create, naming that layer. */
+START_TEST(test_sequential_wrong_outputs) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  layer_plugins L;
+  layers_open(&L);
+  const dense_values fc1 = dense_opts(16, 1, "normal"),
+                     fc2 = dense_opts(7, 1, "normal");
+  const nn_layer_spec layers[3] = {
+      {"fc1", nn_loaded_desc(L.dense), fc1.v},
+      {"act1", nn_loaded_desc(L.sigmoid), no_values},
+      {"last_one", nn_loaded_desc(L.dense), fc2.v}};
+  const nn_model_spec seq = layers_spec(layers, 3);
+  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_train_opts o = seq_opts(1, 8, 1, 1);
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  ck_assert_int_eq(nn_trainer_create(&t, &seq, nn_loaded_desc(f.optim), sgd,
+                                     image_shape(&f), 10, &o, &err),
+                   NN_ECONFIG);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(err.msg, "last_one") && strstr(err.msg, "7") &&
+                strstr(err.msg, "10"), "%s", err.msg);
+  /* A layer slot holding a model plugin is refused too, by name. */
+  const nn_layer_spec wrong[1] = {{"m", nn_loaded_desc(f.model), NULL}};
+  const nn_model_spec bad = layers_spec(wrong, 1);
+  ck_assert_int_eq(nn_trainer_create(&t, &bad, nn_loaded_desc(f.optim), sgd,
+                                     image_shape(&f), 10, &o, &err),
+                   NN_EINVAL);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(err.msg, "layer m") != NULL, "%s", err.msg);
+  layers_close(&L);
+  fixture_close(&f);
+}
+END_TEST
+
+/* threads = 2 for a network: the same bits as one thread (with and
+ * without dropout's random streams). */
+START_TEST(test_sequential_threads_same) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  layer_plugins L;
+  layers_open(&L);
+  const dense_values fc1 = dense_opts(16, 1, "normal"),
+                     fc2 = dense_opts(10, 1, "normal");
+  const nn_layer_spec layers[3] = {
+      {"fc1", nn_loaded_desc(L.dense), fc1.v},
+      {"act1", nn_loaded_desc(L.sigmoid), no_values},
+      {"fc2", nn_loaded_desc(L.dense), fc2.v}};
+  const nn_model_spec mlp = layers_spec(layers, 3);
+  dropout_net drop;
+  dropout_net_init(&drop, &L, 0);
+  const nn_model_spec *specs[2] = {&mlp, &drop.spec};
+  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  for (int k = 0; k < 2; k++) {
+    const nn_train_opts o1 = seq_opts(2, 64, 5, 1), o2 = seq_opts(2, 64, 5, 2);
+    nn_epoch_metrics a[2], b[2];
+    nn_trainer *t1 = train_spec(&f, specs[k], nn_loaded_desc(f.optim), sgd,
+                                &o1, a);
+    nn_trainer *t2 = train_spec(&f, specs[k], nn_loaded_desc(f.optim), sgd,
+                                &o2, b);
+    same_metrics(a, b, 2);
+    same_weights(t1, t2);
+    same_evaluation(t1, t2, &f.test);
+    nn_trainer_free(t1);
+    nn_trainer_free(t2);
+  }
+  layers_close(&L);
+  fixture_close(&f);
 }
 END_TEST
 
@@ -467,6 +1012,12 @@ int main(void) {
   tcase_add_test(tc, test_banded_step_same);
   tcase_add_test(tc, test_fused_step_skipped_rows);
   tcase_add_test(tc, test_fused_step_rows_out_of_range);
+  tcase_add_test(tc, test_short_extensions_are_not_used);
+  tcase_add_test(tc, test_sequential_mlp_is_twolayer);
+  tcase_add_test(tc, test_sequential_is_softmax);
+  tcase_add_test(tc, test_dropout_reproduces);
+  tcase_add_test(tc, test_sequential_wrong_outputs);
+  tcase_add_test(tc, test_sequential_threads_same);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

@@ -83,7 +83,7 @@ run "bad data format names file:line" 2 "format.ini:3: \[data\] format = png" -c
 sed "s|^dir = .*|dir = $tmp/nodata|" "$tmp/good.ini" >"$tmp/nodata.ini"
 run "missing data names the paths tried" 2 "nodata.ini:2: \[data\] dir = .*train-images-idx3-ubyte" -c "$tmp/nodata.ini"
 printf '[train]\nepochs = 2\n[trian]\nx = 1\n' >"$tmp/section.ini"
-run "unknown section names file:line" 2 "section.ini:4: unknown section \[trian\]" -c "$tmp/section.ini"
+run "unknown section names file:line" 2 "section.ini:3: unknown section \[trian\]" -c "$tmp/section.ini"
 printf '[train]\nepochs\n' >"$tmp/syntax.ini"
 run "syntax error names file:line" 2 "syntax.ini:2: syntax error" -c "$tmp/syntax.ini"
 sed '/^type = sgd/d' "$tmp/good.ini" >"$tmp/notype.ini"

@@ -52,7 +52,7 @@ void nn_dataset_split(const nn_dataset *all, double frac, nn_dataset *first,
 int nn_dataset_gather(const nn_dataset *ds, const size_t *idx, size_t count,
                       gsl_matrix *X, uint32_t *labels);
 
-/* The same batch as compressed sparse rows (ABI 1.2 models take it
+/* The same batch as compressed sparse rows (models with the sparse-input extension take it
  * directly): rows 0..count of out get the non-zero pixels of examples
  * idx[0..count), as pixel / 255, and labels[0..count) their labels.  out
  * needs room for count rows and count * ds->dim entries (the worst case).

@@ -148,7 +148,7 @@ int nn_csr_matmul(const nn_csr *A, const gsl_matrix *B, const gsl_matrix *bias,
  * nn_csr_matmul(A, B, NULL, NN_ACT_NONE, G) followed by
  * nn_sgd_update(W, G, NULL, lr, reg, 0), without the matrix G and the
  * second pass over W.  For a model that was handed the rule through
- * nn_stepper.sgd (ABI 1.5). */
+ * nn_stepper.sgd (the fused-step extension). */
 int nn_csr_matmul_sgd(const nn_csr *A, const gsl_matrix *B, gsl_matrix *W,
                       double lr, double reg);
 
