@@ -170,13 +170,20 @@ static int validate_options(const nn_plugin *d, const char *path,
 /* Everything we check before trusting a descriptor. */
 static int validate(const nn_plugin *d, const char *path, const char *name,
                     uint32_t want_kind, nn_error *err) {
-  if (d->abi_major != NN_ABI_MAJOR || d->abi_minor > NN_ABI_MINOR)
+  if (d->abi_major != NN_ABI_MAJOR)
     return nn_error_set(err, NN_EABI,
                         "%s: plugin built for nnrun plugin ABI %u.%u; this nnrun "
-                        "supports ABI %u.0 to %u.%u: rebuild the plugin against "
-                        "the installed headers (pkg-config --cflags nn)",
+                        "supports ABI %u.x (up to %u.%u): rebuild the plugin "
+                        "against the installed headers (pkg-config --cflags nn)",
                         path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
                         NN_ABI_MAJOR, NN_ABI_MAJOR, NN_ABI_MINOR);
+  if (d->abi_minor > NN_ABI_MINOR)
+    return nn_error_set(err, NN_EABI,
+                        "%s: plugin built for nnrun plugin ABI %u.%u, newer than "
+                        "this nnrun's %u.%u: update nnrun, or rebuild the plugin "
+                        "against the installed headers (pkg-config --cflags nn)",
+                        path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
+                        NN_ABI_MAJOR, NN_ABI_MINOR);
   if (d->size < NN_PLUGIN_V2_0_SIZE)
     return nn_error_set(err, NN_EPLUGIN,
                         "%s: incomplete plugin descriptor (%u bytes, ABI %u.%u "

@@ -124,7 +124,9 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
     return nn_error_set(err, NN_ENOMEM, "layer %s: out of memory", l->name);
   if (i == 0 && ops->extension) {
     const nn_layer_sparse *s = ops->extension(l->self, NN_EXT_LAYER_SPARSE);
-    if (s && s->size >= sizeof *s && s->forward && s->backward) l->sparse = s;
+    if (s && s->size >= NN_EXT_SIZE_TO(nn_layer_sparse, backward_step) &&
+        s->forward && s->backward)
+      l->sparse = s;
   }
   return NN_OK;
 }

@@ -135,8 +135,8 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                          nn_error *err);
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
 
-/* An extension of an instance, if offered and at least as large as the
- * struct this core was built with (every member then present). */
+/* An extension of an instance, if offered and large enough to hold the
+ * members this core reads (need: NN_EXT_SIZE_TO its last one). */
 static const void *find_ext(const void *(*extension)(void *, const char *),
                             void *self, const char *id, size_t need) {
   const void *e = extension ? extension(self, id) : NULL;
@@ -199,18 +199,19 @@ static int setup_weights(nn_trainer *t, nn_error *err) {
 static void choose_paths(nn_trainer *t) {
   const nn_optim_ops *o = t->optim_desc->optim;
   t->sparse = find_ext(t->mops->extension, t->model, NN_EXT_MODEL_SPARSE,
-                       sizeof(nn_model_sparse));
+                       NN_EXT_SIZE_TO(nn_model_sparse, backward));
   if (t->sparse && (!t->sparse->forward || !t->sparse->backward))
     t->sparse = NULL;
   t->parts = find_ext(o->extension, t->optim, NN_EXT_OPTIM_PARTS,
-                      sizeof(nn_optim_parts));
+                      NN_EXT_SIZE_TO(nn_optim_parts, end));
   if (t->parts && !t->parts->rows) t->parts = NULL;
   t->sgd_rule = find_ext(o->extension, t->optim, NN_EXT_OPTIM_SGD_RULE,
-                         sizeof(nn_optim_sgd_rule));
+                         NN_EXT_SIZE_TO(nn_optim_sgd_rule, rule));
   if (t->sgd_rule && !t->sgd_rule->rule) t->sgd_rule = NULL;
   t->fst = t->sparse ? find_ext(t->mops->extension, t->model,
                                 NN_EXT_MODEL_FUSED_STEP,
-                                sizeof(nn_model_fused_step))
+                                NN_EXT_SIZE_TO(nn_model_fused_step,
+                                               backward_step_forward))
                      : NULL;
   t->fused = t->fst && t->fst->backward_step && t->parts;
   /* A stochastic model's next batch would need its own random stream

@@ -7,9 +7,13 @@
  * models bit for bit (dense -> sigmoid -> dense is twolayer, dense without
  * bias -> relu is softmax), so every product goes through the libnn
  * function those models use, with the same arguments:
- *   - on a dense input (a hidden or output layer), nn_dense_matmul, with
- *     dX = dY W^T through a transposed copy of W, as twolayer's output
- *     layer does;
+ *   - on a dense input (a hidden or output layer) with a small W,
+ *     nn_dense_matmul, with dX = dY W^T through a transposed copy of W, as
+ *     twolayer's output layer does;
+ *   - on a dense input with a larger W (a hidden layer of a deeper
+ *     network), BLAS's dgemm: nn_dense_matmul is written for products of
+ *     a few thousand elements and runs several times slower than dgemm at
+ *     256 x 128;
  *   - as the first layer, on the sparse batch (NN_EXT_LAYER_SPARSE),
  *     nn_csr_matmul for X W + b and for dW = X^T dY, and the optimizer
  *     step inside backward (backward_step) as twolayer takes it for W1. */
@@ -19,6 +23,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <gsl/gsl_blas.h>
 
 #include <nn/math.h>
 #include <nn/plugin.h>
@@ -69,6 +75,14 @@ static void dense_destroy(void *self) {
 
 /* a * b doubles are addressable (checked up front, so that a layer too
  * large says so rather than "cannot allocate"). */
+/* W with more elements than this goes to dgemm (see the top of the file):
+ * twolayer's output layer, 128 x 10, stays on nn_dense_matmul. */
+#define DENSE_SMALL_W 4096
+
+static int dense_is_small(const dense_layer *l) {
+  return l->n_in * l->units <= DENSE_SMALL_W;
+}
+
 static int dense_fits(size_t a, size_t b) {
   return b == 0 || a <= SIZE_MAX / sizeof(double) / b;
 }
@@ -141,10 +155,13 @@ static int dense_create(const nn_value *opts, nn_shape in, size_t max_batch,
                                     NN_PARAM_BIAS};
     ok &= l->params[DENSE_B].value && l->params[DENSE_B].grad;
   }
-  l->Wt = nn_matrix_calloc_aligned(nu, n_in);
+  /* W's transpose serves the small products only (dgemm transposes as
+   * it reads). */
+  if (dense_is_small(l))
+    ok &= (l->Wt = nn_matrix_calloc_aligned(nu, n_in)) != NULL;
   /* Room for a fully dense batch, the worst case; only a first layer
    * without the core's transpose touches it. */
-  ok &= l->Wt && nn_csr_buffer_init(&l->Xt, n_in, max_batch * n_in) == NN_OK;
+  ok &= nn_csr_buffer_init(&l->Xt, n_in, max_batch * n_in) == NN_OK;
   if (!ok) {
     dense_destroy(l);
     return nn_error_set(err, NN_ENOMEM,
@@ -183,6 +200,30 @@ static int dense_check(const dense_layer *l, size_t rows, size_t cols,
 
 /* ------------------------------------------------------- dense input */
 
+
+/* The large-W products through dgemm (GSL's CBLAS is OpenBLAS here). */
+static int dense_forward_blas(dense_layer *l, const gsl_matrix *X,
+                              gsl_matrix *Y) {
+  const gsl_matrix *b = dense_bias(l, 0);
+  if (gsl_blas_dgemm(CblasNoTrans, CblasNoTrans, 1.0, X,
+                     l->params[DENSE_W].value, 0.0, Y))
+    return NN_EINVAL;
+  return b ? nn_add_row_vector(Y, b) : NN_OK;
+}
+
+static int dense_backward_blas(dense_layer *l, const gsl_matrix *X,
+                               const gsl_matrix *dY, gsl_matrix *dX) {
+  gsl_matrix *db = dense_bias(l, 1);
+  if (gsl_blas_dgemm(CblasTrans, CblasNoTrans, 1.0, X, dY, 0.0,
+                     l->params[DENSE_W].grad) ||
+      (db && nn_column_sums(dY, db) != NN_OK))
+    return NN_EINVAL;
+  if (dX && gsl_blas_dgemm(CblasNoTrans, CblasTrans, 1.0, dY,
+                           l->params[DENSE_W].value, 0.0, dX))
+    return NN_EINVAL;
+  return NN_OK;
+}
+
 static int dense_forward(void *self, const nn_context *ctx,
                          const gsl_matrix *X, gsl_matrix *Y, nn_error *err) {
   dense_layer *l = self;
@@ -192,6 +233,10 @@ static int dense_forward(void *self, const nn_context *ctx,
   int rc = dense_check(l, X->size1, X->size2, Y, "Y", err);
   if (rc != NN_OK)
     return rc;
+  if (!dense_is_small(l))
+    return dense_forward_blas(l, X, Y) == NN_OK
+               ? NN_OK
+               : nn_error_set(err, NN_EINVAL, "dense: X W failed in BLAS");
   if (nn_dense_matmul(X, 0, l->params[DENSE_W].value, dense_bias(l, 0), Y) !=
       NN_OK)
     return nn_error_set(err, NN_EINVAL, "dense: X W shape mismatch");
@@ -211,6 +256,10 @@ static int dense_backward(void *self, const gsl_matrix *X,
   if (dX && (dX->size1 != X->size1 || dX->size2 != X->size2))
     return nn_error_set(err, NN_EINVAL, "dense: dX is %zux%zu, expected %zux%zu",
                         dX->size1, dX->size2, X->size1, X->size2);
+  if (!dense_is_small(l))
+    return dense_backward_blas(l, X, dY, dX) == NN_OK
+               ? NN_OK
+               : nn_error_set(err, NN_EINVAL, "dense: dW or dX failed in BLAS");
   gsl_matrix *db = dense_bias(l, 1);
   if (nn_dense_matmul(X, 1, dY, NULL, l->params[DENSE_W].grad) != NN_OK ||
       (db && nn_column_sums(dY, db) != NN_OK))

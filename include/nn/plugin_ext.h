@@ -17,6 +17,12 @@
 extern "C" {
 #endif
 
+/* The size of an extension struct up to and including `member`: a host
+ * reads a struct whose size covers the members it uses, so a plugin built
+ * before members were appended keeps its fast path. */
+#define NN_EXT_SIZE_TO(type, member)                                         \
+  (offsetof(type, member) + sizeof(((type *)0)->member))
+
 /* A batch (rows x cols) in compressed sparse rows.  The stored entries of
  * row i are positions start[i] .. start[i + 1] - 1 of `index` (columns,
  * strictly ascending) and `value`; entries not stored are zero.  Lent for
