@@ -14,15 +14,8 @@
 #include <config.h>
 
 #include <stdint.h>
-#include <stdlib.h>
 
-#include <nn/math.h>
-#include <nn/plugin.h>
-
-/* Owns nothing but itself. */
-typedef struct sigmoid_layer {
-  size_t n, max_batch;
-} sigmoid_layer;
+#include "elementwise.h"
 
 /* The 1 x 1 identity as compressed rows. */
 static const size_t sigmoid_one_start[2] = {0, 1};
@@ -31,41 +24,13 @@ static const double sigmoid_one_value[1] = {1.0};
 static const nn_csr sigmoid_one = {sizeof(nn_csr), 1, 1, sigmoid_one_start,
                                    sigmoid_one_index, sigmoid_one_value};
 
-static int sigmoid_create(const nn_value *opts, nn_shape in, size_t max_batch,
-                          gsl_rng *rng, nn_shape *out_shape, void **out,
-                          nn_error *err) {
-  (void)opts, (void)rng;
-  if (!out || !out_shape)
-    return nn_error_set(err, NN_EINVAL, "sigmoid: NULL output pointer");
-  *out = NULL;
-  if (nn_shape_size(in) == 0 || max_batch == 0)
-    return nn_error_set(err, NN_EINVAL,
-                        "sigmoid: input size and max_batch must be positive");
-  sigmoid_layer *l = malloc(sizeof *l);
-  if (!l)
-    return nn_error_set(err, NN_ENOMEM, "sigmoid: out of memory");
-  *l = (sigmoid_layer){nn_shape_size(in), max_batch};
-  *out_shape = in;
-  *out = l;
-  return NN_OK;
-}
-
-static void sigmoid_destroy(void *self) { free(self); }
-
-static int sigmoid_check(const sigmoid_layer *l, const gsl_matrix *X,
-                         const gsl_matrix *s, const char *what,
-                         nn_error *err) {
-  if (!l || !X)
-    return nn_error_set(err, NN_EINVAL, "sigmoid: NULL argument");
-  return nn_check_batch("sigmoid", X->size1, X->size2, l->n, l->max_batch, s,
-                        l->n, what, err);
-}
+ELEMENTWISE_CREATE(sigmoid)
 
 static int sigmoid_forward(void *self, const nn_context *ctx,
                            const gsl_matrix *X, gsl_matrix *Y, nn_error *err) {
-  const sigmoid_layer *l = self;
+  const elementwise_layer *l = self;
   (void)ctx;
-  int rc = sigmoid_check(l, X, Y, "Y", err);
+  int rc = elementwise_check(l, X, Y, "Y", err);
   if (rc != NN_OK)
     return rc;
   for (size_t i = 0; i < X->size1; i++) {
@@ -81,12 +46,8 @@ static int sigmoid_forward(void *self, const nn_context *ctx,
 static int sigmoid_backward(void *self, const gsl_matrix *X,
                             const gsl_matrix *Y, gsl_matrix *dY,
                             gsl_matrix *dX, nn_error *err) {
-  const sigmoid_layer *l = self;
-  int rc = sigmoid_check(l, X, dY, "dY", err);
-  if (rc == NN_OK)
-    rc = sigmoid_check(l, X, Y, "Y", err);
-  if (rc == NN_OK && dX)
-    rc = sigmoid_check(l, X, dX, "dX", err);
+  const elementwise_layer *l = self;
+  int rc = elementwise_check_backward(l, X, Y, dY, dX, err);
   if (rc != NN_OK || !dX)
     return rc;
   for (size_t i = 0; i < X->size1; i++) {
@@ -101,7 +62,7 @@ static int sigmoid_backward(void *self, const gsl_matrix *X,
 static const nn_layer_ops sigmoid_ops = {
     .size = sizeof(nn_layer_ops),
     .create = sigmoid_create,
-    .destroy = sigmoid_destroy,
+    .destroy = elementwise_destroy,
     .forward = sigmoid_forward,
     .backward = sigmoid_backward,
 };
