@@ -160,7 +160,7 @@ static int cmd_phases(const char *model_name, long hidden, int epochs,
   const nn_optim_ops *oo = nn_loaded_desc(op)->optim;
   const size_t bs = 64, n_in = train.dim, n_out = 10;
   nn_value mopt[1] = {{.i = hidden}};
-  nn_value oopt[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  nn_value oopt[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
   gsl_rng_set(rng, 1024);
   void *model = NULL, *opt = NULL;

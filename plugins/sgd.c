@@ -4,8 +4,10 @@
  *   g' = g + reg * W                  (weights only: nn_apply_l2's rule)
  *   momentum == 0:  W -= lr * g'      (the course's vanilla SGD)
  *   momentum  > 0:  v = momentum * v + g';  W -= lr * v   (PyTorch's form)
+ *   nesterov:       v = momentum * v + g';  W -= lr * (g' + momentum * v)
  *
- * momentum is accepted in [0, 1): at 1 the velocity never decays. */
+ * momentum is accepted in [0, 1): at 1 the velocity never decays.
+ * nesterov is torch.optim.SGD's (dampening 0) and needs momentum > 0. */
 #include <config.h>
 
 #include <math.h>
@@ -27,6 +29,7 @@ typedef struct sgd_slot {
 
 typedef struct sgd_state {
   double lr, reg, momentum;
+  int nesterov;
   size_t n;
   sgd_slot *slots;  /* owned, n entries */
   nn_param *state;  /* owned array; matrices are the slots' v (with momentum) */
@@ -42,6 +45,8 @@ static const nn_option sgd_options[] = {
     {"momentum", NN_OPT_REAL, "0",
      "momentum factor in [0, 1); 0 = plain SGD",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX | NN_OPT_MAX_EXCLUSIVE, 0.0, 1.0},
+    {"nesterov", NN_OPT_BOOL, "false",
+     "Nesterov momentum (PyTorch's form; needs momentum > 0)", 0, 0.0, 0.0},
     {NULL, 0, NULL, NULL, 0, 0.0, 0.0},
 };
 
@@ -67,6 +72,7 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
   const double lr = opts ? opts[0].r : 0.1;
   const double reg = opts ? opts[1].r : 0.001;
   const double mom = opts ? opts[2].r : 0.0;
+  const int nesterov = opts ? opts[3].b != 0 : 0;
   /* The core checks the table's bounds; these repeat them (plus
    * finiteness) because a plugin must not trust its caller. */
   if (!(lr > 0.0) || !isfinite(lr))
@@ -79,6 +85,13 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
   if (!(mom >= 0.0 && mom < 1.0))
     return nn_error_set(err, NN_EINVAL,
                         "sgd: momentum must be in [0, 1), got %g", mom);
+  /* Without a velocity Nesterov's look-ahead is plain SGD: a config
+   * asking for it has a mistake (NN_ECONFIG: each option is valid alone,
+   * so the core's checks of the table cannot catch it). */
+  if (nesterov && !(mom > 0.0))
+    return nn_error_set(err, NN_ECONFIG,
+                        "sgd: nesterov needs momentum > 0, got momentum %g",
+                        mom);
   if (n == 0 || !params)
     return nn_error_set(err, NN_EINVAL, "sgd: no parameters to optimize");
   for (size_t k = 0; k < n; k++)
@@ -96,6 +109,7 @@ static int sgd_create(const nn_value *opts, const nn_param *params, size_t n,
   s->lr = lr;
   s->reg = reg;
   s->momentum = mom;
+  s->nesterov = nesterov;
   s->n = n;
   s->slots = calloc(n, sizeof *s->slots);
   if (!s->slots) {
@@ -181,6 +195,34 @@ static double sgd_reg(const sgd_state *s, const nn_param *p) {
   return (p->flags & NN_PARAM_WEIGHT) ? s->reg : 0.0;
 }
 
+/* Nesterov's step on w, with its gradient g and velocity v (views of one
+ * shape), in torch.optim.SGD's order: g' = g + reg * w (reg == 0:
+ * g, no 0 * w term, as nn_sgd_update), v = momentum * v + g',
+ * d = g' + momentum * v, w = w - lr * d; each operation a separate
+ * statement so that no compiler fuses two into one rounding. */
+static void sgd_nesterov_block(gsl_matrix *w, const gsl_matrix *g,
+                               gsl_matrix *v, double lr, double reg,
+                               double mom) {
+  for (size_t i = 0; i < w->size1; i++) {
+    double *wr = w->data + i * w->tda, *vr = v->data + i * v->tda;
+    const double *gr = g->data + i * g->tda;
+    for (size_t j = 0; j < w->size2; j++) {
+      double gj = gr[j];
+      if (reg != 0.0) {
+        const double l2 = reg * wr[j];
+        gj = gj + l2;
+      }
+      double vj = mom * vr[j];
+      vj = vj + gj;
+      vr[j] = vj;
+      double d = mom * vj;
+      d = gj + d;
+      d = lr * d;
+      wr[j] = wr[j] - d;
+    }
+  }
+}
+
 /* Elements [r0, r1) x [c0, c1) of parameter k (checked by the caller),
  * with gblock as their gradient, or the same elements of the grad when
  * gblock is NULL.
@@ -204,6 +246,11 @@ static int sgd_update_block(sgd_state *s, nn_param *params, size_t k,
   gsl_matrix_view vv;
   if (v)
     vv = gsl_matrix_submatrix(v, r0, c0, r1 - r0, c1 - c0);
+  if (s->nesterov) { /* create made sure v exists */
+    sgd_nesterov_block(&wv.matrix, &gv.matrix, &vv.matrix, s->lr,
+                       sgd_reg(s, &params[k]), s->momentum);
+    return NN_OK;
+  }
   if (nn_sgd_update(&wv.matrix, &gv.matrix, v ? &vv.matrix : NULL, s->lr,
                     sgd_reg(s, &params[k]), s->momentum) != NN_OK)
     return nn_error_set(err, NN_EINVAL, "sgd: parameter shapes changed");
@@ -275,13 +322,14 @@ static int sgd_step_block(void *self, nn_param *params, size_t n, size_t k,
   return rc;
 }
 
-/* Without momentum, the step is nn_sgd_update's plain rule with no
- * state, which a model may then apply itself (nn_csr_matmul_sgd). */
+/* Without momentum (so without nesterov, which needs it), the step is
+ * nn_sgd_update's plain rule with no state, which a model may then apply
+ * itself (nn_csr_matmul_sgd). */
 static int sgd_rule(void *self, const nn_param *params, size_t n, size_t k,
                     double *lr, double *reg) {
   const sgd_state *s = self;
-  if (!s || !params || n != s->n || k >= n || s->momentum != 0.0 || !lr ||
-      !reg)
+  if (!s || !params || n != s->n || k >= n || s->momentum != 0.0 ||
+      s->nesterov || !lr || !reg)
     return 0;
   *lr = s->lr;
   *reg = sgd_reg(s, &params[k]);

@@ -196,7 +196,8 @@ START_TEST(test_option_tables) {
   ck_assert(!(o[1].bounds & NN_OPT_MIN_EXCLUSIVE)); /* reg >= 0 */
   ck_assert(o[2].bounds & NN_OPT_HAS_MAX);
   ck_assert(o[2].max <= 1.0); /* momentum */
-  ck_assert_ptr_null(o[3].key);
+  ck_assert_str_eq(o[3].key, "nesterov");
+  ck_assert_ptr_null(o[4].key);
   unload(&l);
 }
 END_TEST
@@ -596,7 +597,7 @@ static void params_free(nn_param p[2]) {
 
 static void *sgd_new(const loaded *l, double lr, double reg, double mom,
                      const nn_param *p, size_t n) {
-  const nn_value o[3] = {{.r = lr}, {.r = reg}, {.r = mom}};
+  const nn_value o[4] = {{.r = lr}, {.r = reg}, {.r = mom}};
   void *s = NULL;
   nn_error err = {0, ""};
   int rc = l->desc->optim->create(o, p, n, &s, &err);
@@ -727,9 +728,9 @@ START_TEST(test_sgd_errors) {
   const nn_optim_ops *ops = l.desc->optim;
   nn_error err = {0, ""};
   void *s = NULL;
-  const nn_value bad_lr[3] = {{.r = 0.0}, {.r = 0.0}, {.r = 0.0}};
-  const nn_value bad_reg[3] = {{.r = 0.1}, {.r = -1.0}, {.r = 0.0}};
-  const nn_value bad_mom[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 1.5}};
+  const nn_value bad_lr[4] = {{.r = 0.0}, {.r = 0.0}, {.r = 0.0}};
+  const nn_value bad_reg[4] = {{.r = 0.1}, {.r = -1.0}, {.r = 0.0}};
+  const nn_value bad_mom[4] = {{.r = 0.1}, {.r = 0.0}, {.r = 1.5}};
   ck_assert_int_eq(ops->create(bad_lr, p, 2, &s, &err), NN_EINVAL);
   ck_assert(strstr(err.msg, "learning_rate") != NULL);
   ck_assert_int_eq(ops->create(bad_reg, p, 2, &s, &err), NN_EINVAL);

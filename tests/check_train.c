@@ -91,7 +91,7 @@ static nn_trainer *train_with(fixture *f, const nn_plugin *model,
 static nn_trainer *train_threads(fixture *f, size_t epochs, size_t batch,
                                  double lr, uint64_t seed, size_t threads,
                                  nn_epoch_metrics *m) {
-  nn_value sgd[3] = {{.r = lr}, {.r = 0.001}, {.r = 0.0}};
+  nn_value sgd[4] = {{.r = lr}, {.r = 0.001}, {.r = 0.0}};
   nn_train_opts o = {.epochs = epochs, .batch_size = batch, .seed = seed,
                      .shuffle = 1, .threads = threads};
   return train_with(f, nn_loaded_desc(f->model), model_values,
@@ -256,7 +256,7 @@ END_TEST
 START_TEST(test_bad_inputs_are_errors) {
   fixture f;
   fixture_open(&f, "softmax");
-  nn_value sgd[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
+  nn_value sgd[4] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
   nn_train_opts o = {.epochs = 1, .batch_size = 8, .seed = 1, .shuffle = 1};
   nn_trainer *t = NULL;
   nn_error err = {0};
@@ -304,7 +304,7 @@ static nn_trainer *train_descs(fixture *f, const nn_plugin *model,
                                const nn_value *model_opts,
                                const nn_plugin *optim, size_t threads,
                                double momentum, nn_epoch_metrics *m) {
-  nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = momentum}};
+  nn_value sgd[4] = {{.r = 0.1}, {.r = 0.001}, {.r = momentum}};
   nn_train_opts o = {.epochs = 2, .batch_size = 64, .seed = 11,
                      .shuffle = 1, .threads = threads};
   return train_with(f, model, model_opts, optim, sgd, &o, m);
@@ -419,7 +419,7 @@ static int optim_offers(const nn_plugin *desc, nn_trainer *t, const char *id,
                         const void **ext) {
   size_t n;
   nn_param *p = nn_trainer_params(t, &n);
-  const nn_value o[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_value o[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   void *self = NULL;
   nn_error err = {0};
   ck_assert_msg(desc->optim->create(o, p, n, &self, &err) == NN_OK, "%s",
@@ -485,7 +485,7 @@ START_TEST(test_banded_step_same) {
   nn_trainer_free(mb);
   nn_trainer_free(mr);
   /* And the steps did change the weights (same seed, no training). */
-  nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  nn_value sgd[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   nn_train_opts o = {.epochs = 2, .batch_size = 64, .seed = 11, .shuffle = 1};
   nn_trainer *fresh = NULL;
   nn_error err = {0};
@@ -552,7 +552,7 @@ static void bad_stepper_caught(int64_t mode, const char *want) {
   ck_assert_msg(nn_plugin_open(&bad, path, NN_KIND_MODEL, NULL, &err) == NN_OK,
                 "%s", err.msg);
   const nn_value opts[1] = {{.i = mode}};
-  nn_value sgd[3] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
+  nn_value sgd[4] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
   nn_train_opts o = {.epochs = 1, .batch_size = 64, .seed = 1, .shuffle = 1};
   nn_trainer *t = NULL;
   const nn_model_spec spec = plugin_spec(nn_loaded_desc(bad), opts);
@@ -759,7 +759,7 @@ START_TEST(test_sequential_mlp_is_twolayer) {
   const nn_value hidden[1] = {{.i = 16}};
   const nn_model_spec two = plugin_spec(nn_loaded_desc(f.model), hidden);
   for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
-    const nn_value sgd[3] = {{.r = 0.5}, {.r = 0.001},
+    const nn_value sgd[4] = {{.r = 0.5}, {.r = 0.001},
                              {.r = with_momentum ? 0.5 : 0.0}};
     const nn_train_opts o = seq_opts(2, 7, 7, 1);
     nn_epoch_metrics a[2], b[2];
@@ -825,7 +825,7 @@ START_TEST(test_sequential_is_softmax) {
       {"act1", nn_loaded_desc(L.relu), no_values}};
   const nn_model_spec seq = layers_spec(layers, 2);
   const nn_model_spec soft = plugin_spec(nn_loaded_desc(f.model), NULL);
-  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_value sgd[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   const nn_train_opts o = seq_opts(2, 64, 1024, 1);
   nn_epoch_metrics a[2], b[2];
   nn_trainer *t1 = train_spec(&f, &soft, nn_loaded_desc(f.optim), sgd, &o, a);
@@ -878,7 +878,7 @@ START_TEST(test_dropout_reproduces) {
   dropout_net net, bare;
   dropout_net_init(&net, &L, 0);
   dropout_net_init(&bare, &L, 1);
-  const nn_value sgd[3] = {{.r = 0.05}, {.r = 0.0001}, {.r = 0.9}};
+  const nn_value sgd[4] = {{.r = 0.05}, {.r = 0.0001}, {.r = 0.9}};
   const nn_train_opts o = seq_opts(2, 32, 3, 1);
   const nn_plugin *optim = nn_loaded_desc(f.optim);
   nn_error err = {0};
@@ -935,7 +935,7 @@ START_TEST(test_sequential_wrong_outputs) {
       {"act1", nn_loaded_desc(L.sigmoid), no_values},
       {"last_one", nn_loaded_desc(L.dense), fc2.v}};
   const nn_model_spec seq = layers_spec(layers, 3);
-  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_value sgd[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   const nn_train_opts o = seq_opts(1, 8, 1, 1);
   nn_trainer *t = NULL;
   nn_error err = {0};
@@ -975,7 +975,7 @@ START_TEST(test_sequential_threads_same) {
   dropout_net drop;
   dropout_net_init(&drop, &L, 0);
   const nn_model_spec *specs[2] = {&mlp, &drop.spec};
-  const nn_value sgd[3] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
+  const nn_value sgd[4] = {{.r = 0.1}, {.r = 0.001}, {.r = 0.0}};
   for (int k = 0; k < 2; k++) {
     const nn_train_opts o1 = seq_opts(2, 64, 5, 1), o2 = seq_opts(2, 64, 5, 2);
     nn_epoch_metrics a[2], b[2];
