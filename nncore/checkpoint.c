@@ -4,11 +4,191 @@
 #include "checkpoint.h"
 #include "cli.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <gsl/gsl_rng.h>
 
 #define META_STATE "nnrun.optimizer_state"
+#define META_BEST_HASH "best_fnv1a64"
+
+/* ---------------------------------------------------------------- hashing */
+
+/* 64-bit FNV-1a of a file's bytes. */
+static int file_fnv1a(const char *path, uint64_t *out, nn_error *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp)
+    return nn_error_set(err, errno == ENOENT ? NN_ENOTFOUND : NN_EIO,
+                        "cannot read %s: %s", path, strerror(errno));
+  uint64_t h = 0xcbf29ce484222325u;
+  unsigned char buf[1 << 16];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, fp)) > 0)
+    for (size_t i = 0; i < got; i++) {
+      h ^= buf[i];
+      h *= 0x100000001b3u;
+    }
+  int bad = ferror(fp);
+  fclose(fp);
+  if (bad) return nn_error_set(err, NN_EIO, "cannot read %s", path);
+  *out = h;
+  return NN_OK;
+}
+
+/* ------------------------------------------------- metadata, read strictly */
+
+/* A metadata value that must be there. */
+static int need(const nn_safetensors *f, const char *path, const char *key,
+                const char **out, nn_error *err) {
+  *out = nn_safetensors_meta(f, key);
+  if (!*out)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: not an nnrun checkpoint (no metadata '%s')", path,
+                        key);
+  return NN_OK;
+}
+
+/* A field that does not hold what it must: the file, the field, its value
+ * (cut short) and what was expected. */
+static int bad_field(nn_error *err, const char *path, const char *key,
+                     const char *value, const char *expected) {
+  return nn_error_set(err, NN_EFORMAT,
+                      "%s: metadata '%s' is \"%.40s%s\"; expected %s", path,
+                      key, value, strlen(value) > 40 ? "..." : "", expected);
+}
+
+/* An epoch number as the writer prints it: decimal digits, no sign, no
+ * leading zero, at most LONG_MAX. */
+static int parse_epoch(const char *s, long *out) {
+  if (!*s || (s[0] == '0' && s[1])) return -1;
+  long v = 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return -1;
+    int d = *s - '0';
+    if (v > (LONG_MAX - d) / 10) return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+/* An accuracy: a whole number string, finite, in [0, 1]. */
+static int parse_accuracy(const char *s, double *out) {
+  if (!*s || !strchr("0123456789.", s[0])) return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || errno || !isfinite(v) || v < 0 || v > 1) return -1;
+  *out = v;
+  return 0;
+}
+
+/* A hash as the writer prints it: 16 lowercase hex digits. */
+static int parse_hash(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  size_t i = 0;
+  for (; s[i] && i < 16; i++) {
+    const char *d = strchr("0123456789abcdef", s[i]);
+    if (!d) return -1;
+    v = v << 4 | (uint64_t)(d - "0123456789abcdef");
+  }
+  if (i != 16 || s[i]) return -1;
+  *out = v;
+  return 0;
+}
+
+/* What last.safetensors' metadata says, checked field by field. */
+typedef struct last_meta {
+  const char *model, *optimizer, *state_names, *rng_hex; /* owned by the file */
+  long epoch, best_epoch;   /* best_epoch: -1 when there is none */
+  double best_val_accuracy;
+  uint64_t best_fnv1a;      /* when best_epoch >= 0 */
+} last_meta;
+
+static int read_last_meta(const nn_safetensors *f, const char *path,
+                          last_meta *m, nn_error *err) {
+  const char *format, *epoch, *best_epoch, *best_acc, *hash;
+  int rc;
+  if ((rc = need(f, path, "format", &format, err)) ||
+      (rc = need(f, path, "model", &m->model, err)) ||
+      (rc = need(f, path, "optimizer", &m->optimizer, err)) ||
+      (rc = need(f, path, "epoch", &epoch, err)) ||
+      (rc = need(f, path, "best_epoch", &best_epoch, err)) ||
+      (rc = need(f, path, "best_val_accuracy", &best_acc, err)) ||
+      (rc = need(f, path, "rng_state", &m->rng_hex, err)) ||
+      (rc = need(f, path, META_STATE, &m->state_names, err)))
+    return rc;
+  if (strcmp(format, "nnrun"))
+    return bad_field(err, path, "format", format, "\"nnrun\"");
+  if (parse_epoch(epoch, &m->epoch))
+    return bad_field(err, path, "epoch", epoch, "an epoch number (0, 1, 2, ...)");
+  if (!strcmp(best_epoch, "-1"))
+    m->best_epoch = -1;
+  else if (parse_epoch(best_epoch, &m->best_epoch))
+    return bad_field(err, path, "best_epoch", best_epoch,
+                     "an epoch number, or -1 for none");
+  if (m->best_epoch > m->epoch)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata 'best_epoch' is %ld, after the "
+                        "checkpoint's epoch %ld",
+                        path, m->best_epoch, m->epoch);
+  if (parse_accuracy(best_acc, &m->best_val_accuracy))
+    return bad_field(err, path, "best_val_accuracy", best_acc,
+                     "a finite accuracy in [0, 1]");
+  m->best_fnv1a = 0;
+  if (m->best_epoch >= 0) {
+    if (!(hash = nn_safetensors_meta(f, META_BEST_HASH)))
+      return nn_error_set(err, NN_EFORMAT,
+                          "%s: no metadata '" META_BEST_HASH "' (the hash of "
+                          "the best.safetensors it goes with): damaged, or "
+                          "written by an older nnrun",
+                          path);
+    if (parse_hash(hash, &m->best_fnv1a))
+      return bad_field(err, path, META_BEST_HASH, hash, "16 hex digits");
+  }
+  return NN_OK;
+}
+
+/* What best.safetensors' metadata says. */
+typedef struct best_meta {
+  const char *model; /* owned by the file */
+  long epoch;
+  double val_accuracy;
+} best_meta;
+
+static int read_best_meta(const nn_safetensors *f, const char *path,
+                          best_meta *m, nn_error *err) {
+  const char *format, *epoch, *acc;
+  int rc;
+  if ((rc = need(f, path, "format", &format, err)) ||
+      (rc = need(f, path, "model", &m->model, err)) ||
+      (rc = need(f, path, "epoch", &epoch, err)) ||
+      (rc = need(f, path, "val_accuracy", &acc, err)))
+    return rc;
+  if (strcmp(format, "nnrun"))
+    return bad_field(err, path, "format", format, "\"nnrun\"");
+  if (parse_epoch(epoch, &m->epoch))
+    return bad_field(err, path, "epoch", epoch, "an epoch number (0, 1, 2, ...)");
+  if (parse_accuracy(acc, &m->val_accuracy))
+    return bad_field(err, path, "val_accuracy", acc,
+                     "a finite accuracy in [0, 1]");
+  return NN_OK;
+}
+
+/* ---------------------------------------------------------- RNG state */
+
+/* GSL's MT19937 state (gsl/rng/mt.c), the trainer's generator: 624 words
+ * of 32 bits and the position of the next one. */
+typedef struct mt19937_state {
+  unsigned long mt[624];
+  int mti;
+} mt19937_state;
 
 static int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -16,27 +196,163 @@ static int hex_value(char c) {
   return -1;
 }
 
+/* Decode rng_state into size bytes and check that GSL can draw from it:
+ * a position within the block, 32-bit words, and not the all-zero state
+ * (from which MT19937 draws only zeros, for ever). */
+static int read_rng(const char *hex, const char *path, unsigned char *out,
+                    size_t size, nn_error *err) {
+  if (strlen(hex) != 2 * size)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata 'rng_state' has %zu hex digits; "
+                        "expected %zu (the state of the trainer's RNG)",
+                        path, strlen(hex), 2 * size);
+  for (size_t i = 0; i < size; i++) {
+    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return nn_error_set(err, NN_EFORMAT,
+                          "%s: metadata 'rng_state' is not lowercase hex "
+                          "(character %zu)",
+                          path, hi < 0 ? 2 * i + 1 : 2 * i + 2);
+    out[i] = (unsigned char)(hi << 4 | lo);
+  }
+  /* The layout is GSL's, for MT19937 only: another generator gets the
+   * length check alone. */
+  if (size != sizeof(mt19937_state) || gsl_rng_mt19937->size != size)
+    return NN_OK;
+  mt19937_state s;
+  memcpy(&s, out, sizeof s);
+  if (s.mti < 0 || s.mti > 624)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata 'rng_state' puts MT19937 at word %d; "
+                        "expected 0..624",
+                        path, s.mti);
+  int zero = (s.mt[0] & 0x80000000UL) == 0;
+  for (size_t i = 0; i < 624; i++) {
+    if (s.mt[i] > 0xffffffffUL)
+      return nn_error_set(err, NN_EFORMAT,
+                          "%s: metadata 'rng_state': MT19937 word %zu has "
+                          "more than 32 bits",
+                          path, i);
+    if (i > 0 && s.mt[i]) zero = 0;
+  }
+  if (zero)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata 'rng_state' is the all-zero MT19937 "
+                        "state, which draws only zeros",
+                        path);
+  return NN_OK;
+}
+
+/* ------------------------------------------------- best against last */
+
+/* Check best_path against last's record of it.  Either it is the file
+ * last records (same hash and epoch), or it is exactly one epoch ahead of
+ * last with a better accuracy: the run was killed after writing best and
+ * before writing last.  *found receives the epoch and hash of what is
+ * there ({-1, 0}: no file); *ahead whether it is the second case; *out (if
+ * not NULL) the opened file, owned by the caller. */
+static int match_best(const char *best_path, const char *last_path,
+                      const last_meta *lm, checkpoint_best *found, int *ahead,
+                      nn_safetensors **out, nn_error *err) {
+  nn_safetensors *f = NULL;
+  best_meta bm;
+  *found = (checkpoint_best){-1, 0};
+  *ahead = 0;
+  if (out) *out = NULL;
+  int rc = file_fnv1a(best_path, &found->fnv1a, err);
+  if (rc == NN_ENOTFOUND) {
+    if (lm->best_epoch < 0) return NN_OK;
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s records best epoch %ld, but %s is missing",
+                        last_path, lm->best_epoch, best_path);
+  }
+  if (rc || (rc = nn_safetensors_open(&f, best_path, err)) ||
+      (rc = read_best_meta(f, best_path, &bm, err)))
+    goto out;
+  found->epoch = bm.epoch;
+  if (strcmp(bm.model, lm->model)) {
+    rc = nn_error_set(err, NN_EFORMAT,
+                      "%s was written by model %s, %s by model %s: not one "
+                      "run's checkpoints",
+                      best_path, bm.model, last_path, lm->model);
+  } else if (lm->best_epoch >= 0 && found->fnv1a == lm->best_fnv1a) {
+    if (bm.epoch != lm->best_epoch || bm.val_accuracy != lm->best_val_accuracy)
+      rc = nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata 'best_epoch' and 'best_val_accuracy' "
+                        "(%ld, %.17g) disagree with %s, the file they record "
+                        "(epoch %ld, %.17g)",
+                        last_path, lm->best_epoch, lm->best_val_accuracy,
+                        best_path, bm.epoch, bm.val_accuracy);
+  } else if (bm.epoch == lm->epoch + 1 &&
+             (lm->best_epoch < 0 || bm.val_accuracy > lm->best_val_accuracy)) {
+    *ahead = 1;
+  } else if (lm->best_epoch < 0) {
+    rc = nn_error_set(err, NN_EFORMAT,
+                      "%s records no best epoch, but %s holds epoch %ld",
+                      last_path, best_path, bm.epoch);
+  } else {
+    rc = nn_error_set(err, NN_EFORMAT,
+                      "%s (epoch %ld, FNV-1a %016" PRIx64
+                      ") is not the best epoch %s records (epoch %ld, "
+                      "metadata '" META_BEST_HASH "' %016" PRIx64
+                      "): damaged, or from another run",
+                      best_path, bm.epoch, found->fnv1a, last_path,
+                      lm->best_epoch, lm->best_fnv1a);
+  }
+out:
+  if (rc || !out)
+    nn_safetensors_close(f);
+  else
+    *out = f;
+  return rc;
+}
+
+/* ------------------------------------------------------------- saving */
+
+/* best.safetensors: the best epoch's weights. */
+static int save_best(nn_trainer *t, const char *path, size_t epoch,
+                     const char *model_name, checkpoint_best *best,
+                     nn_error *err) {
+  char epoch_s[32], acc_s[40];
+  size_t n;
+  double acc;
+  nn_param *params = nn_trainer_best(t, &n, NULL, &acc);
+  snprintf(epoch_s, sizeof epoch_s, "%zu", epoch);
+  snprintf(acc_s, sizeof acc_s, "%.17g", acc); /* exact round trip */
+  const char *meta[] = {"format", "nnrun", "model", model_name, "epoch",
+                        epoch_s, "val_accuracy", acc_s, NULL};
+  int rc = nn_safetensors_save(path, params, n, NN_DTYPE_F64, meta, err);
+  /* The hash of the bytes as they are on disk now: last records it. */
+  if (!rc) rc = file_fnv1a(path, &best->fnv1a, err);
+  best->epoch = rc ? -1 : (long)epoch;
+  return rc;
+}
+
 int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
                     const char *model_name, const char *optim_name,
-                    nn_error *err) {
-  char path[4200], epoch_s[32], best_s[32], acc_s[40];
+                    checkpoint_best *best, nn_error *err) {
+  char path[4200], epoch_s[32], best_s[32], acc_s[40], hash_s[20];
   size_t n, n_state, rng_size;
   long best_epoch;
   double best_acc;
   nn_param *params = nn_trainer_weights(t, &n);
   nn_param *state = nn_trainer_optim_state(t, &n_state);
-  nn_param *best = nn_trainer_best(t, &n, &best_epoch, &best_acc);
+  nn_trainer_best(t, &n, &best_epoch, &best_acc);
+  int rc;
+  snprintf(path, sizeof path, "%s/best.safetensors", dir);
+  if (best_epoch == (long)epoch &&
+      (rc = save_best(t, path, epoch, model_name, best, err)))
+    return rc;
+  if (best->epoch != best_epoch)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s holds epoch %ld, but the run's best epoch is %ld: "
+                        "the resumed run did not repeat the interrupted one "
+                        "(was the configuration changed?)",
+                        path, best->epoch, best_epoch);
   snprintf(epoch_s, sizeof epoch_s, "%zu", epoch);
   snprintf(best_s, sizeof best_s, "%ld", best_epoch);
   snprintf(acc_s, sizeof acc_s, "%.17g", best_acc); /* exact round trip */
-  int rc;
-  if (best_epoch == (long)epoch) {
-    const char *meta[] = {"format", "nnrun", "model", model_name, "epoch",
-                          epoch_s, "val_accuracy", acc_s, NULL};
-    snprintf(path, sizeof path, "%s/best.safetensors", dir);
-    if ((rc = nn_safetensors_save(path, best, n, NN_DTYPE_F64, meta, err)))
-      return rc;
-  }
+  snprintf(hash_s, sizeof hash_s, "%016" PRIx64, best->fnv1a);
   /* last: parameters, then optimizer state; RNG state as hex metadata. */
   nn_trainer_rng_state(t, NULL, &rng_size);
   nn_param *all = malloc((n + n_state) * sizeof *all);
@@ -62,7 +378,9 @@ int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
   const char *meta[] = {"format", "nnrun", "model", model_name, "optimizer",
                         optim_name, "epoch", epoch_s, "best_epoch", best_s,
                         "best_val_accuracy", acc_s, "rng_state", rng_hex,
-                        META_STATE, names, NULL};
+                        META_STATE, names,
+                        /* without a best epoch the list ends here */
+                        best_epoch >= 0 ? META_BEST_HASH : NULL, hash_s, NULL};
   snprintf(path, sizeof path, "%s/last.safetensors", dir);
   rc = nn_safetensors_save(path, all, n + n_state, NN_DTYPE_F64, meta, err);
 out:
@@ -72,6 +390,8 @@ out:
   free(names);
   return rc;
 }
+
+/* ------------------------------------------------------------ loading */
 
 int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
                             nn_error *err) {
@@ -102,39 +422,24 @@ int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
   return rc;
 }
 
-/* A metadata value that must be there. */
-static const char *meta(const nn_safetensors *f, const char *path,
-                        const char *key, nn_error *err) {
-  const char *v = nn_safetensors_meta(f, key);
-  if (!v) nn_error_set(err, NN_EFORMAT, "%s: not an nnrun checkpoint (no '%s')",
-                       path, key);
-  return v;
-}
-
 int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
-                      const char *optim_name, size_t *epoch, nn_error *err) {
-  char path[4200];
+                      const char *optim_name, size_t *epoch,
+                      checkpoint_best *best, nn_error *err) {
+  char path[4200], best_path[4200];
   snprintf(path, sizeof path, "%s/last.safetensors", dir);
-  nn_safetensors *last = NULL, *best = NULL;
+  snprintf(best_path, sizeof best_path, "%s/best.safetensors", dir);
+  nn_safetensors *last = NULL, *bestf = NULL;
   unsigned char *rng = NULL;
   nn_param *all = NULL;
+  last_meta lm;
+  int ahead = 0;
   int rc = nn_safetensors_open(&last, path, err);
   if (rc) return rc;
-  const char *m, *o, *e, *be, *ba, *rh, *st;
-  if (!(m = meta(last, path, "model", err)) ||
-      !(o = meta(last, path, "optimizer", err)) ||
-      !(e = meta(last, path, "epoch", err)) ||
-      !(be = meta(last, path, "best_epoch", err)) ||
-      !(ba = meta(last, path, "best_val_accuracy", err)) ||
-      !(rh = meta(last, path, "rng_state", err)) ||
-      !(st = meta(last, path, META_STATE, err))) {
-    rc = NN_EFORMAT;
-    goto out;
-  }
-  if (strcmp(m, model_name) || strcmp(o, optim_name)) {
+  if ((rc = read_last_meta(last, path, &lm, err))) goto out;
+  if (strcmp(lm.model, model_name) || strcmp(lm.optimizer, optim_name)) {
     rc = nn_error_set(err, NN_EINVAL,
                       "%s was written by %s + %s; the config asks for %s + %s",
-                      path, m, o, model_name, optim_name);
+                      path, lm.model, lm.optimizer, model_name, optim_name);
     goto out;
   }
   size_t n, n_state, rng_size;
@@ -147,41 +452,53 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
     rc = nn_error_set(err, NN_ENOMEM, "out of memory");
     goto out;
   }
-  if (strlen(rh) != 2 * rng_size) {
-    rc = nn_error_set(err, NN_EFORMAT, "%s: RNG state has the wrong length", path);
+  if ((rc = read_rng(lm.rng_hex, path, rng, rng_size, err)) ||
+      (rc = match_best(best_path, path, &lm, best, &ahead, &bestf, err)))
     goto out;
-  }
-  for (size_t i = 0; i < rng_size; i++) {
-    int hi = hex_value(rh[2 * i]), lo = hex_value(rh[2 * i + 1]);
-    if (hi < 0 || lo < 0) {
-      rc = nn_error_set(err, NN_EFORMAT, "%s: RNG state is not hex", path);
-      goto out;
-    }
-    rng[i] = (unsigned char)(hi << 4 | lo);
-  }
+  /* Everything is checked: now the trainer takes it. */
   memcpy(all, params, n * sizeof *all);
   if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
   if ((rc = nn_safetensors_read_params(last, all, n + n_state, NULL, err)) ||
       (rc = nn_trainer_set_rng_state(t, rng, rng_size, err)))
     goto out;
-  char *end;
-  long best_epoch = strtol(be, &end, 10);
-  double best_acc = strtod(ba, NULL);
-  *epoch = strtoul(e, NULL, 10);
-  if (best_epoch >= 0) {
-    snprintf(path, sizeof path, "%s/best.safetensors", dir);
+  if (bestf && !ahead) {
     size_t nb;
     nn_param *bp = nn_trainer_best(t, &nb, NULL, NULL);
-    if ((rc = nn_safetensors_open(&best, path, err)) ||
-        (rc = nn_safetensors_read_params(best, bp, nb, NULL, err)))
-      goto out;
+    if ((rc = nn_safetensors_read_params(bestf, bp, nb, NULL, err))) goto out;
   }
-  nn_trainer_set_best(t, best_epoch, best_acc);
+  nn_trainer_set_best(t, lm.best_epoch, lm.best_val_accuracy);
+  *epoch = (size_t)lm.epoch;
 out:
   nn_safetensors_close(last);
-  nn_safetensors_close(best);
+  nn_safetensors_close(bestf);
   free(all);
   free(rng);
+  return rc;
+}
+
+int checkpoint_check_best(const char *weights, nn_error *err) {
+  const char *slash = strrchr(weights, '/');
+  const char *base = slash ? slash + 1 : weights;
+  if (strcmp(base, "best.safetensors")) return NN_OK;
+  char dir[4200], last_path[4300];
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - weights) : 1,
+           slash ? weights : ".");
+  snprintf(last_path, sizeof last_path, "%s/last.safetensors", dir);
+  if (access(last_path, F_OK) != 0) return NN_OK;
+  nn_safetensors *last = NULL;
+  last_meta lm;
+  checkpoint_best found;
+  int ahead = 0;
+  int rc = nn_safetensors_open(&last, last_path, err);
+  if (!rc) rc = read_last_meta(last, last_path, &lm, err);
+  if (!rc) rc = match_best(weights, last_path, &lm, &found, &ahead, NULL, err);
+  if (!rc && ahead)
+    rc = nn_error_set(err, NN_EFORMAT,
+                      "%s (epoch %ld) is newer than %s (epoch %ld): the run "
+                      "was interrupted while saving; finish it with "
+                      "--resume %s",
+                      weights, found.epoch, last_path, lm.epoch, dir);
+  nn_safetensors_close(last);
   return rc;
 }
 

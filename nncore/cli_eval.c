@@ -21,6 +21,9 @@ int cli_eval(const cli_options *opt) {
     nn_param *p = nn_trainer_weights(run.trainer, &n);
     status = checkpoint_status(checkpoint_load_weights(opt->weights, p, n, &err));
   }
+  /* A run's best.safetensors must be the one its last.safetensors records. */
+  if (!status)
+    status = checkpoint_status(checkpoint_check_best(opt->weights, &err));
   double loss, acc;
   if (!status && nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err))
     status = EXIT_RUNTIME;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,9 @@
  * distribution puts that header.  Process-wide, so only the CLI calls it. */
 void openblas_set_num_threads(int num_threads);
 #endif
+
+/* Zero (no call in progress) until a trainer records one. */
+nn_call_record cli_plugin_call;
 
 /* The core's own sections.  Plugins declare [model] / [optimizer] keys. */
 const nn_option cli_data_options[] = {
@@ -50,6 +54,8 @@ static const char *const layer_extra[] = {"type", NULL};
 
 /* The fraction of the training file used for training (the rest validates). */
 #define TRAIN_FRACTION 0.8
+/* MNIST's digits: the labels the data may hold and the model's outputs. */
+#define MNIST_CLASSES 10
 
 static void slot_free(plugin_slot *s) {
   nn_plugin_close(s->loaded);
@@ -106,7 +112,8 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
                              .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
                              .shuffle = r->train_v[TRAIN_SHUFFLE].b,
-                             .threads = (size_t)r->train_v[TRAIN_THREADS].i};
+                             .threads = (size_t)r->train_v[TRAIN_THREADS].i,
+                             .calls = &cli_plugin_call};
   return EXIT_OK;
 }
 
@@ -198,7 +205,11 @@ static int load_layers(cli_run *r, nn_error *err) {
     if (strncmp(name, LAYER_PREFIX, strlen(LAYER_PREFIX))) continue;
     plugin_slot *slot = &r->layers[r->n_layers];
     int status = load_slot(r->cfg, name, NN_KIND_LAYER, layer_extra, slot, err);
-    if (status) return status;
+    if (status) {
+      /* Not counted in n_layers yet, so cli_run_free would miss it. */
+      slot_free(slot);
+      return status;
+    }
     r->layer_specs[r->n_layers] = (nn_layer_spec){
         name + strlen(LAYER_PREFIX), nn_loaded_desc(slot->loaded),
         slot->values};
@@ -243,7 +254,94 @@ static int setup_data(cli_run *r, int test_only, nn_error *err) {
     return rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
   }
   if (!test_only) nn_dataset_split(&r->all, TRAIN_FRACTION, &r->train, &r->val);
+  /* Now, before anything trains or a run directory exists: a bad label
+   * found by the trainer would cost the training before it (test labels
+   * are first read after the last epoch). */
+  if (nn_mnist_check(dir, r->data_v[DATA_FORMAT].s,
+                     test_only ? NULL : &r->train, test_only ? NULL : &r->val,
+                     &r->test, MNIST_CLASSES, err))
+    return EXIT_RUNTIME;
   return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- memory
+ * A model too large for the machine is refused before anything is
+ * allocated: creating it would fail after minutes and gigabytes, or push
+ * the machine into swap. */
+
+/* "7.8 GiB" */
+static const char *bytes_text(uint64_t n, char *buf, size_t size) {
+  static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB",
+                                      "PiB", "EiB"};
+  double v = (double)n;
+  size_t u = 0;
+  while (v >= 1024.0 && u + 1 < sizeof units / sizeof units[0]) {
+    v /= 1024.0;
+    u++;
+  }
+  snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
+/* The memory this process may use: the machine's physical memory and, if
+ * set, its address-space limit (RLIMIT_AS: ulimit -v).  0: unknown. */
+static void memory_limits(uint64_t *physical, uint64_t *address_space) {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  *physical = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  struct rlimit rl;
+  *address_space = getrlimit(RLIMIT_AS, &rl) == 0 &&
+                           rl.rlim_cur != RLIM_INFINITY
+                       ? (uint64_t)rl.rlim_cur
+                       : 0;
+}
+
+/* Fails (NN_ECONFIG, with what is needed and what there is) when the
+ * model's plugins say it needs more memory than the process may have. */
+static int check_memory(const cli_run *r, const nn_model_spec *spec,
+                        nn_shape in, nn_error *err) {
+  nn_memory_estimate est;
+  nn_trainer_memory(spec, in, MNIST_CLASSES, &r->topts, &est);
+  uint64_t physical, address_space;
+  memory_limits(&physical, &address_space);
+  const int by_rlimit = address_space && (!physical || address_space < physical);
+  const uint64_t limit = by_rlimit ? address_space : physical;
+  if (!limit || est.total <= limit) return NN_OK;
+  char total[64], model[32], layer[32], lim[32], phys[32], part[300] = "";
+  const char *where = nn_config_path(r->cfg);
+  if (spec->plugin) {
+    where = section_where(r->cfg, "model");
+  } else if (est.largest_bytes) {
+    /* The layer to make smaller, and where it is. */
+    const nn_layer_spec *l = &spec->layers[est.largest];
+    char section[300];
+    snprintf(section, sizeof section, LAYER_PREFIX "%s", l->name);
+    where = section_where(r->cfg, section);
+    snprintf(part, sizeof part, ", of which layer %s (%s) %s", l->name,
+             l->plugin->name, bytes_text(est.largest_bytes, layer, sizeof layer));
+  }
+  if (est.total == UINT64_MAX)
+    snprintf(total, sizeof total, "more than can be addressed");
+  else
+    snprintf(total, sizeof total, "%s%s", est.complete ? "about " : "at least ",
+             bytes_text(est.total, lim, sizeof lim));
+  char limits[200];
+  if (by_rlimit)
+    snprintf(limits, sizeof limits,
+             "the address-space limit of %s (RLIMIT_AS, ulimit -v; the "
+             "machine has %s of physical memory)",
+             bytes_text(address_space, lim, sizeof lim),
+             physical ? bytes_text(physical, phys, sizeof phys) : "?");
+  else
+    snprintf(limits, sizeof limits, "this machine's %s of physical memory",
+             bytes_text(physical, phys, sizeof phys));
+  return nn_error_set(err, NN_ECONFIG,
+                      "%s: this run needs %s of memory (model %s: %s%s; "
+                      "then a copy of its weights, optimizer state and "
+                      "batches of %zu), more than %s: make the model or the "
+                      "batches smaller",
+                      where, total, cli_model_name(r),
+                      bytes_text(est.model, model, sizeof model), part,
+                      r->topts.batch_size, limits);
 }
 
 static int setup_trainer(cli_run *r, nn_error *err) {
@@ -258,10 +356,11 @@ static int setup_trainer(cli_run *r, nn_error *err) {
   const nn_model_spec spec = {
       r->model.loaded ? nn_loaded_desc(r->model.loaded) : NULL,
       r->model.values, r->layer_specs, r->n_layers};
+  const nn_shape in = nn_dataset_shape(r->all.n ? &r->all : &r->test);
+  if (check_memory(r, &spec, in, err)) return EXIT_USAGE;
   int rc = nn_trainer_create(&r->trainer, &spec,
                              nn_loaded_desc(r->optim.loaded), r->optim.values,
-                             nn_dataset_shape(r->all.n ? &r->all : &r->test),
-                             10, &r->topts, err);
+                             in, MNIST_CLASSES, &r->topts, err);
   if (rc)
     return rc == NN_ECONFIG ? EXIT_USAGE
            : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;

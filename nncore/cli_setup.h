@@ -20,6 +20,11 @@ enum {
 extern const nn_option cli_data_options[];
 extern const nn_option cli_train_options[];
 
+/* The plugin call in progress (see nn_call_record): lent to every trainer
+ * set up here, read by nnrun's fatal-signal handler to name the plugin
+ * that crashed.  The CLI's, for the life of the process. */
+extern nn_call_record cli_plugin_call;
+
 /* A loaded plugin and its validated option values. */
 typedef struct plugin_slot {
   nn_loaded *loaded; /* owned */

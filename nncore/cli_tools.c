@@ -1,4 +1,5 @@
-/* nnrun's small commands: --list-plugins and export-csv. */
+/* nnrun's small commands: --list-plugins (the one command that loads every
+ * plugin on the path) and export-csv. */
 #include <config.h>
 
 #include <stdio.h>
@@ -54,6 +55,10 @@ int cli_list_plugins(int verbosity) {
     if (verbosity > 1) print_options(list[i].path);
   }
   if (!n) fprintf(stderr, "nnrun: no plugins found (searched %s)\n", search);
+  else if (verbosity > 0)
+    fprintf(stderr, "nnrun: the listing loaded every plugin file it could "
+                    "(their code ran); a run loads only those its config "
+                    "names\n");
   free(list);
   return !n ? EXIT_PLUGIN : broken ? EXIT_PLUGIN : EXIT_OK;
 }

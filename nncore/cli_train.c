@@ -4,6 +4,7 @@
  * where it comes from and mapped to an exit status (see cli.h). */
 #include <config.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ typedef struct run_state {
   size_t n_epochs_done;
   int write_failed;
   nn_error write_err;
+  checkpoint_best best_file; /* what out_dir/best.safetensors holds */
+  int lock_fd;               /* owned: run_dir_claim's lock, or -1 */
 } run_state;
 
 /* The live progress line: bar, batches, running loss and accuracy, elapsed
@@ -57,7 +60,9 @@ static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
 
 /* After each epoch: the epoch line, then metrics.csv, best and last
  * checkpoints, in that order, so a crash at any point leaves files a
- * resumed run can continue from. */
+ * resumed run can continue from: it ignores metrics rows past its
+ * checkpoint, and last.safetensors records the best.safetensors written
+ * before it (checkpoint.h). */
 static int on_epoch(void *user, const nn_epoch_metrics *m) {
   run_state *st = user;
   st->metrics[m->epoch] = *m;
@@ -74,41 +79,77 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
       checkpoint_save(st->run->trainer, st->out_dir, m->epoch,
                       cli_model_name(st->run),
                       nn_loaded_desc(st->run->optim.loaded)->name,
-                      &st->write_err)) {
+                      &st->best_file, &st->write_err)) {
     st->write_failed = 1;
     return 1; /* stop: a run whose results cannot be saved is pointless */
   }
   return 0;
 }
 
-/* Continue the run in st->out_dir from its last checkpoint. */
+/* Continue the run in st->out_dir from its last checkpoint.  A directory
+ * where a run started but was killed before its first checkpoint has
+ * nothing to continue: the run starts over there.  Returns an exit
+ * status. */
 static int resume(run_state *st, nn_error *err) {
   cli_run *r = st->run;
   size_t last, n_rows;
   char path[4200];
   snprintf(path, sizeof path, "%s/last.safetensors", st->out_dir);
-  if (access(path, R_OK) != 0)
-    return nn_error_set(err, NN_ECONFIG,
-                        "--resume %s: no checkpoint there (%s is missing)",
-                        st->out_dir, path);
-  int rc = checkpoint_resume(r->trainer, st->out_dir,
-                             cli_model_name(r),
-                             nn_loaded_desc(r->optim.loaded)->name, &last, err);
-  if (rc) return rc;
-  if (last + 1 > r->topts.epochs)
-    return nn_error_set(err, NN_ECONFIG,
-                        "%s has %zu epochs done; the config asks for only %zu",
-                        st->out_dir, last + 1, r->topts.epochs);
-  rc = nn_metrics_read_csv(st->metrics_path, st->metrics, last + 1, &n_rows, err);
-  if (rc) return rc;
-  if (n_rows < last + 1)
-    return nn_error_set(err, NN_EFORMAT, "%s has %zu epochs, the checkpoint %zu",
-                        st->metrics_path, n_rows, last + 1);
-  st->n_epochs_done = last + 1;
-  nn_trainer_start_at(r->trainer, last + 1);
-  if (st->opt->verbosity > 0)
-    fprintf(stderr, "nnrun: resuming %s after epoch %zu\n", st->out_dir, last);
-  return NN_OK;
+  if (access(path, F_OK) != 0) {
+    if (st->opt->verbosity > 0)
+      fprintf(stderr,
+              "nnrun: %s has no finished epoch: starting the run over\n",
+              st->out_dir);
+    return cli_init_weights(r, err);
+  }
+  int rc = checkpoint_resume(r->trainer, st->out_dir, cli_model_name(r),
+                             nn_loaded_desc(r->optim.loaded)->name, &last,
+                             &st->best_file, err);
+  if (rc) return checkpoint_status(rc);
+  /* metrics.csv is written before the checkpoints: it has the checkpoint's
+   * epochs, perhaps one more that the resumed run repeats.  Reading one
+   * row past the config's epochs tells a config that stops too early from
+   * a checkpoint whose epoch is damaged. */
+  const size_t cap = r->topts.epochs + 1;
+  nn_epoch_metrics *rows = calloc(cap, sizeof *rows);
+  if (!rows) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
+  }
+  int status = nn_metrics_read_csv(st->metrics_path, rows, cap, &n_rows, err)
+                   ? EXIT_RUNTIME
+                   : EXIT_OK;
+  if (!status && n_rows < cap && n_rows < last + 1) {
+    nn_error_set(err, NN_EFORMAT,
+                 "%s: metadata 'epoch' is %zu, but %s has only %zu epochs",
+                 path, last, st->metrics_path, n_rows);
+    status = EXIT_RUNTIME;
+  } else if (!status && last + 1 > r->topts.epochs) {
+    nn_error_set(err, NN_ECONFIG,
+                 "%s has %zu epochs done; the config asks for only %zu",
+                 st->out_dir, last + 1, r->topts.epochs);
+    status = EXIT_USAGE;
+  } else if (!status && st->best_file.epoch > (long)last &&
+             last + 1 == r->topts.epochs) {
+    /* best.safetensors is that epoch's: only running it again makes the
+     * checkpoints one state. */
+    nn_error_set(err, NN_ECONFIG,
+                 "%s was stopped while saving epoch %zu, which must run "
+                 "again: resume with train.epochs >= %zu (the config has "
+                 "%zu)",
+                 st->out_dir, last + 1, last + 2, r->topts.epochs);
+    status = EXIT_USAGE;
+  }
+  if (!status) {
+    memcpy(st->metrics, rows, (last + 1) * sizeof *rows);
+    st->n_epochs_done = last + 1;
+    nn_trainer_start_at(r->trainer, last + 1);
+    if (st->opt->verbosity > 0)
+      fprintf(stderr, "nnrun: resuming %s after epoch %zu\n", st->out_dir,
+              last);
+  }
+  free(rows);
+  return status;
 }
 
 /* curves.png / curves.svg; a run without plotting still succeeds. */
@@ -168,12 +209,68 @@ static int has_sweep(const cli_options *opt, const nn_config *cfg) {
          (opt->n_sweeps > 0 || nn_config_key_at(cfg, "sweep", 0, NULL, NULL));
 }
 
+/* Whether the run can write where its output goes, tried before the data
+ * is loaded so that a place it cannot write fails at once.  target may not
+ * exist yet (run_dir_create makes it with its parents): the probe then goes
+ * in its nearest existing ancestor.  It creates and removes one file, never
+ * a directory. */
+static int probe_output(const char *target, nn_error *err) {
+  char dir[4096];
+  size_t len = strlen(target);
+  if (len >= sizeof dir)
+    return nn_error_set(err, NN_EIO, "output directory path too long: %s",
+                        target);
+  memcpy(dir, target, len + 1);
+  struct stat sb;
+  for (;;) {
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';
+    if (stat(dir, &sb) == 0) break;
+    /* ENOTDIR: a file in the path; going up finds it and says so below. */
+    if (errno != ENOENT && errno != ENOTDIR)
+      return nn_error_set(err, NN_EIO, "output directory %s: cannot access "
+                          "%s: %s", target, dir, strerror(errno));
+    /* Up one level; "." and "/" have none (a deleted working directory). */
+    char *slash = strrchr(dir, '/');
+    if (!strcmp(dir, ".") || !strcmp(dir, "/"))
+      return nn_error_set(err, NN_EIO, "output directory %s: %s is gone",
+                          target, dir);
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+      dir[1] = '\0'; /* "/x" goes up to "/" */
+    else
+      *slash = '\0';
+    len = strlen(dir);
+  }
+  if (!S_ISDIR(sb.st_mode))
+    return nn_error_set(err, NN_EIO, "output directory %s: %s is not a "
+                        "directory", target, dir);
+  char probe[4200];
+  snprintf(probe, sizeof probe, "%s/.nnrun-probe-XXXXXX", dir);
+  int fd = mkstemp(probe);
+  if (fd < 0)
+    return nn_error_set(err, NN_EIO, "output directory %s: cannot create "
+                        "files in %s: %s", target, dir, strerror(errno));
+  close(fd);
+  unlink(probe);
+  return NN_OK;
+}
+
 int cli_train(const cli_options *opt) {
   double t_start = nn_now_seconds();
   nn_error err = {0};
   cli_run run = {0};
-  run_state st = {.opt = opt, .run = &run};
-  int status = cli_run_setup(&run, opt, SETUP_CONFIG, &err);
+  run_state st = {.opt = opt, .run = &run, .best_file = {-1, 0},
+                  .lock_fd = -1};
+  int status = EXIT_OK;
+  if (opt->output_dir && !*opt->output_dir) {
+    nn_error_set(&err, NN_ECONFIG, "-o '': the directory name is empty");
+    status = EXIT_USAGE;
+  } else if (opt->resume_dir && !*opt->resume_dir) {
+    nn_error_set(&err, NN_ECONFIG, "--resume '': the directory name is empty");
+    status = EXIT_USAGE;
+  }
+  if (!status) status = cli_run_setup(&run, opt, SETUP_CONFIG, &err);
   if (!status && has_sweep(opt, run.cfg)) {
     cli_run_free(&run);
     return cli_sweep(opt);
@@ -183,9 +280,18 @@ int cli_train(const cli_options *opt) {
                                    "directory; drop -o");
     status = EXIT_USAGE;
   }
+  if (!status) status = cli_run_setup(&run, opt, SETUP_PLUGINS, &err);
+  /* The output before the data: loading MNIST takes a while, the probe
+   * none.  Then the data is loaded and checked, all before the run
+   * directory is made, so a failure leaves nothing behind. */
+  if (!status &&
+      probe_output(opt->resume_dir   ? opt->resume_dir
+                   : opt->output_dir ? opt->output_dir
+                                     : "runs",
+                   &err))
+    status = EXIT_RUNTIME;
   if (!status)
-    status = cli_run_setup(&run, opt, SETUP_PLUGINS | SETUP_DATA | SETUP_TRAINER,
-                           &err);
+    status = cli_run_setup(&run, opt, SETUP_DATA | SETUP_TRAINER, &err);
   /* Before the run directory exists, so a bad file leaves nothing behind;
    * a resumed run takes its weights from its checkpoint instead. */
   if (!status && !opt->resume_dir) status = cli_init_weights(&run, &err);
@@ -200,9 +306,24 @@ int cli_train(const cli_options *opt) {
       status = EXIT_USAGE;
       goto done;
     }
+    /* Asked before run_dir_claim makes run.lock, a mark of a run. */
+    if (!run_dir_started(opt->resume_dir)) {
+      nn_error_set(&err, NN_ECONFIG,
+                   "--resume %s: no checkpoint there (%s/last.safetensors "
+                   "is missing)",
+                   opt->resume_dir, opt->resume_dir);
+      status = EXIT_USAGE;
+      goto done;
+    }
     snprintf(st.out_dir, sizeof st.out_dir, "%s", opt->resume_dir);
   } else if (run_dir_create(opt->output_dir, nn_config_name(run.cfg), st.out_dir,
                             sizeof st.out_dir, msg, sizeof msg)) {
+    nn_error_set(&err, NN_EIO, "%s", msg);
+    status = EXIT_RUNTIME;
+    goto done;
+  }
+  /* One process per run directory; what killed writers left goes first. */
+  if ((st.lock_fd = run_dir_claim(st.out_dir, msg, sizeof msg)) < 0) {
     nn_error_set(&err, NN_EIO, "%s", msg);
     status = EXIT_RUNTIME;
     goto done;
@@ -226,7 +347,7 @@ int cli_train(const cli_options *opt) {
             cli_model_file(&run), nn_loaded_path(run.optim.loaded),
             nn_cblas_name(), (unsigned long long)run.topts.seed);
   if (opt->resume_dir) {
-    if ((status = checkpoint_status(resume(&st, &err)))) goto done;
+    if ((status = resume(&st, &err))) goto done;
   }
 
   st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);
@@ -256,5 +377,6 @@ done:
   if (status) fprintf(stderr, "nnrun: %s\n", err.msg);
   cli_run_free(&run);
   free(st.metrics);
+  if (st.lock_fd >= 0) close(st.lock_fd);
   return status;
 }

@@ -234,6 +234,12 @@ int nn_dataset_gather_csr(const nn_dataset *ds, const size_t *idx,
 
 #define MNIST_PATH_MAX 4096
 
+/* [0] train, [1] test: images then labels; a CSV file holds both. */
+static const char *const idx_names[2][2] = {
+    {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
+    {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
+static const char *const csv_names[2] = {"mnist_train.csv", "mnist_test.csv"};
+
 /* Resolve dir/name, else dir/name.gz, into out (MNIST_PATH_MAX bytes). */
 static int mnist_find(const char *dir, const char *name, char *out,
                       nn_error *err) {
@@ -272,12 +278,6 @@ int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
     return nn_error_set(err, NN_EINVAL, "missing data directory or format");
   if (!*dir) dir = ".";
 
-  /* [0] train, [1] test; for CSV only the first name of each is used. */
-  static const char *const idx_names[2][2] = {
-      {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
-      {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
-  static const char *const csv_names[2] = {"mnist_train.csv",
-                                           "mnist_test.csv"};
   int is_idx = strcmp(format, "idx") == 0;
   if (!is_idx && strcmp(format, "csv") != 0)
     return nn_error_set(err, NN_EINVAL,
@@ -306,6 +306,92 @@ int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
     }
   }
   return NN_OK;
+}
+
+/* ---------------------------------------------------- checks before training */
+
+/* The path nn_mnist_load read dir/name from, for messages: the file that is
+ * there (plain or .gz), or dir/name if it has gone since. */
+static void mnist_path(const char *dir, const char *name, char *out) {
+  nn_error ignored;
+  if (mnist_find(dir, name, out, &ignored))
+    snprintf(out, MNIST_PATH_MAX, "%s/%s", dir, name);
+}
+
+/* "784 (28x28)", or "785" for images that are not square. */
+static void describe_size(size_t dim, char *buf, size_t size) {
+  nn_dataset probe = {.dim = dim};
+  nn_shape s = nn_dataset_shape(&probe);
+  if (s.h > 1)
+    snprintf(buf, size, "%zu (%ux%u)", dim, (unsigned)s.h, (unsigned)s.w);
+  else
+    snprintf(buf, size, "%zu", dim);
+}
+
+/* Every label of ds below n_classes.  first is the index in its file of
+ * ds's first example (the validation part starts after the training part),
+ * so the message points at the example in the file; in a CSV file (one
+ * example per line, no header) that is also a line. */
+static int check_labels(const nn_dataset *ds, size_t first, size_t n_classes,
+                        const char *file, int csv, nn_error *err) {
+  for (size_t k = 0; k < ds->n; k++) {
+    if (ds->labels[k] < n_classes) continue;
+    size_t at = first + k;
+    char line[32] = "";
+    if (csv) snprintf(line, sizeof line, ":%zu", at + 1);
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s%s: example %zu (counting from 0) has label %u; "
+                        "expected 0 to %zu (the model has %zu classes)",
+                        file, line, at, (unsigned)ds->labels[k],
+                        n_classes - 1, n_classes);
+  }
+  return NN_OK;
+}
+
+int nn_mnist_check(const char *dir, const char *format,
+                   const nn_dataset *train, const nn_dataset *val,
+                   const nn_dataset *test, size_t n_classes, nn_error *err) {
+  if (!dir || !format || !test || !n_classes || !train != !val)
+    return nn_error_set(err, NN_EINVAL,
+                        "nn_mnist_check: needs a data directory, a format, "
+                        "a test set, both or neither training parts and at "
+                        "least one class");
+  if (!*dir) dir = ".";
+  const int csv = strcmp(format, "csv") == 0;
+  /* [0] train, [1] test; [0] images, [1] labels (one CSV file holds both). */
+  char files[2][2][MNIST_PATH_MAX];
+  for (int s = 0; s < 2; s++)
+    for (int f = 0; f < 2; f++)
+      mnist_path(dir, csv ? csv_names[s] : idx_names[s][f], files[s][f]);
+
+  if (train && (train->n == 0 || val->n == 0)) {
+    size_t total = train->n + val->n;
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: %zu example%s too few: the file splits into %zu "
+                        "for training and %zu for validation, and each part "
+                        "needs at least one",
+                        files[0][0], total, total == 1 ? " is" : "s are",
+                        train->n, val->n);
+  }
+  if (test->n == 0)
+    return nn_error_set(err, NN_EFORMAT, "%s: no examples: the test set is "
+                        "empty", files[1][0]);
+  if (train && test->dim != train->dim) {
+    char want[64], got[64];
+    describe_size(train->dim, want, sizeof want);
+    describe_size(test->dim, got, sizeof got);
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: images of %s pixels, but %s has images of %s: "
+                        "the training and test images must be the same size",
+                        files[1][0], got, files[0][0], want);
+  }
+  int rc;
+  if (train && ((rc = check_labels(train, 0, n_classes, files[0][1], csv,
+                                   err)) ||
+                (rc = check_labels(val, train->n, n_classes, files[0][1], csv,
+                                   err))))
+    return rc;
+  return check_labels(test, 0, n_classes, files[1][1], csv, err);
 }
 
 nn_shape nn_dataset_shape(const nn_dataset *ds) {

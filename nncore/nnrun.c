@@ -1,11 +1,16 @@
 /* nnrun: command-line entry point.  Parses arguments and dispatches; the
- * commands live in cli_train.c and cli_tools.c. */
+ * commands live in cli_train.c and cli_tools.c.  It also installs the
+ * fatal-signal handler that names a plugin that crashes. */
+/* For sigaltstack, SA_ONSTACK and SA_RESETHAND, which are XSI. */
+#define _XOPEN_SOURCE 700
 #include <config.h>
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <gsl/gsl_errno.h>
 #include <gsl/gsl_version.h>
@@ -13,6 +18,7 @@
 #include <nn/nn.h>
 
 #include "cli.h"
+#include "cli_setup.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -43,7 +49,10 @@ static void usage(FILE *out) {
           "      --weights FILE       eval: the safetensors weights to test\n"
           "  -q, --quiet              no progress lines on stderr\n"
           "  -v, --verbose            more detail (plugin files, CBLAS, options)\n"
-          "      --list-plugins       list plugins: name, kind, version, file\n"
+          "      --list-plugins       list plugins: name, kind, version, file;\n"
+          "                           this loads every plugin on the path (their\n"
+          "                           code runs): otherwise only the plugins a\n"
+          "                           config names are loaded\n"
           "      --describe           print the model -c FILE builds: layers,\n"
           "                           shapes, parameters, plugin files\n"
           "  -h, --help               this help\n"
@@ -65,11 +74,76 @@ static void usage(FILE *out) {
           "test loss=<L> accuracy=<A> best_epoch=<E>.\n"
           "\n"
           "Plugins are looked up as <dir>/<name>.so in $NN_PLUGIN_PATH\n"
-          "(colon-separated), then in %s.\n"
+          "(colon-separated), then in %s.  A plugin file that\n"
+          "another user could replace (it, or a directory above it, is\n"
+          "world-writable, or owned by someone other than you or root) is\n"
+          "refused unless NN_PLUGIN_ALLOW_WRITABLE=1.  A plugin that crashes\n"
+          "is named, with the operation it was in.\n"
           "\n"
           "Exit status: 0 success, 1 runtime failure (data, training, I/O),\n"
           "2 usage or configuration error, 3 plugin error.\n",
           nn_plugin_dir());
+}
+
+/* ------------------------------------------------ naming a crashed plugin */
+
+static const char *signal_name(int sig) {
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGABRT: return "SIGABRT";
+  }
+  return "a fatal signal";
+}
+
+/* s on stderr with write(2) alone: async-signal-safe. */
+static void say(const char *s) {
+  size_t n = 0;
+  while (s[n]) n++;
+  while (n > 0) {
+    const ssize_t w = write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= (size_t)w;
+  }
+}
+
+/* Runs on the crashing thread, maybe on a broken heap: async-signal-safe
+ * calls only.  SA_RESETHAND has restored the default action, so raising
+ * the signal again ends the process by it (with a core dump where
+ * enabled): the shell and a parent still see the real cause. */
+static void on_fatal_signal(int sig) {
+  const char *op = cli_plugin_call.op, *plugin = cli_plugin_call.plugin;
+  if (op && plugin) {
+    say("nnrun: plugin '");
+    say(plugin);
+    say("' crashed in ");
+    say(op);
+    say(" (");
+  } else {
+    say("nnrun: crashed (");
+  }
+  say(signal_name(sig));
+  say(")\n");
+  raise(sig);
+}
+
+static void install_crash_handler(void) {
+  /* A stack of its own, so that a plugin that overflowed the stack is
+   * named too. */
+  static char alt_stack[1 << 16];
+  stack_t ss = {.ss_sp = alt_stack, .ss_size = sizeof alt_stack};
+  const int on_alt = sigaltstack(&ss, NULL) == 0;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_fatal_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND | (on_alt ? SA_ONSTACK : 0);
+  static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+    sigaction(fatal[i], &sa, NULL);
 }
 
 /* Release what main allocated for the options. */
@@ -84,6 +158,7 @@ int main(int argc, char **argv) {
   /* GSL's default handler aborts the process; the library checks every
    * return code instead. */
   gsl_set_error_handler_off();
+  install_crash_handler();
 
   enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE };
   static const struct option longopts[] = {

@@ -1,8 +1,12 @@
-/* Private to the CLI: choosing and creating a run's output directory. */
+/* Private to the CLI: choosing, creating and claiming a run's output
+ * directory. */
 #ifndef NN_RUN_DIR_H
 #define NN_RUN_DIR_H
 
 #include <stddef.h>
+
+/* The lock file a training run keeps in its directory (see run_dir_claim). */
+#define RUN_DIR_LOCK "run.lock"
 
 /* Create the output directory.  With `explicit` (-o DIR) that directory
  * (and its parents) is created if missing and reused if present.  Without,
@@ -11,5 +15,22 @@
  * Returns 0, or -1 with a message in msg. */
 int run_dir_create(const char *explicit, const char *name, char *out,
                    size_t out_size, char *msg, size_t msg_size);
+
+/* Claim DIR for the run of this process, before it writes anything there:
+ * DIR/run.lock is created if missing, locked (flock, exclusive) and given
+ * this process's id; then the temporary files of atomic writes whose
+ * writer process no longer exists are removed.  The lock also marks DIR
+ * as a run's from its first moment, so a run killed before its first
+ * checkpoint can still be resumed (see run_dir_started).
+ *
+ * Returns the lock's file descriptor, owned by the caller: the claim lasts
+ * until it is closed (at the latest when the process ends).  Returns -1
+ * with a message in msg when another live process holds the lock (the
+ * message names it) or the lock file cannot be made. */
+int run_dir_claim(const char *dir, char *msg, size_t msg_size);
+
+/* Whether a training run has started in DIR: it holds run.lock,
+ * metrics.csv or a checkpoint. */
+int run_dir_started(const char *dir);
 
 #endif

@@ -25,6 +25,7 @@
 
 typedef struct seq_layer {
   char *name;                 /* owned copy of the section name */
+  char *label;                /* owned: "name (plugin)", for the record */
   const nn_plugin *plugin;    /* lent; outlives the network */
   void *self;                 /* owned: plugin->layer->destroy */
   nn_shape in, out;
@@ -45,17 +46,37 @@ typedef struct sequential {
   char *names;       /* owned: the "layer.name" strings of both arrays */
   nn_model_sparse sparse_ext;    /* offered when the first layer takes CSR */
   nn_model_fused_step fused_ext; /* offered when it also steps itself */
+  nn_call_record *calls;         /* lent, may be NULL: see nn_call_record */
 } sequential;
+
+/* Around every call into a layer plugin: who runs and what (two stores
+ * before the call, one after), for a crash report. */
+static inline void call_enter(const sequential *m, const seq_layer *l,
+                              const char *op) {
+  if (m->calls) {
+    m->calls->plugin = l->label;
+    m->calls->op = op;
+  }
+}
+
+static inline void call_leave(const sequential *m) {
+  if (m->calls) m->calls->op = NULL;
+}
 
 static void seq_destroy(void *self) {
   sequential *m = self;
   if (!m) return;
   for (size_t i = 0; i < m->n; i++) {
     seq_layer *l = &m->layers[i];
-    if (l->self) l->plugin->layer->destroy(l->self);
+    if (l->self) {
+      call_enter(m, l, "destroy");
+      l->plugin->layer->destroy(l->self);
+      call_leave(m);
+    }
     if (l->Y) gsl_matrix_free(l->Y);
     if (l->dY) gsl_matrix_free(l->dY);
     free(l->name);
+    free(l->label);
   }
   free(m->layers);
   free(m->params);
@@ -93,10 +114,16 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
       !spec->plugin->layer)
     return nn_error_set(err, NN_EINVAL, "layer %s: not a layer plugin",
                         l->name);
+  const size_t label_size = strlen(l->name) + strlen(spec->plugin->name) + 4;
+  if (!(l->label = malloc(label_size)))
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  snprintf(l->label, label_size, "%s (%s)", l->name, spec->plugin->name);
   const nn_layer_ops *ops = spec->plugin->layer;
   if (err) err->msg[0] = '\0';
+  call_enter(m, l, "create");
   int rc = ops->create(spec->opts, in, m->max_batch, rng, &l->out, &l->self,
                        err);
+  call_leave(m);
   if (rc) {
     l->self = NULL;
     return layer_failed(l, rc, "create", err);
@@ -107,10 +134,13 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
                         "too large", l->name, l->plugin->name,
                         (unsigned)l->out.c, (unsigned)l->out.h,
                         (unsigned)l->out.w);
+  call_enter(m, l, "params");
   l->params = ops->params ? ops->params(l->self, &l->n_params) : NULL;
-  if (!l->params) l->n_params = 0;
+  call_enter(m, l, "state");
   size_t n_state = 0;
   nn_param *state = ops->state ? ops->state(l->self, &n_state) : NULL;
+  call_leave(m);
+  if (!l->params) l->n_params = 0;
   if (!state) n_state = 0;
   char owner[160];
   snprintf(owner, sizeof owner, "layer %s (%s)", l->name, l->plugin->name);
@@ -123,7 +153,9 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
   if (!l->Y || !l->dY)
     return nn_error_set(err, NN_ENOMEM, "layer %s: out of memory", l->name);
   if (i == 0 && ops->extension) {
+    call_enter(m, l, "extension");
     const nn_layer_sparse *s = ops->extension(l->self, NN_EXT_LAYER_SPARSE);
+    call_leave(m);
     if (s && s->size >= NN_EXT_SIZE_TO(nn_layer_sparse, backward_step) &&
         s->forward && s->backward)
       l->sparse = s;
@@ -138,7 +170,9 @@ static int gather_names(sequential *m, nn_error *err) {
     seq_layer *l = &m->layers[i];
     const nn_layer_ops *ops = l->plugin->layer;
     size_t ns = 0;
+    call_enter(m, l, "state");
     nn_param *st = ops->state ? ops->state(l->self, &ns) : NULL;
+    call_leave(m);
     if (!st) ns = 0;
     l->p0 = m->n_params;
     m->n_params += l->n_params;
@@ -158,7 +192,9 @@ static int gather_names(sequential *m, nn_error *err) {
     seq_layer *l = &m->layers[i];
     const nn_layer_ops *ops = l->plugin->layer;
     size_t ns = 0;
+    call_enter(m, l, "state");
     nn_param *st = ops->state ? ops->state(l->self, &ns) : NULL;
+    call_leave(m);
     if (!st) ns = 0;
     for (size_t k = 0; k < l->n_params + ns; k++) {
       const nn_param *src = k < l->n_params ? &l->params[k]
@@ -197,6 +233,15 @@ int nn_sequential_create(void **out, const nn_model_ops **ops,
                          const nn_layer_spec *layers, size_t n, nn_shape in,
                          size_t n_out, size_t max_batch, gsl_rng *rng,
                          nn_error *err) {
+  return nn_sequential_create_recorded(out, ops, layers, n, in, n_out,
+                                       max_batch, rng, NULL, err);
+}
+
+int nn_sequential_create_recorded(void **out, const nn_model_ops **ops,
+                                  const nn_layer_spec *layers, size_t n,
+                                  nn_shape in, size_t n_out, size_t max_batch,
+                                  gsl_rng *rng, nn_call_record *calls,
+                                  nn_error *err) {
   *out = NULL;
   *ops = &seq_ops;
   if (!layers || !n)
@@ -212,6 +257,7 @@ int nn_sequential_create(void **out, const nn_model_ops **ops,
     return nn_error_set(err, NN_ENOMEM, "out of memory");
   }
   m->n = n;
+  m->calls = calls;
   m->n_in = nn_shape_size(in);
   m->n_out = n_out;
   m->max_batch = max_batch;
@@ -293,8 +339,10 @@ static int forward_from(sequential *m, size_t from, const nn_context *ctx,
                                                   X->size2);
     gsl_matrix_view y = rows_of(l->Y, B);
     if (err) err->msg[0] = '\0';
+    call_enter(m, l, "forward");
     int rc = l->plugin->layer->forward(l->self, ctx, &in.matrix, &y.matrix,
                                        err);
+    call_leave(m);
     if (rc) return layer_failed(l, rc, "forward", err);
   }
   gsl_matrix_view last = rows_of(m->layers[m->n - 1].Y, B);
@@ -322,7 +370,9 @@ static int seq_forward_sparse(void *self, const nn_context *ctx,
   seq_layer *l = &m->layers[0];
   gsl_matrix_view y = rows_of(l->Y, X->rows);
   if (err) err->msg[0] = '\0';
+  call_enter(m, l, "forward");
   rc = l->sparse->forward(l->self, ctx, X, &y.matrix, err);
+  call_leave(m);
   if (rc) return layer_failed(l, rc, "forward", err);
   return forward_from(m, 1, ctx, NULL, X->rows, scores, err);
 }
@@ -345,8 +395,10 @@ static int backward_to_first(sequential *m, size_t B, gsl_matrix *dscores,
     gsl_matrix_view d = rows_of(dY, B);
     gsl_matrix_view dX = rows_of(m->layers[i - 1].dY, B);
     if (err) err->msg[0] = '\0';
+    call_enter(m, l, "backward");
     int rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix,
                                         &d.matrix, &dX.matrix, err);
+    call_leave(m);
     if (rc) return layer_failed(l, rc, "backward", err);
     for (size_t k = 0; st && k < l->n_params; k++)
       if ((rc = st->rows(st->ctx, l->p0 + k, 0,
@@ -371,8 +423,10 @@ static int seq_backward(void *self, const gsl_matrix *X, gsl_matrix *dscores,
                                             X->size2);
   gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
   if (err) err->msg[0] = '\0';
+  call_enter(m, l, "backward");
   rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix, &d.matrix,
                                   NULL, err);
+  call_leave(m);
   return layer_failed(l, rc, "backward", err);
 }
 
@@ -387,7 +441,9 @@ static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
   seq_layer *l = &m->layers[0];
   gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
   if (err) err->msg[0] = '\0';
+  call_enter(m, l, "backward");
   rc = l->sparse->backward(l->self, X, Xt, &y.matrix, &d.matrix, err);
+  call_leave(m);
   return layer_failed(l, rc, "backward", err);
 }
 
@@ -404,12 +460,52 @@ static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
   gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
   if (err) err->msg[0] = '\0';
   /* The first layer's parameters are the network's first: same indices. */
+  call_enter(m, l, "backward");
   rc = l->sparse->backward_step(l->self, X, Xt, &y.matrix, &d.matrix, st,
                                 err);
+  call_leave(m);
   return layer_failed(l, rc, "backward", err);
 }
 
 size_t nn_sequential_count(void *net) { return ((sequential *)net)->n; }
+
+void nn_sequential_memory(const nn_layer_spec *layers, size_t n, nn_shape in,
+                          size_t max_batch, nn_call_record *calls,
+                          nn_memory_estimate *est) {
+  *est = (nn_memory_estimate){.complete = 1};
+  for (size_t i = 0; i < n; i++) {
+    const nn_plugin *p = layers[i].plugin;
+    nn_memory_fn memory = p && p->kind == NN_KIND_LAYER
+                              ? nn_plugin_memory_op(p) : NULL;
+    nn_memory need = {0};
+    int rc = NN_EINVAL;
+    if (memory) {
+      if (calls) {
+        calls->plugin = p->name;
+        calls->op = "memory";
+      }
+      rc = memory(layers[i].opts, in, 0, max_batch, &need);
+      if (calls) calls->op = NULL;
+    }
+    /* Without an answer (or with a shape create would refuse) the next
+     * layer's input shape is unknown: the sum stops here. */
+    if (rc != NN_OK || !shape_ok(need.out)) {
+      est->complete = 0;
+      return;
+    }
+    /* The layer's output and its gradient are the network's buffers. */
+    const uint64_t bytes = nn_mem_add(
+        need.bytes, nn_mem_mul(2 * sizeof(double),
+                               nn_mem_mul(max_batch, nn_shape_size(need.out))));
+    est->model = nn_mem_add(est->model, bytes);
+    est->weights = nn_mem_add(est->weights, need.weights);
+    if (bytes > est->largest_bytes) {
+      est->largest = i;
+      est->largest_bytes = bytes;
+    }
+    in = need.out;
+  }
+}
 
 int nn_sequential_layer(void *net, size_t i, nn_layer_info *info) {
   sequential *m = net;

@@ -97,12 +97,58 @@ struct nn_trainer {
   size_t start_epoch;          /* first epoch of the next run */
   nn_batch_fn on_batch;        /* optional progress callback */
   void *on_batch_user;
+  const char *model_plugin;    /* model_name for the call record, or NULL
+                                  for a network (it records its layers) */
 };
+
+/* The call record (opts.calls) around each plugin call: two stores before
+ * it, one after; see nn_call_record.  plugin NULL: not a plugin. */
+static inline void call_enter(const nn_trainer *t, const char *plugin,
+                              const char *op) {
+  nn_call_record *c = t->opts.calls;
+  if (c && plugin) {
+    c->plugin = plugin;
+    c->op = op;
+  }
+}
+
+static inline void call_leave(const nn_trainer *t) {
+  if (t->opts.calls) t->opts.calls->op = NULL;
+}
+
+/* A call made from inside another (the optimizer's, from a model's
+ * backward that steps as it goes): the record returns to the outer one. */
+typedef struct call_saved {
+  const char *plugin, *op;
+} call_saved;
+
+static inline call_saved call_push(const nn_trainer *t, const char *plugin,
+                                   const char *op) {
+  nn_call_record *c = t->opts.calls;
+  call_saved s = {c ? c->plugin : NULL, c ? c->op : NULL};
+  call_enter(t, plugin, op);
+  return s;
+}
+
+static inline void call_pop(const nn_trainer *t, call_saved s) {
+  nn_call_record *c = t->opts.calls;
+  if (c) {
+    c->plugin = s.plugin;
+    c->op = s.op;
+  }
+}
 
 void nn_trainer_free(nn_trainer *t) {
   if (!t) return;
-  if (t->optim) t->optim_desc->optim->destroy(t->optim);
-  if (t->model) t->mops->destroy(t->model);
+  if (t->optim) {
+    call_enter(t, t->optim_desc->name, "destroy");
+    t->optim_desc->optim->destroy(t->optim);
+  }
+  if (t->model) {
+    call_enter(t, t->model_plugin, "destroy");
+    t->mops->destroy(t->model);
+  }
+  call_leave(t);
   if (t->best) {
     for (size_t i = 0; i < t->n_weights; i++)
       if (t->best[i]) gsl_matrix_free(t->best[i]);
@@ -135,11 +181,15 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                          nn_error *err);
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
 
-/* An extension of an instance, if offered and large enough to hold the
- * members this core reads (need: NN_EXT_SIZE_TO its last one). */
-static const void *find_ext(const void *(*extension)(void *, const char *),
+/* An extension of an instance of `plugin` (NULL: libnn's network), if
+ * offered and large enough to hold the members this core reads (need:
+ * NN_EXT_SIZE_TO its last one). */
+static const void *find_ext(const nn_trainer *t, const char *plugin,
+                            const void *(*extension)(void *, const char *),
                             void *self, const char *id, size_t need) {
+  call_enter(t, plugin, "extension");
   const void *e = extension ? extension(self, id) : NULL;
+  call_leave(t);
   return e && *(const uint32_t *)e >= need ? e : NULL;
 }
 
@@ -152,9 +202,12 @@ static int create_model(nn_trainer *t, const nn_model_spec *spec, nn_shape in,
       return nn_error_set(err, NN_EINVAL, "'%s' is not a model plugin",
                           spec->plugin->name);
     snprintf(t->model_name, sizeof t->model_name, "%s", spec->plugin->name);
+    t->model_plugin = t->model_name;
     t->mops = spec->plugin->model;
+    call_enter(t, t->model_plugin, "create");
     int rc = t->mops->create(spec->opts, in, t->n_out, bs, t->rng, &t->model,
                              err);
+    call_leave(t);
     if (rc) t->model = NULL;
     if (rc && err && !err->msg[0])
       nn_error_set(err, NN_EPLUGIN, "model %s: create failed (code %d) "
@@ -162,15 +215,18 @@ static int create_model(nn_trainer *t, const nn_model_spec *spec, nn_shape in,
     return rc;
   }
   snprintf(t->model_name, sizeof t->model_name, "sequential");
-  return nn_sequential_create(&t->model, &t->mops, spec->layers,
-                              spec->n_layers, in, t->n_out, bs, t->rng, err);
+  return nn_sequential_create_recorded(&t->model, &t->mops, spec->layers,
+                                       spec->n_layers, in, t->n_out, bs,
+                                       t->rng, t->opts.calls, err);
 }
 
 /* The weights array (params, then the model's state) and the copies that
  * keep the best epoch's. */
 static int setup_weights(nn_trainer *t, nn_error *err) {
   size_t n_state = 0;
+  call_enter(t, t->model_plugin, "state");
   nn_param *state = t->mops->state ? t->mops->state(t->model, &n_state) : NULL;
+  call_leave(t);
   if (!state) n_state = 0;
   int rc = nn_check_param_names(t->model_name, t->params, t->n_params, state,
                                 n_state, err);
@@ -198,18 +254,21 @@ static int setup_weights(nn_trainer *t, nn_error *err) {
 /* Which fast paths the model and optimizer offer together. */
 static void choose_paths(nn_trainer *t) {
   const nn_optim_ops *o = t->optim_desc->optim;
-  t->sparse = find_ext(t->mops->extension, t->model, NN_EXT_MODEL_SPARSE,
+  const char *optim = t->optim_desc->name;
+  t->sparse = find_ext(t, t->model_plugin, t->mops->extension, t->model,
+                       NN_EXT_MODEL_SPARSE,
                        NN_EXT_SIZE_TO(nn_model_sparse, backward));
   if (t->sparse && (!t->sparse->forward || !t->sparse->backward))
     t->sparse = NULL;
-  t->parts = find_ext(o->extension, t->optim, NN_EXT_OPTIM_PARTS,
+  t->parts = find_ext(t, optim, o->extension, t->optim, NN_EXT_OPTIM_PARTS,
                       NN_EXT_SIZE_TO(nn_optim_parts, end));
   if (t->parts && !t->parts->rows) t->parts = NULL;
-  t->sgd_rule = find_ext(o->extension, t->optim, NN_EXT_OPTIM_SGD_RULE,
+  t->sgd_rule = find_ext(t, optim, o->extension, t->optim,
+                         NN_EXT_OPTIM_SGD_RULE,
                          NN_EXT_SIZE_TO(nn_optim_sgd_rule, rule));
   if (t->sgd_rule && !t->sgd_rule->rule) t->sgd_rule = NULL;
-  t->fst = t->sparse ? find_ext(t->mops->extension, t->model,
-                                NN_EXT_MODEL_FUSED_STEP,
+  t->fst = t->sparse ? find_ext(t, t->model_plugin, t->mops->extension,
+                                t->model, NN_EXT_MODEL_FUSED_STEP,
                                 NN_EXT_SIZE_TO(nn_model_fused_step,
                                                backward_step_forward))
                      : NULL;
@@ -289,13 +348,17 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
     rc = create_model(t, model, in, err);
   }
   if (!rc) {
+    call_enter(t, t->model_plugin, "params");
     t->params = t->mops->params(t->model, &t->n_params);
+    call_leave(t);
     if (!t->params) t->n_params = 0;
     rc = setup_weights(t, err);
   }
   if (!rc) {
+    call_enter(t, optim->name, "create");
     rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim,
                               err);
+    call_leave(t);
     if (rc) t->optim = NULL;
   }
   if (!rc) {
@@ -499,12 +562,14 @@ static int batch_forward(nn_trainer *t, const nn_context *ctx, batch_slot *b,
   *Sv = gsl_matrix_submatrix(t->scores, 0, 0, b->count, t->n_out);
   if (err) err->msg[0] = '\0';
   int rc;
+  call_enter(t, t->model_plugin, "forward");
   if (t->sparse) {
     rc = t->sparse->forward(t->model, ctx, &b->Xs.csr, &Sv->matrix, err);
   } else {
     *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
     rc = t->mops->forward(t->model, ctx, &Xv->matrix, &Sv->matrix, err);
   }
+  call_leave(t);
   return model_failed(t, rc, "forward", err);
 }
 
@@ -530,7 +595,10 @@ static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
   const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
   int rc = stepper_check(t, k, r0, r1, 0, cols, err);
   if (rc) return rc;
-  return t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  rc = t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
+  call_pop(t, outer);
+  return rc;
 }
 
 static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
@@ -544,17 +612,23 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                         "model %s stepped a %zux%zu block of parameter %zu "
                         "with a gradient of another shape",
                         t->model_name, r1 - r0, c1 - c0, k);
-  return t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1,
-                         g, err);
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  rc = t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1, g,
+                       err);
+  call_pop(t, outer);
+  return rc;
 }
 
 /* The model takes parameter k's step itself when the optimizer says it
  * is plain SGD: all its elements count as stepped now. */
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg) {
   nn_trainer *t = ctx;
-  if (k >= t->n_params || !lr || !reg ||
-      !t->sgd_rule->rule(t->optim, t->params, t->n_params, k, lr, reg))
-    return 0;
+  if (k >= t->n_params || !lr || !reg) return 0;
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  const int plain = t->sgd_rule->rule(t->optim, t->params, t->n_params, k, lr,
+                                      reg);
+  call_pop(t, outer);
+  if (!plain) return 0;
   t->stepped[k] += t->params[k].value->size1 * t->params[k].value->size2;
   return 1;
 }
@@ -569,10 +643,13 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
                                gsl_matrix_view *Snext, nn_error *err) {
   const nn_optim_parts *parts = t->parts;
   for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
+  call_enter(t, t->optim_desc->name, "step");
   int rc = parts->begin ? parts->begin(t->optim, t->params, t->n_params, err)
                         : NN_OK;
+  call_leave(t);
   if (rc) return rc;
   if (err) err->msg[0] = '\0';
+  call_enter(t, t->model_plugin, "backward");
   if (next) {
     *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
                                   t->n_out);
@@ -583,6 +660,7 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
     rc = t->fst->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
                                &t->stepper, err);
   }
+  call_leave(t);
   if (rc) return model_failed(t, rc, "backward", err);
   for (size_t k = 0; k < t->n_params; k++) {
     const gsl_matrix *v = t->params[k].value;
@@ -593,8 +671,10 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
                           t->model_name, t->stepped[k], v->size1 * v->size2,
                           t->params[k].name ? t->params[k].name : "?");
   }
-  return parts->end ? parts->end(t->optim, t->params, t->n_params, err)
-                    : NN_OK;
+  call_enter(t, t->optim_desc->name, "step");
+  rc = parts->end ? parts->end(t->optim, t->params, t->n_params, err) : NN_OK;
+  call_leave(t);
+  return rc;
 }
 
 /* Backward on slot b (dscores in *Sv), then the optimizer step: inside
@@ -607,13 +687,18 @@ static int batch_backward_step(nn_trainer *t, batch_slot *b,
   if (t->fused)
     return fused_backward_step(t, b, Sv, next, next_ctx, Snext, err);
   if (err) err->msg[0] = '\0';
+  call_enter(t, t->model_plugin, "backward");
   int rc = t->sparse
                ? t->sparse->backward(t->model, &b->Xs.csr,
                                      t->transpose ? &b->Xt.csr : NULL,
                                      &Sv->matrix, err)
                : t->mops->backward(t->model, &Xv->matrix, &Sv->matrix, err);
+  call_leave(t);
   if (rc) return model_failed(t, rc, "backward", err);
-  return t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
+  call_enter(t, t->optim_desc->name, "step");
+  rc = t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
+  call_leave(t);
+  return rc;
 }
 
 static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
@@ -785,7 +870,9 @@ void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user) {
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
   const nn_optim_ops *o = t->optim_desc->optim;
   *n = 0;
+  call_enter(t, t->optim_desc->name, "state");
   nn_param *s = o->state ? o->state(t->optim, n) : NULL;
+  call_leave(t);
   if (!s) *n = 0;
   return s;
 }
@@ -832,3 +919,48 @@ int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
 }
 
 void nn_trainer_start_at(nn_trainer *t, size_t epoch) { t->start_epoch = epoch; }
+
+/* ------------------------------------------------------------ memory */
+
+void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
+                       const nn_train_opts *opts, nn_memory_estimate *est) {
+  *est = (nn_memory_estimate){0};
+  const uint64_t bs = opts->batch_size, n_in = nn_shape_size(in);
+  nn_call_record *calls = opts->calls;
+  if (model->plugin) {
+    nn_memory_fn memory = nn_plugin_memory_op(model->plugin);
+    nn_memory need = {0};
+    if (memory) {
+      if (calls) {
+        calls->plugin = model->plugin->name;
+        calls->op = "memory";
+      }
+      est->complete = memory(model->opts, in, n_out, opts->batch_size,
+                             &need) == NN_OK;
+      if (calls) calls->op = NULL;
+    }
+    if (est->complete) {
+      est->model = need.bytes;
+      est->weights = need.weights;
+    }
+  } else {
+    nn_sequential_memory(model->layers, model->n_layers, in,
+                         opts->batch_size, calls, est);
+  }
+  /* A batch slot holds the dense batch or the sparse one with its
+   * transpose (which one depends on the model's extensions, known once it
+   * exists: the larger is counted), its labels and indices.  Slots: the
+   * current batch, the pipeline's next one, the helper thread's. */
+  const uint64_t cells = nn_mem_mul(bs, n_in);
+  const uint64_t dense = nn_mem_mul(cells, sizeof(double));
+  const uint64_t sparse = nn_mem_add(nn_mem_csr(bs, cells),
+                                     nn_mem_csr(n_in, cells));
+  const uint64_t slot = nn_mem_add(dense > sparse ? dense : sparse,
+                                   nn_mem_mul(bs, sizeof(uint32_t) +
+                                                      sizeof(size_t)));
+  const uint64_t batches = nn_mem_add(
+      nn_mem_mul(slot, 2 + (opts->threads > 1)),
+      nn_mem_mul(nn_mem_mul(bs, n_out), 2 * sizeof(double))); /* scores */
+  est->total = nn_mem_add(nn_mem_add(est->model, est->weights),
+                          nn_mem_add(nn_mem_mul(est->weights, 2), batches));
+}

@@ -100,6 +100,32 @@ static double dense_init_std(const char *init, double std, size_t n_in,
   return -1.0;
 }
 
+/* What dense_create allocates for these arguments, and the output shape
+ * it sets (nn_memory).  No answer for units out of range (create says
+ * why); the other options do not change the sizes. */
+static int dense_memory(const nn_value *opts, nn_shape in, size_t n_out,
+                        size_t max_batch, nn_memory *need) {
+  (void)n_out; /* a layer: units says */
+  const size_t n_in = nn_shape_size(in);
+  if (!need || !opts || n_in == 0 || max_batch == 0)
+    return NN_EINVAL;
+  const int64_t units = opts[OPT_UNITS].i;
+  if (units < 1 || units > DENSE_MAX_UNITS)
+    return NN_EINVAL;
+  const size_t nu = (size_t)units;
+  uint64_t weights = nn_mem_doubles(n_in, nu); /* W */
+  if (opts[OPT_BIAS].b)
+    weights = nn_mem_add(weights, nn_mem_doubles(1, nu)); /* b */
+  uint64_t bytes = nn_mem_mul(weights, 2); /* values and gradients */
+  if (nn_mem_mul(n_in, nu) <= DENSE_SMALL_W)
+    bytes = nn_mem_add(bytes, nn_mem_doubles(nu, n_in)); /* Wt */
+  bytes = nn_mem_add(bytes, nn_mem_csr(n_in, nn_mem_mul(max_batch, n_in)));
+  *need = (nn_memory){.bytes = nn_mem_add(bytes, sizeof(dense_layer)),
+                      .weights = weights,
+                      .out = {1, 1, (uint32_t)nu}};
+  return NN_OK;
+}
+
 static int dense_create(const nn_value *opts, nn_shape in, size_t max_batch,
                         gsl_rng *rng, nn_shape *out_shape, void **out,
                         nn_error *err) {
@@ -416,6 +442,7 @@ static const nn_layer_ops dense_ops = {
     .forward = dense_forward,
     .backward = dense_backward,
     .extension = dense_extension,
+    .memory = dense_memory,
 };
 
 NN_LAYER_PLUGIN("dense", "0.1.0", "fully connected layer: Y = X W + b",

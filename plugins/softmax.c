@@ -45,6 +45,24 @@ static void softmax_destroy(void *self) {
   free(m);
 }
 
+/* What softmax_create allocates for these arguments (nn_memory). */
+static int softmax_memory(const nn_value *opts, nn_shape in, size_t n_out,
+                          size_t max_batch, nn_memory *need) {
+  (void)opts; /* no options */
+  const size_t n_in = nn_shape_size(in);
+  if (!need || n_in == 0 || n_out == 0 || max_batch == 0)
+    return NN_EINVAL;
+  const uint64_t weights = nn_mem_doubles(n_in, n_out); /* W1 */
+  const uint64_t cells = nn_mem_mul(max_batch, n_in);
+  uint64_t bytes = nn_mem_mul(weights, 2); /* W1 and its gradient */
+  bytes = nn_mem_add(bytes, nn_mem_doubles(max_batch, n_out)); /* Z */
+  bytes = nn_mem_add(bytes, nn_mem_add(nn_mem_csr(max_batch, cells),
+                                       nn_mem_csr(n_in, cells)));
+  *need = (nn_memory){.bytes = nn_mem_add(bytes, sizeof(softmax_model)),
+                      .weights = weights};
+  return NN_OK;
+}
+
 static int softmax_create(const nn_value *opts, nn_shape in, size_t n_out,
                           size_t max_batch, gsl_rng *rng, void **out,
                           nn_error *err) {
@@ -239,6 +257,7 @@ static const nn_model_ops softmax_ops = {
     .backward = softmax_backward,
     .state = NULL, /* no buffers besides W1 */
     .extension = softmax_extension,
+    .memory = softmax_memory,
 };
 
 NN_MODEL_PLUGIN("softmax", "0.1.0",

@@ -127,6 +127,36 @@ static int twolayer_param_init(nn_param *p, const char *name, uint32_t flags,
   return p->value && p->grad;
 }
 
+/* What twolayer_create allocates for these arguments (nn_memory): the
+ * same matrices and buffers, counted rather than made. */
+static int twolayer_memory(const nn_value *opts, nn_shape in, size_t n_out,
+                           size_t max_batch, nn_memory *need) {
+  const size_t n_in = nn_shape_size(in);
+  const int64_t h = opts ? opts[0].i : 128;
+  if (!need || h < 1 || h > TWOLAYER_MAX_HIDDEN || n_in == 0 || n_out == 0 ||
+      max_batch == 0)
+    return NN_EINVAL;
+  const size_t nh = (size_t)h;
+  const int far = nn_mem_doubles(n_in, nh) > TWOLAYER_L2_BYTES;
+  const size_t stride = twolayer_row_stride(nh, far);
+  const uint64_t weights =
+      nn_mem_add(nn_mem_add(nn_mem_doubles(n_in, stride), nn_mem_doubles(1, nh)),
+                 nn_mem_add(nn_mem_doubles(nh, n_out), nn_mem_doubles(1, n_out)));
+  uint64_t bytes = nn_mem_mul(weights, 2); /* values and gradients */
+  bytes = nn_mem_add(bytes, nn_mem_mul(nn_mem_doubles(max_batch, stride), 2));
+  bytes = nn_mem_add(bytes, nn_mem_doubles(n_out, nh)); /* W2t */
+  if (far)
+    bytes = nn_mem_add(bytes, nn_mem_doubles(TWOLAYER_STEP_ROWS,
+                                              nh < TWOLAYER_BAND_MAX
+                                                  ? nh : TWOLAYER_BAND_MAX));
+  const uint64_t cells = nn_mem_mul(max_batch, n_in);
+  bytes = nn_mem_add(bytes, nn_mem_add(nn_mem_csr(max_batch, cells),
+                                       nn_mem_csr(n_in, cells)));
+  *need = (nn_memory){.bytes = nn_mem_add(bytes, sizeof(twolayer_model)),
+                      .weights = weights};
+  return NN_OK;
+}
+
 static int twolayer_create(const nn_value *opts, nn_shape in, size_t n_out,
                            size_t max_batch, gsl_rng *rng, void **out,
                            nn_error *err) {
@@ -578,6 +608,7 @@ static const nn_model_ops twolayer_ops = {
     .backward = twolayer_backward,
     .state = NULL, /* no buffers besides the parameters */
     .extension = twolayer_extension,
+    .memory = twolayer_memory,
 };
 
 NN_MODEL_PLUGIN("twolayer", "0.1.0",

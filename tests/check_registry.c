@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gsl/gsl_errno.h>
@@ -70,8 +71,105 @@ START_TEST(test_unknown_name_lists_available) {
   ck_assert_ptr_null(p);
   ck_assert_msg(strstr(err.msg, "'twolayers'") && strstr(err.msg, "softmax") &&
                 strstr(err.msg, "twolayer"), "%s", err.msg);
-  /* Only models are offered when a model is wanted. */
-  ck_assert_msg(strstr(err.msg, "sgd") == NULL, "%s", err.msg);
+  /* From the file names alone (their kinds would take loading them), the
+   * closest first, and a typo gets a suggestion. */
+  ck_assert_msg(strstr(err.msg, "did you mean 'twolayer'?") &&
+                strstr(err.msg, "available: twolayer, "), "%s", err.msg);
+  ck_assert_int_eq(nn_plugin_open(&p, "resnet", NN_KIND_MODEL,
+                                  test_plugin_path(), &err), NN_ENOTFOUND);
+  ck_assert_msg(!strstr(err.msg, "did you mean"), "%s", err.msg);
+}
+END_TEST
+
+/* A name that matches no file loads nothing: marker.so leaves a file
+ * behind when its constructor runs (the listing, which does load every
+ * plugin, shows that it would). */
+START_TEST(test_unknown_name_loads_nothing) {
+  char dir[] = "/tmp/nn_check_registry_XXXXXX", marker[300];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(marker, sizeof marker, "%s/loaded", dir);
+  ck_assert_int_eq(setenv("NN_TEST_MARKER", marker, 1), 0);
+  char fixtures[2048];
+  snprintf(fixtures, sizeof fixtures, "%s", fixture("x"));
+  *strrchr(fixtures, '/') = '\0';
+  nn_loaded *p = NULL;
+  nn_error err = {0};
+  ck_assert_int_eq(nn_plugin_open(&p, "markr", 0, fixtures, &err),
+                   NN_ENOTFOUND);
+  ck_assert_msg(strstr(err.msg, "did you mean 'marker'?"), "%s", err.msg);
+  ck_assert_int_ne(access(marker, F_OK), 0);
+  nn_plugin_info *list = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(nn_plugin_list(fixtures, &list, &n, &err), NN_OK);
+  free(list);
+  ck_assert_int_eq(access(marker, F_OK), 0);
+  unlink(marker);
+  rmdir(dir);
+}
+END_TEST
+
+/* A copy of a fixture plugin in a scratch directory of its own. */
+static void copy_plugin(const char *name, const char *dir, char *dst,
+                        size_t size) {
+  char cmd[4096];
+  snprintf(dst, size, "%s/%s.so", dir, name);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture(name), dst);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Files others could replace are refused before they are loaded, naming
+ * the file or directory and why; NN_PLUGIN_ALLOW_WRITABLE=1 lifts it. */
+START_TEST(test_writable_plugins_are_refused) {
+  char dir[] = "/tmp/nn_check_registry_XXXXXX", path[300];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  copy_plugin("bad_stepper", dir, path, sizeof path);
+  unsetenv("NN_PLUGIN_ALLOW_WRITABLE");
+  nn_loaded *p = NULL;
+  nn_error err = {0};
+  ck_assert_int_eq(chmod(path, 0755), 0);
+  ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err), NN_OK);
+  nn_plugin_close(p);
+  /* The file itself. */
+  ck_assert_int_eq(chmod(path, 0777), 0);
+  ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err),
+                   NN_EPLUGIN);
+  ck_assert_ptr_null(p);
+  ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, "world-writable") &&
+                strstr(err.msg, "NN_PLUGIN_ALLOW_WRITABLE=1"), "%s", err.msg);
+  ck_assert_int_eq(setenv("NN_PLUGIN_ALLOW_WRITABLE", "1", 1), 0);
+  ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err), NN_OK);
+  nn_plugin_close(p);
+  unsetenv("NN_PLUGIN_ALLOW_WRITABLE");
+  /* Its directory, unless it has the sticky bit. */
+  ck_assert_int_eq(chmod(path, 0755), 0);
+  ck_assert_int_eq(chmod(dir, 0777), 0);
+  ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err),
+                   NN_EPLUGIN);
+  ck_assert_msg(strstr(err.msg, "the directory") && strstr(err.msg, dir) &&
+                strstr(err.msg, "without the sticky bit"), "%s", err.msg);
+  ck_assert_int_eq(chmod(dir, 01777), 0);
+  ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err), NN_OK);
+  nn_plugin_close(p);
+  /* The listing does not load a refused file either; it says why. */
+  ck_assert_int_eq(chmod(dir, 0777), 0);
+  nn_plugin_info *list = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(nn_plugin_list(dir, &list, &n, &err), NN_OK);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_uint_eq(list[0].kind, 0);
+  ck_assert_msg(strstr(list[0].problem, "world-writable"), "%s",
+                list[0].problem);
+  free(list);
+  ck_assert_int_eq(chmod(dir, 0700), 0);
+  /* Owned by another user (only root can make such a file, and not in
+   * every sandbox). */
+  if (geteuid() == 0 && chown(path, 65534, 65534) == 0) {
+    ck_assert_int_eq(nn_plugin_open(&p, "bad_stepper", 0, dir, &err),
+                     NN_EPLUGIN);
+    ck_assert_msg(strstr(err.msg, "owned by user 65534"), "%s", err.msg);
+  }
+  unlink(path);
+  rmdir(dir);
 }
 END_TEST
 
@@ -222,7 +320,9 @@ START_TEST(test_list_plugins) {
     const char *name;
     int loads;
   } fixtures[] = {{"bad_decl", 0},      {"bad_major", 0},
-                  {"bad_stepper", 1},   {"newer_minor", 0},
+                  {"bad_stepper", 1},   {"crash", 1},
+                  {"killat", 0},        {"marker", 0},
+                  {"newer_minor", 0},
                   {"no_symbol", 0},     {"prints", 1},
                   {"unstable_shapes", 1}, {"wrong_grad", 1}};
   const size_t n_fixtures = sizeof fixtures / sizeof fixtures[0];
@@ -277,9 +377,9 @@ START_TEST(test_open_layer) {
                                   test_plugin_path(), &err), NN_EPLUGIN);
   ck_assert_int_eq(nn_plugin_open(&p, "denze", NN_KIND_LAYER,
                                   test_plugin_path(), &err), NN_ENOTFOUND);
-  ck_assert_msg(strstr(err.msg, "dense") && strstr(err.msg, "sigmoid") &&
-                !strstr(err.msg, "twolayer") && !strstr(err.msg, "sgd"), "%s",
-                err.msg);
+  ck_assert_msg(strstr(err.msg, "did you mean 'dense'?") &&
+                strstr(err.msg, "available: dense, ") &&
+                strstr(err.msg, "sigmoid"), "%s", err.msg);
 }
 END_TEST
 
@@ -358,7 +458,7 @@ START_TEST(test_optional_paths) {
   nn_param *params = dtl->model->params(mtl, &n);
   ck_assert_uint_eq(n, 4);
   for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
-    const nn_value o[3] = {{.r = 0.25}, {.r = 0.001},
+    const nn_value o[4] = {{.r = 0.25}, {.r = 0.001},
                            {.r = with_momentum ? 0.9 : 0.0}};
     void *opt = NULL;
     ck_assert_msg(dsgd->optim->create(o, params, n, &opt, &err) == NN_OK, "%s",
@@ -621,9 +721,12 @@ START_TEST(test_ops_table_checks) {
   char want[128];
   snprintf(want, sizeof want, "is %u bytes, ABI 2.0's is %u",
            (unsigned)offsetof(nn_model_ops, state),
-           (unsigned)sizeof(nn_model_ops));
+           (unsigned)offsetof(nn_model_ops, memory));
   ck_assert_msg(strstr(err.msg, want) && strstr(err.msg, "bad_stepper"), "%s",
                 err.msg);
+  /* An ABI 2.0 table (before `memory`) still loads. */
+  ops.size = (uint32_t)offsetof(nn_model_ops, memory);
+  ck_assert_msg(open_patched(NULL, &ops, &err) == NN_OK, "%s", err.msg);
   ops.size = 0;
   ck_assert_int_eq(open_patched(NULL, &ops, &err), NN_EPLUGIN);
   ck_assert_msg(strstr(err.msg, "no size") != NULL, "%s", err.msg);
@@ -635,6 +738,83 @@ START_TEST(test_ops_table_checks) {
 }
 END_TEST
 
+/* ---- memory answers (ABI 2.1): what create would allocate */
+
+/* Bytes of the parameter values of an instance, as allocated (rows of
+ * tda doubles). */
+static uint64_t value_bytes(const nn_param *p, size_t n) {
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bytes += p[i].value->size1 * p[i].value->tda * sizeof(double);
+  return bytes;
+}
+
+START_TEST(test_memory_answers) {
+  nn_error err = {0};
+  nn_loaded *tl = NULL, *sm = NULL, *dn = NULL, *sgd = NULL;
+  ck_assert_int_eq(nn_plugin_open(&tl, "twolayer", NN_KIND_MODEL,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&sm, "softmax", NN_KIND_MODEL,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&dn, "dense", NN_KIND_LAYER,
+                                  test_plugin_path(), &err), NN_OK);
+  ck_assert_int_eq(nn_plugin_open(&sgd, "sgd", NN_KIND_OPTIMIZER,
+                                  test_plugin_path(), &err), NN_OK);
+  nn_memory_fn tl_mem = nn_plugin_memory_op(nn_loaded_desc(tl));
+  nn_memory_fn sm_mem = nn_plugin_memory_op(nn_loaded_desc(sm));
+  nn_memory_fn dn_mem = nn_plugin_memory_op(nn_loaded_desc(dn));
+  ck_assert_ptr_nonnull(tl_mem);
+  ck_assert_ptr_nonnull(sm_mem);
+  ck_assert_ptr_nonnull(dn_mem);
+  ck_assert_ptr_null(nn_plugin_memory_op(nn_loaded_desc(sgd)));
+  /* A table built before ABI 2.1 is not read past its size. */
+  nn_model_ops old = *nn_loaded_desc(tl)->model;
+  old.size = (uint32_t)offsetof(nn_model_ops, memory);
+  const nn_plugin old_desc = {.kind = NN_KIND_MODEL, .model = &old};
+  ck_assert_ptr_null(nn_plugin_memory_op(&old_desc));
+
+  gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+  ck_assert_ptr_nonnull(rng);
+  const nn_shape mnist = {1, 28, 28};
+  /* The weights they announce are those they make: 16 hidden units, and
+   * 1024 (W1 outgrows L2: its rows are padded). */
+  for (int64_t h = 16; h <= 1024; h *= 64) {
+    const nn_value hidden[1] = {{.i = h}};
+    nn_memory need;
+    ck_assert_int_eq(tl_mem(hidden, mnist, 10, 8, &need), NN_OK);
+    void *m = model_instance(nn_loaded_desc(tl), hidden, rng);
+    size_t n;
+    nn_param *p = nn_loaded_desc(tl)->model->params(m, &n);
+    ck_assert_uint_eq(need.weights, value_bytes(p, n));
+    ck_assert_uint_ge(need.bytes, 2 * need.weights); /* and the gradients */
+    nn_loaded_desc(tl)->model->destroy(m);
+  }
+  nn_memory need;
+  ck_assert_int_eq(sm_mem(NULL, mnist, 10, 8, &need), NN_OK);
+  ck_assert_uint_eq(need.weights, 784 * 10 * sizeof(double));
+  const nn_value dense_opts[4] = {{.i = 32}, {.b = 1}, {.s = "normal"},
+                                  {.r = 0.001}};
+  ck_assert_int_eq(dn_mem(dense_opts, mnist, 0, 8, &need), NN_OK);
+  ck_assert_uint_eq(need.weights, (784 * 32 + 32) * sizeof(double));
+  ck_assert_uint_eq(need.out.c * need.out.h, 1);
+  ck_assert_uint_eq(need.out.w, 32);
+  /* Options create refuses get no answer; shapes beyond 64 bits saturate. */
+  const nn_value none[1] = {{.i = 0}}, huge[1] = {{.i = 1000000}};
+  ck_assert_int_ne(tl_mem(none, mnist, 10, 8, &need), NN_OK);
+  ck_assert_int_eq(tl_mem(huge, (nn_shape){1, 1, UINT32_MAX}, 10, SIZE_MAX,
+                          &need), NN_OK);
+  ck_assert(need.bytes == UINT64_MAX);
+  /* A million hidden units: over 12 GB of weights and gradients. */
+  ck_assert_int_eq(tl_mem(huge, mnist, 10, 64, &need), NN_OK);
+  ck_assert_uint_gt(need.bytes, (uint64_t)2 * 784 * 1000000 * 8);
+  gsl_rng_free(rng);
+  nn_plugin_close(tl);
+  nn_plugin_close(sm);
+  nn_plugin_close(dn);
+  nn_plugin_close(sgd);
+}
+END_TEST
+
 int main(void) {
   gsl_set_error_handler_off();
   Suite *s = suite_create("registry");
@@ -643,6 +823,9 @@ int main(void) {
   tcase_add_test(tc, test_open_layer);
   tcase_add_test(tc, test_wrong_kind_is_refused);
   tcase_add_test(tc, test_unknown_name_lists_available);
+  tcase_add_test(tc, test_unknown_name_loads_nothing);
+  tcase_add_test(tc, test_writable_plugins_are_refused);
+  tcase_add_test(tc, test_memory_answers);
   tcase_add_test(tc, test_other_abi_major_is_refused_with_both_versions);
   tcase_add_test(tc, test_newer_minor_is_refused);
   tcase_add_test(tc, test_missing_symbol_is_not_a_plugin);

@@ -149,7 +149,11 @@ drop() {
 drop -q -o "$tmp/drop_full" >"$tmp/out" 2>"$tmp/err"
 check "dropout.ini (small) trains" test $? -eq 0
 test_line "$tmp/out" >"$tmp/drop.test"
-drop -q -o "$tmp/drop" >/dev/null 2>&1 &
+# The background job must be nnrun itself (exec), so that the kill below
+# reaches it and not a subshell.
+(exec "$NNRUN" -q -o "$tmp/drop" -c "$CONFIGS/dropout.ini" \
+   --set "data.dir=$DATA" --set 'layer fc1.units=32' \
+   --set 'layer fc2.units=16' --set train.epochs=12) >/dev/null 2>&1 &
 pid=$!
 # metrics.csv appears when the first epoch ends; its checkpoint follows
 # (best.safetensors, then last.safetensors): wait for both.

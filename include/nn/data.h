@@ -68,6 +68,19 @@ int nn_dataset_gather_csr(const nn_dataset *ds, const size_t *idx,
 int nn_mnist_load(const char *dir, const char *format, nn_dataset *train,
                   nn_dataset *test, nn_error *err);
 
+/* What a run checks after nn_mnist_load and before it trains, so that bad
+ * data is refused at once rather than after training (or halfway through
+ * it): every part has examples, every label is below n_classes, and the
+ * training and test images have the same size.  train and val are the two
+ * parts of the training file, val following train in it (as
+ * nn_dataset_split makes them), or both NULL when only the test set was
+ * loaded.  dir and format are those given to nn_mnist_load: errors
+ * (NN_EFORMAT) name the file found there, and for a bad label the
+ * example's index in that file (and its line in a CSV file). */
+int nn_mnist_check(const char *dir, const char *format,
+                   const nn_dataset *train, const nn_dataset *val,
+                   const nn_dataset *test, size_t n_classes, nn_error *err);
+
 #ifdef __cplusplus
 }
 #endif

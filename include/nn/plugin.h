@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 2u
-#define NN_ABI_MINOR 0u
+#define NN_ABI_MINOR 1u /* 2.1: the optional memory operation */
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 #define NN_KIND_MODEL 1u
@@ -172,6 +172,31 @@ typedef struct nn_context {
   gsl_rng *rng;
 } nn_context;
 
+/* ------------------------------------------------------------ memory
+ * What create would allocate, told before anything is created (ABI 2.1),
+ * so that nnrun refuses at once a network that cannot fit in memory
+ * instead of failing (or exhausting the machine) half-way through.  The
+ * core zeroes it, then the plugin's memory operation fills it in; a total
+ * too large for 64 bits is UINT64_MAX (nn_mem_add, nn_mem_mul saturate). */
+typedef struct nn_memory {
+  uint64_t bytes;   /* everything create allocates for these arguments:
+                       parameters, gradients, state and scratch */
+  uint64_t weights; /* of which parameter values and state buffers (the
+                       core keeps a copy of them: the best epoch's) */
+  nn_shape out;     /* layers: the output shape create would set */
+} nn_memory;
+
+static inline uint64_t nn_mem_add(uint64_t a, uint64_t b) {
+  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+static inline uint64_t nn_mem_mul(uint64_t a, uint64_t b) {
+  return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+/* A rows x cols matrix of doubles. */
+static inline uint64_t nn_mem_doubles(uint64_t rows, uint64_t cols) {
+  return nn_mem_mul(nn_mem_mul(rows, cols), sizeof(double));
+}
+
 /* ------------------------------------------------------------ layers */
 typedef struct nn_layer_ops {
   uint32_t size;  /* sizeof(nn_layer_ops) when the plugin was built */
@@ -196,6 +221,14 @@ typedef struct nn_layer_ops {
   nn_param *(*state)(void *self, size_t *n);
   /* Optional: the extension with this id (<nn/plugin_ext.h>), or NULL. */
   const void *(*extension)(void *self, const char *id);
+  /* Optional (ABI 2.1; NULL: the layer is not checked, and the layers
+   * after it neither, since their input shape is this one's output): fill
+   * *need as create(opts, in, max_batch, ...) would allocate, need->out
+   * included, without allocating anything.  n_out is 0 (a layer's output
+   * size comes from its options).  Returns NN_OK, or non-zero for options
+   * that create refuses (create then says why). */
+  int (*memory)(const nn_value *opts, nn_shape in, size_t n_out,
+                size_t max_batch, nn_memory *need);
 } nn_layer_ops;
 
 /* ------------------------------------------------------------ models */
@@ -217,6 +250,11 @@ typedef struct nn_model_ops {
                   nn_error *err);
   nn_param *(*state)(void *self, size_t *n);             /* optional */
   const void *(*extension)(void *self, const char *id); /* optional */
+  /* Optional (ABI 2.1; NULL: not checked): fill *need as create would
+   * allocate with the same arguments, without allocating anything.
+   * Returns NN_OK, or non-zero for options create refuses. */
+  int (*memory)(const nn_value *opts, nn_shape in, size_t n_out,
+                size_t max_batch, nn_memory *need);
 } nn_model_ops;
 
 /* ------------------------------------------------------------ optimizers */

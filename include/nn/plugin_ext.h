@@ -36,6 +36,13 @@ typedef struct nn_csr {
   const double *value;
 } nn_csr;
 
+/* For memory answers (nn_memory): the bytes of a CSR buffer with room for
+ * `rows` rows and `nnz` stored entries (libnn's nn_csr_buffer_init). */
+static inline uint64_t nn_mem_csr(uint64_t rows, uint64_t nnz) {
+  return nn_mem_add(nn_mem_mul(nn_mem_add(rows, 1), sizeof(size_t)),
+                    nn_mem_mul(nnz, sizeof(uint32_t) + sizeof(double)));
+}
+
 /* Lent by the core to a backward pass that takes the optimizer step
  * itself, as each parameter's gradient becomes final (while it is still
  * in cache).  k is the parameter's index in the caller's params array.

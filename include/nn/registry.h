@@ -3,7 +3,16 @@
  * Search order for a plugin name: a name containing '/' is a path to a .so;
  * otherwise <dir>/<name>.so for each directory of the search path, in order.
  * The default search path is $NN_PLUGIN_PATH (colon-separated) followed by
- * the installed plugin directory. */
+ * the installed plugin directory.
+ *
+ * Loading a plugin runs its code (its constructors run inside dlopen), so:
+ *   - only the file asked for is loaded; a name that matches no file is
+ *     answered from file names alone;
+ *   - a file that others could replace is refused before dlopen: the file
+ *     or one of the directories above it is world-writable (a directory
+ *     with the sticky bit, as /tmp, is fine) or owned by a user other than
+ *     the caller or root.  NN_PLUGIN_ALLOW_WRITABLE=1 in the environment
+ *     lifts this check. */
 #ifndef NN_REGISTRY_H
 #define NN_REGISTRY_H
 
@@ -25,10 +34,12 @@ char *nn_plugin_default_path(char *buf, size_t size);
  * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER / NN_KIND_LAYER, or 0
  * for any) and its declarations (option table: unique, unreserved keys,
  * defaults that parse).  Errors:
- * NN_ENOTFOUND (message lists the plugins available on the path),
- * NN_EPLUGIN (dlopen's own reason, or "not an nnrun plugin", wrong kind,
- * incomplete descriptor), NN_EABI (both versions named).  *out is owned by
- * the caller; close it only after destroying every instance made from it. */
+ * NN_ENOTFOUND (message lists the plugin files on the path by name, the
+ * closest to `name` first; none of them is loaded),
+ * NN_EPLUGIN (a file others could replace, named with the reason; dlopen's
+ * own reason, or "not an nnrun plugin", wrong kind, incomplete
+ * descriptor), NN_EABI (both versions named).  *out is owned by the
+ * caller; close it only after destroying every instance made from it. */
 int nn_plugin_open(nn_loaded **out, const char *name, uint32_t want_kind,
                    const char *search_path, nn_error *err);
 const nn_plugin *nn_loaded_desc(const nn_loaded *p);
@@ -45,10 +56,19 @@ typedef struct nn_plugin_info {
 } nn_plugin_info;
 
 /* Every <dir>/<name>.so on the search path (first occurrence of a name wins),
- * sorted by name.  *out is malloc'ed, owned by the caller (free()). */
+ * sorted by name.  Each file is loaded to read its descriptor (so its code
+ * runs), except those others could replace, listed with that problem.
+ * *out is malloc'ed, owned by the caller (free()). */
 int nn_plugin_list(const char *search_path, nn_plugin_info **out, size_t *n,
                    nn_error *err);
 const char *nn_kind_name(uint32_t kind); /* "model", "layer", ... "?" */
+
+/* The memory operation of a model or layer plugin, or NULL when it has
+ * none: its ops table predates ABI 2.1 (read only as far as its size
+ * says) or leaves it out.  Such a plugin is not checked. */
+typedef int (*nn_memory_fn)(const nn_value *opts, nn_shape in, size_t n_out,
+                            size_t max_batch, nn_memory *need);
+nn_memory_fn nn_plugin_memory_op(const nn_plugin *d);
 
 /* Parameter and state names of one plugin instance must be unique: the
  * first duplicate among params (n) and state (n_state) fails with

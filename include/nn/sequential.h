@@ -24,6 +24,27 @@ int nn_sequential_create(void **out, const nn_model_ops **ops,
                          const nn_layer_spec *layers, size_t n, nn_shape in,
                          size_t n_out, size_t max_batch, gsl_rng *rng,
                          nn_error *err);
+/* The same, recording every call into a layer plugin in *calls (lent,
+ * may be NULL; must outlive the network) under the name "<layer name>
+ * (<plugin name>)": see nn_call_record. */
+int nn_sequential_create_recorded(void **out, const nn_model_ops **ops,
+                                  const nn_layer_spec *layers, size_t n,
+                                  nn_shape in, size_t n_out, size_t max_batch,
+                                  gsl_rng *rng, nn_call_record *calls,
+                                  nn_error *err);
+
+/* What nn_sequential_create would allocate for these layers, without
+ * creating them: each layer's memory answer for the shape the layer
+ * before gives, and the network's own buffers (each layer's output and its
+ * gradient, max_batch rows).  Fills est's model, weights, complete,
+ * largest and largest_bytes (total is the trainer's: nn_trainer_memory).
+ * The sum stops at the first layer without the memory operation or whose
+ * options its create would refuse (complete = 0).  The layers' memory
+ * operations are recorded in *calls (may be NULL) under their plugins'
+ * names. */
+void nn_sequential_memory(const nn_layer_spec *layers, size_t n, nn_shape in,
+                          size_t max_batch, nn_call_record *calls,
+                          nn_memory_estimate *est);
 
 /* One layer as the network built it. */
 typedef struct nn_layer_info {

@@ -10,6 +10,19 @@
 extern "C" {
 #endif
 
+/* The plugin call in progress, kept up to date by the trainer (and a
+ * sequential network, for its layers) for a program that wants to name
+ * the plugin when the process dies of a fatal signal: its signal handler
+ * reads it.  `op` is the operation ("create", "forward", ...), NULL
+ * between plugin calls; while it is set, `plugin` names the plugin
+ * ("twolayer"; a layer of a network is "fc1 (dense)").  Both are set
+ * before each call (plugin first) and op is cleared after it.  Volatile:
+ * a handler may read them at any instruction. */
+typedef struct nn_call_record {
+  const char *volatile plugin;
+  const char *volatile op;
+} nn_call_record;
+
 typedef struct nn_train_opts {
   size_t epochs;
   size_t batch_size;
@@ -18,6 +31,8 @@ typedef struct nn_train_opts {
   size_t threads;/* >= 2: gather the next batch on a second thread while
                     the model computes (0 or 1: one thread); the results
                     do not depend on it */
+  nn_call_record *calls; /* optional (NULL: none), lent: must outlive the
+                            trainer, which records its plugin calls in it */
 } nn_train_opts;
 
 /* The CPUs this process may run on (its affinity mask, else the CPUs
@@ -67,6 +82,30 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
                       nn_shape in, size_t n_out, const nn_train_opts *opts,
                       nn_error *err);
 void nn_trainer_free(nn_trainer *t); /* NULL-safe */
+
+/* What nn_trainer_create would allocate, in bytes, asked of the model's
+ * plugins before anything is created (their memory operation, ABI 2.1). */
+typedef struct nn_memory_estimate {
+  uint64_t total;   /* model, a copy of its weights (the best epoch's), an
+                       allowance for the optimizer's state (two buffers the
+                       size of the weights, as Adam keeps) and the batch
+                       buffers: a lower bound unless complete */
+  uint64_t model;   /* the model's own (a network's: its layers' and the
+                       buffers between them) */
+  uint64_t weights; /* of which parameter values and state */
+  int complete;     /* 1: every plugin answered; 0: a model without the
+                       memory operation (nothing but the batches counted),
+                       or a network counted up to its first layer without
+                       one (the layers after it take its output shape,
+                       known only once it is created) */
+  size_t largest;   /* a network's layer that needs most, and how much */
+  uint64_t largest_bytes;
+} nn_memory_estimate;
+
+/* Fill *est for this model, input shape, class count and options (batch
+ * size and threads matter).  Allocates nothing, creates nothing. */
+void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
+                       const nn_train_opts *opts, nn_memory_estimate *est);
 
 /* Train for opts->epochs on `train`, validating on `val` after each epoch
  * and remembering the parameters of the epoch with the best validation
