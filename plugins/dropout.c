@@ -41,6 +41,19 @@ static void dropout_destroy(void *self) {
   free(l);
 }
 
+/* What dropout_create allocates: the instance and its mask, one byte per
+ * unit of a batch; the output has the input's shape. */
+static int dropout_memory(const nn_value *opts, nn_shape in, size_t n_out,
+                          size_t max_batch, nn_memory *need) {
+  (void)opts, (void)n_out;
+  if (!need || nn_shape_size(in) == 0 || max_batch == 0) return NN_EINVAL;
+  *need = (nn_memory){
+      .bytes = nn_mem_add(sizeof(dropout_layer),
+                          nn_mem_mul(max_batch, nn_shape_size(in))),
+      .out = in};
+  return NN_OK;
+}
+
 static int dropout_create(const nn_value *opts, nn_shape in, size_t max_batch,
                           gsl_rng *rng, nn_shape *out_shape, void **out,
                           nn_error *err) {
@@ -143,6 +156,7 @@ static const nn_layer_ops dropout_ops = {
     .flags = NN_STOCHASTIC,
     .create = dropout_create,
     .destroy = dropout_destroy,
+    .memory = dropout_memory,
     .forward = dropout_forward,
     .backward = dropout_backward,
 };

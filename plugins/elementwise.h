@@ -36,6 +36,17 @@ static inline int elementwise_create(const char *name, nn_shape in,
 
 static inline void elementwise_destroy(void *self) { free(self); }
 
+/* The memory answer of every element-wise layer: its output has the
+ * input's shape and it allocates only its instance. */
+static inline int elementwise_memory(const nn_value *opts, nn_shape in,
+                                     size_t n_out, size_t max_batch,
+                                     nn_memory *need) {
+  (void)opts, (void)n_out, (void)max_batch;
+  if (!need || nn_shape_size(in) == 0) return NN_EINVAL;
+  *need = (nn_memory){.bytes = sizeof(elementwise_layer), .out = in};
+  return NN_OK;
+}
+
 /* s (named `what` in messages) is a batch of X's rows of this layer's
  * width, and X one of at most max_batch rows. */
 static inline int elementwise_check(const elementwise_layer *l,

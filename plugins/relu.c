@@ -40,6 +40,7 @@ static const nn_layer_ops relu_ops = {
     .size = sizeof(nn_layer_ops),
     .create = relu_create,
     .destroy = elementwise_destroy,
+    .memory = elementwise_memory,
     .forward = relu_forward,
     .backward = relu_backward,
 };

@@ -63,6 +63,7 @@ static const nn_layer_ops sigmoid_ops = {
     .size = sizeof(nn_layer_ops),
     .create = sigmoid_create,
     .destroy = elementwise_destroy,
+    .memory = elementwise_memory,
     .forward = sigmoid_forward,
     .backward = sigmoid_backward,
 };

@@ -43,6 +43,7 @@ static const nn_layer_ops tanh_ops = {
     .size = sizeof(nn_layer_ops),
     .create = tanh_create,
     .destroy = elementwise_destroy,
+    .memory = elementwise_memory,
     .forward = tanh_forward,
     .backward = tanh_backward,
 };
