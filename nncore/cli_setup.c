@@ -42,6 +42,10 @@ const nn_option cli_train_options[] = {
      "2+: gather the next batch on a second thread; 0: 2 if this process "
      "may run on 2 CPUs, else 1. Results do not depend on it",
      NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 256},
+    {"patience", NN_OPT_INT, "0",
+     "stop after this many epochs in a row without a better validation "
+     "accuracy; 0: off",
+     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX, 0, 1e6},
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 
 static const char *const sections[] = {"data", "train", "model", "optimizer",
@@ -113,7 +117,8 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
                              .shuffle = r->train_v[TRAIN_SHUFFLE].b,
                              .threads = (size_t)r->train_v[TRAIN_THREADS].i,
-                             .calls = &cli_plugin_call};
+                             .calls = &cli_plugin_call,
+                             .patience = (size_t)r->train_v[TRAIN_PATIENCE].i};
   return EXIT_OK;
 }
 

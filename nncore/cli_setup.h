@@ -15,6 +15,7 @@ enum {
   TRAIN_SEED,
   TRAIN_SHUFFLE,
   TRAIN_THREADS,
+  TRAIN_PATIENCE,
   N_TRAIN
 };
 extern const nn_option cli_data_options[];

@@ -86,6 +86,14 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
   return 0;
 }
 
+/* The trainer's best epoch (-1: none). */
+static long best_before(cli_run *r) {
+  size_t n;
+  long best;
+  nn_trainer_best(r->trainer, &n, &best, NULL);
+  return best;
+}
+
 /* Continue the run in st->out_dir from its last checkpoint.  A directory
  * where a run started but was killed before its first checkpoint has
  * nothing to continue: the run starts over there.  Returns an exit
@@ -139,6 +147,17 @@ static int resume(run_state *st, nn_error *err) {
                  "%zu)",
                  st->out_dir, last + 1, last + 2, r->topts.epochs);
     status = EXIT_USAGE;
+  } else if (!status && st->best_file.epoch > (long)last &&
+             nn_early_stop(r->topts.patience, last, best_before(r))) {
+    /* The same, when a patience other than the run's would end it before
+     * that epoch: the run it was did not stop there. */
+    nn_error_set(err, NN_ECONFIG,
+                 "%s was stopped while saving epoch %zu, which must run "
+                 "again, but train.patience = %zu ends the run after epoch "
+                 "%zu: resume with train.patience = 0 or > %zu",
+                 st->out_dir, last + 1, r->topts.patience, last,
+                 last - (size_t)best_before(r));
+    status = EXIT_USAGE;
   }
   if (!status) {
     memcpy(st->metrics, rows, (last + 1) * sizeof *rows);
@@ -164,7 +183,8 @@ static void draw_curves(const run_state *st, const char *name) {
 }
 
 static int write_summary(const run_state *st, long best, double loss,
-                         double acc, double t_start, nn_error *err) {
+                         double acc, nn_stop_reason why, long stopped_after,
+                         double t_start, nn_error *err) {
   const cli_run *r = st->run;
   const nn_plugin *md = r->model.loaded ? nn_loaded_desc(r->model.loaded)
                                         : NULL;
@@ -196,6 +216,10 @@ static int write_summary(const run_state *st, long best, double loss,
                                      : RUN_SUMMARY_MAX_LAYERS,
                      .seed = r->topts.seed, .metrics = st->metrics,
                      .n_epochs = st->n_epochs_done, .best_epoch = best,
+                     .stop_reason = why == NN_STOP_PATIENCE ? "patience"
+                                                            : "epochs",
+                     .stopped_after = stopped_after,
+                     .patience = r->topts.patience,
                      .test_loss = loss, .test_accuracy = acc,
                      .load_seconds = r->load_seconds,
                      .total_seconds = nn_now_seconds() - t_start};
@@ -359,10 +383,18 @@ int cli_train(const cli_options *opt) {
     status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
     goto done;
   }
-  long best = nn_trainer_restore_best(run.trainer);
+  long best = nn_trainer_restore_best(run.trainer), stopped_after;
+  const nn_stop_reason why = nn_trainer_stopped(run.trainer, &stopped_after);
+  if (why == NN_STOP_PATIENCE && opt->verbosity > 0)
+    fprintf(stderr,
+            "nnrun: stopped early after epoch %ld: no better validation "
+            "accuracy for %ld epoch%s (best: epoch %ld)\n",
+            stopped_after, stopped_after - best,
+            stopped_after - best == 1 ? "" : "s", best);
   double loss, acc;
   if (nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err) ||
-      write_summary(&st, best, loss, acc, t_start, &err)) {
+      write_summary(&st, best, loss, acc, why, stopped_after, t_start,
+                    &err)) {
     status = EXIT_RUNTIME;
     goto done;
   }

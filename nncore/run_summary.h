@@ -30,6 +30,11 @@ typedef struct run_summary {
   const nn_epoch_metrics *metrics; /* epochs 0..n_epochs-1 */
   size_t n_epochs;
   long best_epoch;
+  /* Why training ended: "patience" (early stopping) or "epochs" (all of
+   * them ran), after which epoch, and [train] patience. */
+  const char *stop_reason;
+  long stopped_after;
+  size_t patience;
   double test_loss, test_accuracy;
   double load_seconds, total_seconds;
 } run_summary;

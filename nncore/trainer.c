@@ -95,6 +95,8 @@ struct nn_trainer {
   size_t gather_skip;          /* batches left to gather inline */
   nn_param *best_params;       /* owned array naming t->best (grad NULL) */
   size_t start_epoch;          /* first epoch of the next run */
+  nn_stop_reason stopped;      /* how the last run ended */
+  long stopped_after;          /* the last epoch finished then (-1: none) */
   nn_batch_fn on_batch;        /* optional progress callback */
   void *on_batch_user;
   const char *model_plugin;    /* model_name for the call record, or NULL
@@ -338,6 +340,7 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
   t->n_in = n_in;
   t->n_out = n_out;
   t->best_epoch = -1;
+  t->stopped_after = -1;
   if (err) err->msg[0] = '\0';
   int rc = NN_OK;
   /* The seed fixes everything random: weights now, shuffles later. */
@@ -820,13 +823,23 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
                    const nn_dataset *val, nn_epoch_fn on_epoch, void *user,
                    nn_epoch_metrics *metrics, size_t *n_run, nn_error *err) {
   if (n_run) *n_run = 0;
+  t->stopped = NN_STOP_NONE;
+  t->stopped_after = (long)t->start_epoch - 1;
   int rc;
   if ((rc = check_dataset(t, train, "training", err)) ||
       (rc = check_dataset(t, val, "validation", err)))
     return rc;
   size_t *order = malloc(train->n * sizeof *order);
   if (!order) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  nn_stop_reason why = NN_STOP_EPOCHS;
   for (size_t e = t->start_epoch; e < t->opts.epochs; e++) {
+    /* Asked before the epoch rather than after the one before, so that a
+     * resumed run which had already stopped trains nothing, and a run
+     * whose patience runs out with its last epoch ran all its epochs. */
+    if (e > 0 && nn_early_stop(t->opts.patience, e - 1, t->best_epoch)) {
+      why = NN_STOP_PATIENCE;
+      break;
+    }
     nn_epoch_metrics m = {.epoch = e};
     /* A fresh permutation of the identity each epoch, so an epoch's order
      * depends only on the RNG state at its start. */
@@ -849,10 +862,25 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     }
     if (metrics) metrics[e] = m;
     if (n_run) *n_run = e + 1 - t->start_epoch;
-    if (on_epoch && on_epoch(user, &m)) break;
+    t->stopped_after = (long)e;
+    if (on_epoch && on_epoch(user, &m)) {
+      why = NN_STOP_CALLBACK;
+      break;
+    }
   }
   free(order);
+  if (!rc) t->stopped = why;
   return rc;
+}
+
+int nn_early_stop(size_t patience, size_t epoch, long best_epoch) {
+  return patience > 0 && best_epoch >= 0 && (size_t)best_epoch <= epoch &&
+         epoch - (size_t)best_epoch >= patience;
+}
+
+nn_stop_reason nn_trainer_stopped(const nn_trainer *t, long *after_epoch) {
+  if (after_epoch) *after_epoch = t->stopped_after;
+  return t->stopped;
 }
 
 long nn_trainer_restore_best(nn_trainer *t) {

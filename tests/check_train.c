@@ -994,6 +994,127 @@ START_TEST(test_sequential_threads_same) {
 }
 END_TEST
 
+/* Early stopping, on a learning rate too large for the fixture (2.0 in
+ * batches of 8, seed 3): validation accuracy peaks within a few epochs and
+ * then wobbles below its best. */
+enum { ES_EPOCHS = 10, ES_PATIENCE = 3 };
+
+/* The rule applied to a run's metrics, counted as the README states it:
+ * the first epoch after which `patience` epochs in a row have not beaten
+ * the best before them (strictly greater wins); -1 if none. */
+static long rule_stop_epoch(const nn_epoch_metrics *m, size_t n,
+                            size_t patience) {
+  size_t best = 0, without = 0;
+  for (size_t e = 1; e < n; e++) {
+    if (m[e].val_accuracy > m[best].val_accuracy) {
+      best = e;
+      without = 0;
+    } else if (++without == patience) {
+      return (long)e;
+    }
+  }
+  return -1;
+}
+
+static nn_trainer *es_trainer(fixture *f, size_t patience) {
+  nn_value sgd[4] = {{.r = 2.0}, {.r = 0.001}, {.r = 0.0}};
+  nn_train_opts o = {.epochs = ES_EPOCHS, .batch_size = 8, .seed = 3,
+                     .shuffle = 1, .threads = 1, .patience = patience};
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(f->model),
+                                         model_values);
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_trainer_create(&t, &spec, nn_loaded_desc(f->optim), sgd,
+                                  image_shape(f), 10, &o, &err) == NN_OK,
+                "%s", err.msg);
+  return t;
+}
+
+static void es_run(nn_trainer *t, fixture *f, nn_epoch_metrics *m,
+                   size_t *n_run) {
+  nn_error err = {0};
+  ck_assert_msg(nn_trainer_run(t, &f->train, &f->val, NULL, NULL, m, n_run,
+                               &err) == NN_OK, "%s", err.msg);
+}
+
+START_TEST(test_early_stopping) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  nn_epoch_metrics full[ES_EPOCHS], m[ES_EPOCHS];
+  size_t n_run;
+  long after;
+  /* Patience 0 runs every epoch. */
+  nn_trainer *t = es_trainer(&f, 0);
+  es_run(t, &f, full, &n_run);
+  ck_assert_uint_eq(n_run, ES_EPOCHS);
+  ck_assert_int_eq(nn_trainer_stopped(t, &after), NN_STOP_EPOCHS);
+  ck_assert_int_eq(after, ES_EPOCHS - 1);
+  nn_trainer_free(t);
+  const long stop = rule_stop_epoch(full, ES_EPOCHS, ES_PATIENCE);
+  ck_assert_msg(stop >= 0 && stop < ES_EPOCHS - 1,
+                "the rule does not end this run early (%ld): pick another "
+                "learning rate", stop);
+
+  /* With patience, the run is the same up to the epoch the rule gives,
+   * and ends there. */
+  t = es_trainer(&f, ES_PATIENCE);
+  es_run(t, &f, m, &n_run);
+  ck_assert_uint_eq(n_run, (size_t)stop + 1);
+  ck_assert_int_eq(nn_trainer_stopped(t, &after), NN_STOP_PATIENCE);
+  ck_assert_int_eq(after, stop);
+  for (long e = 0; e <= stop; e++) {
+    ck_assert_mem_eq(&m[e].val_accuracy, &full[e].val_accuracy,
+                     sizeof(double));
+    ck_assert_mem_eq(&m[e].train_loss, &full[e].train_loss, sizeof(double));
+  }
+  const long best = nn_trainer_restore_best(t);
+  ck_assert_int_eq(best, stop - ES_PATIENCE);
+  for (long e = 0; e <= stop; e++) /* the first of the highest accuracies */
+    ck_assert(e < best ? m[e].val_accuracy < m[best].val_accuracy
+                       : m[e].val_accuracy <= m[best].val_accuracy);
+  nn_trainer_free(t);
+
+  /* A run resumed after it had stopped (its last epoch and best restored)
+   * trains nothing and stops there again. */
+  t = es_trainer(&f, ES_PATIENCE);
+  nn_trainer_start_at(t, (size_t)stop + 1);
+  nn_trainer_set_best(t, best, m[best].val_accuracy);
+  es_run(t, &f, NULL, &n_run);
+  ck_assert_uint_eq(n_run, 0);
+  ck_assert_int_eq(nn_trainer_stopped(t, &after), NN_STOP_PATIENCE);
+  ck_assert_int_eq(after, stop);
+  nn_trainer_free(t);
+  /* With every epoch done, the run ran them all, whatever the patience. */
+  t = es_trainer(&f, 1);
+  nn_trainer_start_at(t, ES_EPOCHS);
+  nn_trainer_set_best(t, 0, m[0].val_accuracy);
+  es_run(t, &f, NULL, &n_run);
+  ck_assert_uint_eq(n_run, 0);
+  ck_assert_int_eq(nn_trainer_stopped(t, &after), NN_STOP_EPOCHS);
+  ck_assert_int_eq(after, ES_EPOCHS - 1);
+  nn_trainer_free(t);
+  /* A larger patience than the run had goes on training. */
+  t = es_trainer(&f, ES_PATIENCE + 1);
+  nn_trainer_start_at(t, (size_t)stop + 1);
+  nn_trainer_set_best(t, best, m[best].val_accuracy);
+  es_run(t, &f, NULL, &n_run);
+  ck_assert_uint_ge(n_run, 1);
+  nn_trainer_free(t);
+  fixture_close(&f);
+}
+END_TEST
+
+START_TEST(test_early_stop_rule) {
+  ck_assert(!nn_early_stop(0, 9, 0));  /* off */
+  ck_assert(!nn_early_stop(1, 0, -1)); /* no epoch yet */
+  ck_assert(!nn_early_stop(3, 4, 2));
+  ck_assert(nn_early_stop(3, 5, 2));
+  ck_assert(nn_early_stop(1, 5, 4));
+  ck_assert(!nn_early_stop(1, 5, 5)); /* the epoch itself was best */
+  ck_assert(!nn_early_stop(1, 5, 6)); /* a best after the epoch: no rule */
+}
+END_TEST
+
 int main(void) {
   gsl_set_error_handler_off();
   Suite *s = suite_create("train");
@@ -1018,6 +1139,8 @@ int main(void) {
   tcase_add_test(tc, test_dropout_reproduces);
   tcase_add_test(tc, test_sequential_wrong_outputs);
   tcase_add_test(tc, test_sequential_threads_same);
+  tcase_add_test(tc, test_early_stopping);
+  tcase_add_test(tc, test_early_stop_rule);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

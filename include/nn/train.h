@@ -33,6 +33,9 @@ typedef struct nn_train_opts {
                     do not depend on it */
   nn_call_record *calls; /* optional (NULL: none), lent: must outlive the
                             trainer, which records its plugin calls in it */
+  size_t patience; /* early stopping (0: off): end the run once this many
+                      epochs in a row brought no better validation accuracy
+                      than the best so far (see nn_early_stop) */
 } nn_train_opts;
 
 /* The CPUs this process may run on (its affinity mask, else the CPUs
@@ -109,11 +112,36 @@ void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
 
 /* Train for opts->epochs on `train`, validating on `val` after each epoch
  * and remembering the parameters of the epoch with the best validation
- * accuracy (strictly greater wins).  metrics (if non-NULL) receives one
- * entry per epoch run; *n_run (if non-NULL) how many. */
+ * accuracy (strictly greater wins).  With opts->patience, training ends
+ * before an epoch when nn_early_stop says so for the epoch before it: also
+ * at once, training nothing, when a resumed run (nn_trainer_start_at,
+ * nn_trainer_set_best) had already stopped there.  metrics (if non-NULL)
+ * receives one entry per epoch run; *n_run (if non-NULL) how many.
+ * nn_trainer_stopped says why it ended. */
 int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
                    const nn_dataset *val, nn_epoch_fn on_epoch, void *user,
                    nn_epoch_metrics *metrics, size_t *n_run, nn_error *err);
+
+/* Early stopping's rule: whether a run stops after `epoch` (counting from
+ * 0) when best_epoch (-1: none) is its best so far, with this patience (0:
+ * never).  The best epoch is the last one that beat every epoch before it
+ * (strictly greater wins), so the epochs after it, up to `epoch`, are the
+ * ones in a row without a better validation accuracy: the run stops when
+ * there are `patience` of them.  A function of the metrics so far only (the
+ * best epoch is), so a resumed run stops where the uninterrupted one did. */
+int nn_early_stop(size_t patience, size_t epoch, long best_epoch);
+
+/* Why the last nn_trainer_run ended. */
+typedef enum nn_stop_reason {
+  NN_STOP_NONE = 0,  /* no run yet, or it failed */
+  NN_STOP_EPOCHS,    /* every epoch up to opts->epochs has run (even when
+                        the patience ran out after the last one) */
+  NN_STOP_PATIENCE,  /* early stopping, before opts->epochs */
+  NN_STOP_CALLBACK   /* on_epoch returned non-zero */
+} nn_stop_reason;
+/* How the last nn_trainer_run ended and *after_epoch (if non-NULL) the
+ * last epoch finished then, by it or before a resume (-1: none). */
+nn_stop_reason nn_trainer_stopped(const nn_trainer *t, long *after_epoch);
 /* Put the best epoch's parameters back into the model; returns that epoch
  * (or -1 if no epoch ran, leaving the model as is). */
 long nn_trainer_restore_best(nn_trainer *t);
