@@ -430,27 +430,11 @@ static int seq_backward(void *self, const gsl_matrix *X, gsl_matrix *dscores,
   return layer_failed(l, rc, "backward", err);
 }
 
-static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
-                               gsl_matrix *dscores, nn_error *err) {
-  sequential *m = self;
-  const size_t B = X->rows;
-  int rc = seq_check(m, B, X->cols, dscores, "dscores", err);
-  gsl_matrix *dY = NULL;
-  if (!rc) rc = backward_to_first(m, B, dscores, NULL, &dY, err);
-  if (rc) return rc;
-  seq_layer *l = &m->layers[0];
-  gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
-  if (err) err->msg[0] = '\0';
-  call_enter(m, l, "backward");
-  rc = l->sparse->backward(l->self, X, Xt, &y.matrix, &d.matrix, err);
-  call_leave(m);
-  return layer_failed(l, rc, "backward", err);
-}
-
-static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
-                             gsl_matrix *dscores, const nn_stepper *st,
-                             nn_error *err) {
-  sequential *m = self;
+/* Backward on the sparse batch; with st, every layer's step inside it
+ * (the first layer's parameters are the network's first: same indices). */
+static int backward_sparse(sequential *m, const nn_csr *X, const nn_csr *Xt,
+                           gsl_matrix *dscores, const nn_stepper *st,
+                           nn_error *err) {
   const size_t B = X->rows;
   int rc = seq_check(m, B, X->cols, dscores, "dscores", err);
   gsl_matrix *dY = NULL;
@@ -459,12 +443,25 @@ static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
   seq_layer *l = &m->layers[0];
   gsl_matrix_view y = rows_of(l->Y, B), d = rows_of(dY, B);
   if (err) err->msg[0] = '\0';
-  /* The first layer's parameters are the network's first: same indices. */
   call_enter(m, l, "backward");
-  rc = l->sparse->backward_step(l->self, X, Xt, &y.matrix, &d.matrix, st,
-                                err);
+  rc = st ? l->sparse->backward_step(l->self, X, Xt, &y.matrix, &d.matrix, st,
+                                     err)
+          : l->sparse->backward(l->self, X, Xt, &y.matrix, &d.matrix, err);
   call_leave(m);
   return layer_failed(l, rc, "backward", err);
+}
+
+static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
+                               gsl_matrix *dscores, nn_error *err) {
+  return backward_sparse(self, X, Xt, dscores, NULL, err);
+}
+
+static int seq_backward_step(void *self, const nn_csr *X, const nn_csr *Xt,
+                             gsl_matrix *dscores, const nn_stepper *st,
+                             nn_error *err) {
+  if (!st)
+    return nn_error_set(err, NN_EINVAL, "sequential: NULL stepper");
+  return backward_sparse(self, X, Xt, dscores, st, err);
 }
 
 size_t nn_sequential_count(void *net) { return ((sequential *)net)->n; }
