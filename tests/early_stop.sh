@@ -11,12 +11,6 @@ KILLAT=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/killat.so
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"
 
-# nn ARGS...: run nnrun, stdout to $tmp/out, stderr to $tmp/err; sets $rc.
-nn() {
-  "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
-  rc=$?
-}
-
 # Validation accuracy wobbles below its best after a few epochs here.
 cat >"$tmp/base.ini" <<INI
 [data]

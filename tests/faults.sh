@@ -27,12 +27,6 @@ if [ -x "$real_nnrun" ] && grep -q 'libtool' "$NNRUN" 2>/dev/null; then
   fi
 fi
 
-# nn ARGS...: run nnrun, stdout to $tmp/out, stderr to $tmp/err; sets $rc.
-nn() {
-  "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
-  rc=$?
-}
-
 # Three epochs of which the last is not the best: every kind of epoch end
 # (best rewritten or not) and a best epoch that is not the last.
 cat >"$tmp/base.ini" <<INI

@@ -11,12 +11,6 @@ CONFIGS=${NN_SRCDIR:-.}/configs
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"
 
-# nn ARGS...: run nnrun, stdout to $tmp/out, stderr to $tmp/err; sets $rc.
-nn() {
-  "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
-  rc=$?
-}
-
 # run NAME EXPECTED_STATUS PATTERN_IN_STDERR ARGS...
 run() {
   name=$1 want=$2 pat=$3

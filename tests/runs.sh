@@ -9,12 +9,6 @@ DATA=${NN_TEST_DATA:-tests/data}
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"
 
-# nn ARGS...: run nnrun, stdout to $tmp/out, stderr to $tmp/err; sets $rc.
-nn() {
-  "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
-  rc=$?
-}
-
 cat >"$tmp/base.ini" <<INI
 [data]
 dir = $DATA

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # Shared by the shell tests (sourced): TAP output and a scratch directory.
 # Sets $tmp (removed on exit); `ok`, `not_ok` and `check` print TAP lines,
-# and `tap_end` prints the plan and sets the exit status.  A failing test
+# `nn` runs $NNRUN, and `tap_end` prints the plan and sets the exit status.  A failing test
 # shows the last command's stderr ($tmp/err) and stdout ($tmp/out).
 tmp=$(mktemp -d /tmp/nn_test_XXXXXX) || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -17,6 +17,12 @@ check() {
   name=$1
   shift
   if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+# nn ARGS...: run $NNRUN (set by the test) with ARGS, stdout to $tmp/out,
+# stderr to $tmp/err; sets $rc.
+nn() {
+  "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
 }
 tap_end() {
   echo "1..$n"
