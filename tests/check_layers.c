@@ -23,31 +23,13 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* A loaded plugin: the dlopen handle (owned, closed by unload) and its
- * descriptor (inside the handle's image). */
-typedef struct loaded {
-  void *handle;
-  const nn_plugin *desc;
-  const nn_layer_ops *ops;
-} loaded;
+typedef test_plugin loaded;
 
+/* A layer plugin from the build tree. */
 static loaded load(const char *name) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s.so", test_plugin_path(), name);
-  loaded l;
-  l.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  ck_assert_msg(l.handle != NULL, "dlopen %s: %s", path, dlerror());
-  l.desc = dlsym(l.handle, NN_PLUGIN_SYMBOL);
-  ck_assert_msg(l.desc != NULL, "dlsym %s: %s", path, dlerror());
+  loaded l = test_plugin_load(name);
   ck_assert_ptr_nonnull(l.desc->layer);
-  l.ops = l.desc->layer;
   return l;
-}
-
-static void unload(loaded *l) {
-  if (l->handle)
-    dlclose(l->handle);
-  *l = (loaded){NULL, NULL, NULL};
 }
 
 #define MAX_OPTS 8
@@ -102,7 +84,7 @@ static void *layer_new_rng(const loaded *l, const opts *o, nn_shape in,
   void *self = NULL;
   nn_shape s = {0, 0, 0};
   nn_error err = {0, ""};
-  int rc = l->ops->create(o ? o->v : NULL, in, max_batch, r, &s, &self, &err);
+  int rc = l->desc->layer->create(o ? o->v : NULL, in, max_batch, r, &s, &self, &err);
   ck_assert_msg(rc == NN_OK, "create %s: %s", l->desc->name, err.msg);
   ck_assert_ptr_nonnull(self);
   if (out)
@@ -127,8 +109,8 @@ static opts dense_opts(const loaded *l, int64_t units, int bias) {
 }
 
 static const nn_layer_sparse *sparse_ext(const loaded *l, void *self) {
-  ck_assert_ptr_nonnull(l->ops->extension);
-  const nn_layer_sparse *s = l->ops->extension(self, NN_EXT_LAYER_SPARSE);
+  ck_assert_ptr_nonnull(l->desc->layer->extension);
+  const nn_layer_sparse *s = l->desc->layer->extension(self, NN_EXT_LAYER_SPARSE);
   ck_assert_ptr_nonnull(s);
   ck_assert_uint_ge(s->size, sizeof *s);
   return s;
@@ -136,7 +118,7 @@ static const nn_layer_sparse *sparse_ext(const loaded *l, void *self) {
 
 static nn_param *params_of(const loaded *l, void *self, size_t *n) {
   *n = 0;
-  return l->ops->params ? l->ops->params(self, n) : NULL;
+  return l->desc->layer->params ? l->desc->layer->params(self, n) : NULL;
 }
 
 static gsl_matrix *mat_alloc(size_t rows, size_t cols) {
@@ -232,7 +214,7 @@ START_TEST(test_descriptors) {
     const int stochastic = strcmp(LAYERS[i], "dropout") == 0;
     ck_assert_uint_eq(d->layer->flags, stochastic ? NN_STOCHASTIC : 0u);
     d->layer->destroy(NULL); /* NULL-safe */
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -251,14 +233,14 @@ START_TEST(test_option_tables) {
   ck_assert_str_eq(l.desc->options[1].def, "true");
   ck_assert_str_eq(l.desc->options[2].def, "normal");
   ck_assert_double_eq(strtod(l.desc->options[3].def, NULL), 0.001);
-  unload(&l);
+  test_plugin_unload(&l);
   l = load("dropout");
   ck_assert_str_eq(l.desc->options[0].key, "p");
   ck_assert_double_eq(strtod(l.desc->options[0].def, NULL), 0.5);
   ck_assert_uint_eq(l.desc->options[0].bounds,
                     NN_OPT_HAS_MIN | NN_OPT_HAS_MAX | NN_OPT_MAX_EXCLUSIVE);
   ck_assert_ptr_null(l.desc->options[1].key);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -295,8 +277,8 @@ START_TEST(test_shapes) {
   ck_assert_str_eq(p[1].name, "b");
   ck_assert_uint_eq(p[1].flags, NN_PARAM_BIAS);
   ck_assert(p[1].value->size1 == 1 && p[1].value->size2 == 5);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
   for (size_t i = 1; i < N_LAYERS; i++) {
     l = load(LAYERS[i]);
     opts d = default_opts(l.desc);
@@ -304,8 +286,8 @@ START_TEST(test_shapes) {
     ck_assert_msg(out.c == 2 && out.h == 3 && out.w == 4, "%s", LAYERS[i]);
     p = params_of(&l, self, &n);
     ck_assert_uint_eq(n, 0);
-    l.ops->destroy(self);
-    unload(&l);
+    l.desc->layer->destroy(self);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -325,14 +307,14 @@ START_TEST(test_dense_no_bias) {
   const double x[] = {1, 2, -3, 4};
   gsl_matrix *X = mat_from(2, 2, x), *Y = mat_alloc(2, 3);
   nn_error err = {0, ""};
-  ck_assert_int_eq(l.ops->forward(self, &eval_ctx, X, Y, &err), NN_OK);
+  ck_assert_int_eq(l.desc->layer->forward(self, &eval_ctx, X, Y, &err), NN_OK);
   const double want[] = {5, 2, 0, 5, 4, 5};
   for (size_t k = 0; k < 6; k++)
     ck_assert_double_eq(Y->data[k], want[k]);
   gsl_matrix_free(X);
   gsl_matrix_free(Y);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -358,7 +340,7 @@ START_TEST(test_dense_forward_values) {
   gsl_matrix_view X = gsl_matrix_submatrix(Xw, 0, 1, 2, 2);
   gsl_matrix_view Y = gsl_matrix_submatrix(Yw, 0, 2, 2, 3);
   nn_error err = {0, ""};
-  ck_assert_int_eq(l.ops->forward(self, &eval_ctx, &X.matrix, &Y.matrix, &err),
+  ck_assert_int_eq(l.desc->layer->forward(self, &eval_ctx, &X.matrix, &Y.matrix, &err),
                    NN_OK);
   /* [1 2] W = [5 2 -1], [3 4] W = [11 4 -3], plus b. */
   const double want[] = {5.5, 1, 1, 11.5, 3, -1};
@@ -378,13 +360,13 @@ START_TEST(test_dense_forward_values) {
   ck_assert_int_eq(s->forward(self, &eval_ctx, &cb.csr, Ys, &err), NN_OK);
   for (size_t k = 0; k < 6; k++)
     ck_assert_double_eq(Ys->data[k], want[k]);
-  ck_assert_ptr_null(l.ops->extension(self, "nn.layer.no-such-thing/1"));
+  ck_assert_ptr_null(l.desc->layer->extension(self, "nn.layer.no-such-thing/1"));
   nn_csr_buffer_free(&cb);
   gsl_matrix_free(Ys);
   gsl_matrix_free(Xw);
   gsl_matrix_free(Yw);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -397,15 +379,15 @@ static void check_unary(const char *name, const double *x, const double *want,
   void *self = layer_new(&l, &o, flat((uint32_t)n), 2, 1, NULL);
   gsl_matrix *X = mat_from(1, n, x), *Y = mat_alloc(1, n);
   nn_error err = {0, ""};
-  ck_assert_int_eq(l.ops->forward(self, &eval_ctx, X, Y, &err), NN_OK);
+  ck_assert_int_eq(l.desc->layer->forward(self, &eval_ctx, X, Y, &err), NN_OK);
   for (size_t j = 0; j < n; j++)
     ck_assert_msg(fabs(Y->data[j] - want[j]) <= tol,
                   "%s(%g) = %.17g, want %.17g", name, x[j], Y->data[j],
                   want[j]);
   gsl_matrix_free(X);
   gsl_matrix_free(Y);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
 }
 
 START_TEST(test_activation_values) {
@@ -433,7 +415,7 @@ static double gc_loss(const loaded *l, void *self, int train,
   gsl_rng *r = train ? rng_seeded(seed) : NULL;
   const nn_context ctx = {sizeof(nn_context), (uint32_t)train, 0, 0, r};
   nn_error err = {0, ""};
-  ck_assert_msg(l->ops->forward(self, &ctx, X, Y, &err) == NN_OK, "%s: %s",
+  ck_assert_msg(l->desc->layer->forward(self, &ctx, X, Y, &err) == NN_OK, "%s: %s",
                 l->desc->name, err.msg);
   if (r)
     gsl_rng_free(r);
@@ -488,7 +470,7 @@ static void gradcheck_layer(const char *name, const opts *o, int train,
 
   gc_loss(&l, self, train, 7, X, G, Y);
   nn_error err = {0, ""};
-  ck_assert_msg(l.ops->backward(self, X, Y, dY, dX, &err) == NN_OK, "%s: %s",
+  ck_assert_msg(l.desc->layer->backward(self, X, Y, dY, dX, &err) == NN_OK, "%s: %s",
                 name, err.msg);
   const double h = 1e-5;
   for (size_t k = 0; k < B * n_in; k++)
@@ -506,8 +488,8 @@ static void gradcheck_layer(const char *name, const opts *o, int train,
   gsl_matrix_free(dY);
   gsl_matrix_free(dX);
   gsl_rng_free(r);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
 }
 
 START_TEST(test_gradcheck_dense) {
@@ -516,7 +498,7 @@ START_TEST(test_gradcheck_dense) {
   gradcheck_layer("dense", &o, 0, 3, 5, 1.0);
   o = dense_opts(&l, 3, 0);
   gradcheck_layer("dense", &o, 0, 2, 4, 1.0);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -550,8 +532,8 @@ START_TEST(test_dense_sparse_gradients) {
     size_t np;
     nn_param *p = params_of(&l, self, &np);
     nn_error err = {0, ""};
-    ck_assert_int_eq(l.ops->forward(self, &eval_ctx, X, Y, &err), NN_OK);
-    ck_assert_int_eq(l.ops->backward(self, X, Y, dY, NULL, &err), NN_OK);
+    ck_assert_int_eq(l.desc->layer->forward(self, &eval_ctx, X, Y, &err), NN_OK);
+    ck_assert_int_eq(l.desc->layer->backward(self, X, Y, dY, NULL, &err), NN_OK);
     gsl_matrix *dW = mat_copy(p[0].grad), *db = mat_copy(p[1].grad);
     nn_csr_buffer cb;
     ck_assert_int_eq(nn_csr_buffer_init(&cb, B, B * n_in), NN_OK);
@@ -571,9 +553,9 @@ START_TEST(test_dense_sparse_gradients) {
     gsl_matrix_free(dW);
     gsl_matrix_free(db);
     gsl_rng_free(r);
-    l.ops->destroy(self);
+    l.desc->layer->destroy(self);
   }
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -599,7 +581,7 @@ START_TEST(test_dense_init) {
       ck_assert(p[1].value->data[k] == 0.0 && !signbit(p[1].value->data[k]));
     gsl_matrix_free(W);
     gsl_rng_free(r);
-    l.ops->destroy(self);
+    l.desc->layer->destroy(self);
   }
   /* std applies to init = normal. */
   opts o = dense_opts(&l, 3, 1);
@@ -612,8 +594,8 @@ START_TEST(test_dense_init) {
   ck_assert_same_bits(p[0].value, W, "std 0.25");
   gsl_matrix_free(W);
   gsl_rng_free(r);
-  l.ops->destroy(self);
-  unload(&l);
+  l.desc->layer->destroy(self);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -627,7 +609,7 @@ static void create_fails(const loaded *l, const opts *o, nn_shape in,
   nn_error err = {0, ""};
   char prefix[64];
   snprintf(prefix, sizeof prefix, "%s: ", l->desc->name);
-  int rc = l->ops->create(o ? o->v : NULL, in, max_batch, r, &out, &self,
+  int rc = l->desc->layer->create(o ? o->v : NULL, in, max_batch, r, &out, &self,
                           &err);
   assert_error(rc, &err, prefix, needle);
   ck_assert_ptr_null(self);
@@ -650,7 +632,7 @@ START_TEST(test_option_errors) {
   o = dense_opts(&l, 2, 1);
   create_fails(&l, &o, flat(0), 2, "input");
   create_fails(&l, &o, flat(4), 0, "max_batch");
-  unload(&l);
+  test_plugin_unload(&l);
 
   l = load("dropout");
   static const double bad_p[] = {1.0, -0.1, 1.5};
@@ -659,7 +641,7 @@ START_TEST(test_option_errors) {
     set_opt(l.desc, &o, "p", (nn_value){.r = bad_p[k]});
     create_fails(&l, &o, flat(4), 2, "p must be");
   }
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -678,11 +660,11 @@ START_TEST(test_batch_errors) {
     gsl_matrix *X3 = mat_alloc(3, 4), *Y3 = mat_alloc(3, n_out);
     gsl_matrix *X5 = mat_alloc(1, 5), *Y1 = mat_alloc(1, n_out);
     gsl_matrix *Ybad = mat_alloc(1, n_out + 1), *X1 = mat_alloc(1, 4);
-    assert_error(l.ops->forward(self, &eval_ctx, X3, Y3, &err), &err, prefix,
+    assert_error(l.desc->layer->forward(self, &eval_ctx, X3, Y3, &err), &err, prefix,
                  "batch of 3 rows");
-    assert_error(l.ops->forward(self, &eval_ctx, X5, Y1, &err), &err, prefix,
+    assert_error(l.desc->layer->forward(self, &eval_ctx, X5, Y1, &err), &err, prefix,
                  "5 columns");
-    assert_error(l.ops->forward(self, &eval_ctx, X1, Ybad, &err), &err,
+    assert_error(l.desc->layer->forward(self, &eval_ctx, X1, Ybad, &err), &err,
                  prefix, "Y");
     gsl_matrix_free(X3);
     gsl_matrix_free(Y3);
@@ -690,8 +672,8 @@ START_TEST(test_batch_errors) {
     gsl_matrix_free(Y1);
     gsl_matrix_free(Ybad);
     gsl_matrix_free(X1);
-    l.ops->destroy(self);
-    unload(&l);
+    l.desc->layer->destroy(self);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -725,15 +707,15 @@ static void drop_free(drop_fixture *f) {
   gsl_matrix_free(f->Y);
   gsl_matrix_free(f->dY);
   gsl_matrix_free(f->dX);
-  f->l.ops->destroy(f->self);
-  unload(&f->l);
+  f->l.desc->layer->destroy(f->self);
+  test_plugin_unload(&f->l);
 }
 
 static void drop_forward(drop_fixture *f, int train, unsigned long seed) {
   gsl_rng *r = train ? rng_seeded(seed) : NULL;
   const nn_context ctx = {sizeof(nn_context), (uint32_t)train, 2, 5, r};
   nn_error err = {0, ""};
-  ck_assert_msg(f->l.ops->forward(f->self, &ctx, f->X, f->Y, &err) == NN_OK,
+  ck_assert_msg(f->l.desc->layer->forward(f->self, &ctx, f->X, f->Y, &err) == NN_OK,
                 "%s", err.msg);
   if (r)
     gsl_rng_free(r);
@@ -747,7 +729,7 @@ START_TEST(test_dropout_eval_identity) {
   drop_forward(&f, 0, 0);
   ck_assert_same_bits(f.Y, f.X, "eval forward");
   nn_error err = {0, ""};
-  ck_assert_int_eq(f.l.ops->backward(f.self, f.X, f.Y, f.dY, f.dX, &err),
+  ck_assert_int_eq(f.l.desc->layer->backward(f.self, f.X, f.Y, f.dY, f.dX, &err),
                    NN_OK);
   ck_assert_same_bits(f.dX, f.dY, "eval backward");
   gsl_rng_free(r);
@@ -777,7 +759,7 @@ START_TEST(test_dropout_mask) {
   gsl_rng *r = rng_seeded(4);
   nn_fill_gaussian(f.dY, r, 1.0);
   nn_error err = {0, ""};
-  ck_assert_int_eq(f.l.ops->backward(f.self, f.X, f.Y, f.dY, f.dX, &err),
+  ck_assert_int_eq(f.l.desc->layer->backward(f.self, f.X, f.Y, f.dY, f.dX, &err),
                    NN_OK);
   for (size_t k = 0; k < B * n; k++)
     ck_assert(f.dX->data[k] ==
@@ -798,10 +780,10 @@ START_TEST(test_dropout_edges) {
   /* Training without a stream is an error, not a crash. */
   const nn_context ctx = {sizeof(nn_context), 1, 0, 0, NULL};
   nn_error err = {0, ""};
-  assert_error(f.l.ops->forward(f.self, &ctx, f.X, f.Y, &err), &err,
+  assert_error(f.l.desc->layer->forward(f.self, &ctx, f.X, f.Y, &err), &err,
                "dropout: ", "random");
   /* ... and leaves no mask for backward. */
-  assert_error(f.l.ops->backward(f.self, f.X, f.Y, f.dY, f.dX, &err), &err,
+  assert_error(f.l.desc->layer->backward(f.self, f.X, f.Y, f.dY, f.dX, &err), &err,
                "dropout: ", "forward");
   /* A batch of fewer rows than max_batch, as views: its mask is the
    * first rows of the full batch's (the same draws, in row order). */
@@ -815,7 +797,7 @@ START_TEST(test_dropout_edges) {
   gsl_rng *s = rng_seeded(1);
   const nn_context train = {sizeof(nn_context), 1, 0, 0, s};
   ck_assert_int_eq(
-      f.l.ops->forward(f.self, &train, &X2.matrix, &Y2.matrix, &err), NN_OK);
+      f.l.desc->layer->forward(f.self, &train, &X2.matrix, &Y2.matrix, &err), NN_OK);
   gsl_matrix_view full2 = top_rows(full, 2);
   ck_assert_same_bits(&Y2.matrix, &full2.matrix, "2 of 3 rows");
   ck_assert_double_eq(gsl_matrix_get(f.Y, 2, 0), 7.0); /* untouched */
@@ -947,19 +929,19 @@ static void twolayer_bits(double wscale, int stepped, int rule) {
   ck_assert_int_eq(sp->forward(d1, &eval_ctx, &X.csr, &Y1.matrix, &err),
                    NN_OK);
   ck_assert_int_eq(
-      sl.ops->forward(sg, &eval_ctx, &Y1.matrix, &Y2.matrix, &err), NN_OK);
+      sl.desc->layer->forward(sg, &eval_ctx, &Y1.matrix, &Y2.matrix, &err), NN_OK);
   ck_assert_int_eq(
-      dl.ops->forward(d2, &eval_ctx, &Y2.matrix, &Y3.matrix, &err), NN_OK);
+      dl.desc->layer->forward(d2, &eval_ctx, &Y2.matrix, &Y3.matrix, &err), NN_OK);
   ck_assert_same_bits(&Y2.matrix, H, "H");
   ck_assert_same_bits(&Y3.matrix, S, "scores");
 
-  ck_assert_int_eq(dl.ops->backward(d2, &Y2.matrix, &Y3.matrix, dSl,
+  ck_assert_int_eq(dl.desc->layer->backward(d2, &Y2.matrix, &Y3.matrix, dSl,
                                     &dX2.matrix, &err),
                    NN_OK);
   ck_assert_same_bits(p2[0].grad, dW2, "dW2");
   ck_assert_same_bits(p2[1].grad, db2, "db2");
   ck_assert_same_bits(&dX2.matrix, dHpre, "dH");
-  ck_assert_int_eq(sl.ops->backward(sg, &Y1.matrix, &Y2.matrix, &dX2.matrix,
+  ck_assert_int_eq(sl.desc->layer->backward(sg, &Y1.matrix, &Y2.matrix, &dX2.matrix,
                                     &dX1.matrix, &err),
                    NN_OK);
   ck_assert_same_bits(&dX1.matrix, dH, "dZ1");
@@ -1003,11 +985,11 @@ static void twolayer_bits(double wscale, int stepped, int rule) {
   for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
     gsl_matrix_free(all[k]);
   gsl_rng_free(r);
-  dl.ops->destroy(d1);
-  sl.ops->destroy(sg);
-  dl.ops->destroy(d2);
-  unload(&sl);
-  unload(&dl);
+  dl.desc->layer->destroy(d1);
+  sl.desc->layer->destroy(sg);
+  dl.desc->layer->destroy(d2);
+  test_plugin_unload(&sl);
+  test_plugin_unload(&dl);
 }
 
 START_TEST(test_twolayer_bits) {
@@ -1075,10 +1057,10 @@ START_TEST(test_softmax_bits) {
   nn_error err = {0, ""};
   ck_assert_int_eq(sp->forward(d, &eval_ctx, &X.csr, &Y1.matrix, &err), NN_OK);
   ck_assert_int_eq(
-      rl.ops->forward(re, &eval_ctx, &Y1.matrix, &Y2.matrix, &err), NN_OK);
+      rl.desc->layer->forward(re, &eval_ctx, &Y1.matrix, &Y2.matrix, &err), NN_OK);
   ck_assert_same_bits(&Y2.matrix, S, "scores");
   ck_assert_int_eq(
-      rl.ops->backward(re, &Y1.matrix, &Y2.matrix, dSl, &dX1.matrix, &err),
+      rl.desc->layer->backward(re, &Y1.matrix, &Y2.matrix, dSl, &dX1.matrix, &err),
       NN_OK);
   ck_assert_same_bits(&dX1.matrix, dS, "dZ");
   ck_assert_int_eq(sp->backward(d, &X.csr, NULL, &Y1.matrix, &dX1.matrix, &err),
@@ -1091,10 +1073,10 @@ START_TEST(test_softmax_bits) {
   for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
     gsl_matrix_free(all[k]);
   gsl_rng_free(r);
-  dl.ops->destroy(d);
-  rl.ops->destroy(re);
-  unload(&rl);
-  unload(&dl);
+  dl.desc->layer->destroy(d);
+  rl.desc->layer->destroy(re);
+  test_plugin_unload(&rl);
+  test_plugin_unload(&dl);
 }
 END_TEST
 
@@ -1137,8 +1119,8 @@ START_TEST(test_bias_grad_negative_zero) {
   gsl_matrix_free(db1);
   gsl_matrix_free(Y);
   gsl_rng_free(r);
-  dl.ops->destroy(d);
-  unload(&dl);
+  dl.desc->layer->destroy(d);
+  test_plugin_unload(&dl);
 }
 END_TEST
 
@@ -1190,9 +1172,9 @@ START_TEST(test_step_counts) {
     gsl_matrix_free(Y);
     gsl_matrix_free(dY);
     gsl_rng_free(r);
-    dl.ops->destroy(d);
+    dl.desc->layer->destroy(d);
   }
-  unload(&dl);
+  test_plugin_unload(&dl);
 }
 END_TEST
 

@@ -20,30 +20,7 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* A loaded plugin: the dlopen handle (owned, closed by unload) and its
- * descriptor (inside the handle's image). */
-typedef struct loaded {
-  void *handle;
-  const nn_plugin *desc;
-} loaded;
-
-static loaded load(const char *name) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s.so", test_plugin_path(), name);
-  loaded l;
-  l.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  ck_assert_msg(l.handle != NULL, "dlopen %s: %s", path, dlerror());
-  l.desc = dlsym(l.handle, NN_PLUGIN_SYMBOL);
-  ck_assert_msg(l.desc != NULL, "dlsym %s: %s", path, dlerror());
-  return l;
-}
-
-static void unload(loaded *l) {
-  if (l->handle)
-    dlclose(l->handle);
-  l->handle = NULL;
-  l->desc = NULL;
-}
+typedef test_plugin loaded;
 
 static gsl_rng *rng_seeded(unsigned long seed) {
   gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
@@ -134,7 +111,7 @@ START_TEST(test_descriptors) {
               {"twolayer", NN_KIND_MODEL},
               {"sgd", NN_KIND_OPTIMIZER}};
   for (size_t k = 0; k < 3; k++) {
-    loaded l = load(want[k].name);
+    loaded l = test_plugin_load(want[k].name);
     const nn_plugin *d = l.desc;
     ck_assert_uint_eq(d->abi_major, NN_ABI_MAJOR);
     ck_assert_uint_eq(d->abi_minor, NN_ABI_MINOR);
@@ -157,17 +134,17 @@ START_TEST(test_descriptors) {
       ck_assert(d->optim->state != NULL);
       ck_assert(d->optim->extension != NULL);
     }
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
 
 START_TEST(test_option_tables) {
-  loaded l = load("softmax");
+  loaded l = test_plugin_load("softmax");
   ck_assert(l.desc->options == NULL || l.desc->options[0].key == NULL);
-  unload(&l);
+  test_plugin_unload(&l);
 
-  l = load("twolayer");
+  l = test_plugin_load("twolayer");
   const nn_option *o = l.desc->options;
   ck_assert_ptr_nonnull(o);
   ck_assert_str_eq(o[0].key, "hidden_size");
@@ -177,9 +154,9 @@ START_TEST(test_option_tables) {
   ck_assert(!(o[0].bounds & NN_OPT_MIN_EXCLUSIVE));
   ck_assert(o[0].min == 1.0);
   ck_assert_ptr_null(o[1].key);
-  unload(&l);
+  test_plugin_unload(&l);
 
-  l = load("sgd");
+  l = test_plugin_load("sgd");
   o = l.desc->options;
   ck_assert_ptr_nonnull(o);
   static const char *const keys[] = {"learning_rate", "reg", "momentum"};
@@ -198,7 +175,7 @@ START_TEST(test_option_tables) {
   ck_assert(o[2].max <= 1.0); /* momentum */
   ck_assert_str_eq(o[3].key, "nesterov");
   ck_assert_ptr_null(o[4].key);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -207,7 +184,7 @@ END_TEST
 /* nn_gradcheck on 6 examples, 7 features, 4 classes, with weights and
  * biases redrawn from N(0, 0.5) so the gradients are far from zero. */
 static void gradcheck_model(const char *name) {
-  loaded l = load(name);
+  loaded l = test_plugin_load(name);
   const nn_model_ops *ops = l.desc->model;
   void *m = model_new(&l, model_opts(name), 7, 4, 6, 1);
   gsl_rng *r = rng_seeded(2024);
@@ -235,7 +212,7 @@ static void gradcheck_model(const char *name) {
   gsl_matrix_free(X);
   gsl_rng_free(r);
   ops->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 
 START_TEST(test_gradcheck_softmax) { gradcheck_model("softmax"); }
@@ -245,7 +222,7 @@ START_TEST(test_gradcheck_twolayer) { gradcheck_model("twolayer"); }
 END_TEST
 
 START_TEST(test_gradcheck_rejects_bad_input) {
-  loaded l = load("twolayer");
+  loaded l = test_plugin_load("twolayer");
   const nn_model_ops *ops = l.desc->model;
   void *m = model_new(&l, model_opts("twolayer"), 7, 4, 6, 1);
   gsl_rng *r = rng_seeded(3);
@@ -266,14 +243,14 @@ START_TEST(test_gradcheck_rejects_bad_input) {
   gsl_matrix_free(Xbad);
   gsl_rng_free(r);
   ops->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 /* --------------------------------------------------------------- layout */
 
 START_TEST(test_params_layout) {
-  loaded l = load("softmax");
+  loaded l = test_plugin_load("softmax");
   /* An image's c h w values are its inputs. */
   void *m = model_new_shape(&l, NULL, (nn_shape){1, 28, 28}, 10, 64, 1);
   size_t n = 0;
@@ -288,9 +265,9 @@ START_TEST(test_params_layout) {
   /* Same array on every call. */
   ck_assert_ptr_eq(l.desc->model->params(m, &n), p);
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 
-  l = load("twolayer");
+  l = test_plugin_load("twolayer");
   static const nn_value h[] = {{.i = 32}};
   m = model_new(&l, h, 20, 10, 64, 1);
   p = l.desc->model->params(m, &n);
@@ -312,12 +289,12 @@ START_TEST(test_params_layout) {
     ck_assert_uint_eq(p[k].grad->size2, want[k].cols);
   }
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_init_distribution) {
-  loaded l = load("twolayer");
+  loaded l = test_plugin_load("twolayer");
   static const nn_value h[] = {{.i = 100}};
   void *m = model_new(&l, h, 300, 50, 8, 7);
   size_t n = 0;
@@ -331,21 +308,21 @@ START_TEST(test_init_distribution) {
   ck_assert(gsl_matrix_isnull(p[1].value));
   ck_assert(gsl_matrix_isnull(p[3].value));
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 
-  l = load("softmax");
+  l = test_plugin_load("softmax");
   m = model_new(&l, NULL, 784, 10, 8, 7);
   p = l.desc->model->params(m, &n);
   ck_assert_double_eq_tol(mat_std(p[0].value, &mean), 0.001, 5e-5);
   ck_assert_double_lt(fabs(mean), 5e-5);
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_same_seed_same_weights) {
   for (size_t k = 0; k < 2; k++) {
-    loaded l = load(MODELS[k]);
+    loaded l = test_plugin_load(MODELS[k]);
     void *a = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1234);
     void *b = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1234);
     void *c = model_new(&l, model_opts(MODELS[k]), 30, 10, 4, 1235);
@@ -365,7 +342,7 @@ START_TEST(test_same_seed_same_weights) {
     l.desc->model->destroy(a);
     l.desc->model->destroy(b);
     l.desc->model->destroy(c);
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -377,7 +354,7 @@ START_TEST(test_forward_formula) {
   gsl_matrix *X = mat_gauss(5, 6, r, 1.0);
 
   /* softmax: scores = ReLU(X W1) */
-  loaded l = load("softmax");
+  loaded l = test_plugin_load("softmax");
   void *m = model_new(&l, NULL, 6, 3, 5, 1);
   size_t n;
   nn_param *p = l.desc->model->params(m, &n);
@@ -394,10 +371,10 @@ START_TEST(test_forward_formula) {
     }
   ck_assert_double_lt(max_abs_diff(s, ref), 1e-12);
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 
   /* twolayer: scores = sigmoid(X W1 + b1) W2 + b2, with non-zero biases */
-  l = load("twolayer");
+  l = test_plugin_load("twolayer");
   m = model_new(&l, model_opts("twolayer"), 6, 3, 5, 1);
   p = l.desc->model->params(m, &n);
   for (size_t k = 0; k < n; k++)
@@ -416,7 +393,7 @@ START_TEST(test_forward_formula) {
     }
   ck_assert_double_lt(max_abs_diff(s, ref), 1e-12);
   l.desc->model->destroy(m);
-  unload(&l);
+  test_plugin_unload(&l);
 
   gsl_matrix_free(X);
   gsl_matrix_free(s);
@@ -430,7 +407,7 @@ END_TEST
  * built for exactly 3 rows. */
 START_TEST(test_small_last_batch) {
   for (size_t k = 0; k < 2; k++) {
-    loaded l = load(MODELS[k]);
+    loaded l = test_plugin_load(MODELS[k]);
     const nn_model_ops *ops = l.desc->model;
     const nn_value *o = model_opts(MODELS[k]);
     void *big = model_new(&l, o, 7, 4, 8, 5);
@@ -477,14 +454,14 @@ START_TEST(test_small_last_batch) {
     gsl_rng_free(r);
     ops->destroy(big);
     ops->destroy(small);
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
 
 START_TEST(test_shape_errors) {
   for (size_t k = 0; k < 2; k++) {
-    loaded l = load(MODELS[k]);
+    loaded l = test_plugin_load(MODELS[k]);
     const nn_model_ops *ops = l.desc->model;
     void *m = model_new(&l, model_opts(MODELS[k]), 784, 10, 4, 1);
     gsl_matrix *X = mat_alloc(4, 780), *Xok = mat_alloc(4, 784);
@@ -531,13 +508,13 @@ START_TEST(test_shape_errors) {
     gsl_matrix_free(s9);
     gsl_matrix_free(s3);
     ops->destroy(m);
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
 
 START_TEST(test_twolayer_bad_hidden) {
-  loaded l = load("twolayer");
+  loaded l = test_plugin_load("twolayer");
   gsl_rng *r = rng_seeded(1);
   void *m = NULL;
   nn_error err = {0, ""};
@@ -549,19 +526,19 @@ START_TEST(test_twolayer_bad_hidden) {
                    NN_EINVAL);
   ck_assert_ptr_null(m);
   gsl_rng_free(r);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_destroy_null) {
   static const char *const all[] = {"softmax", "twolayer", "sgd"};
   for (size_t k = 0; k < 3; k++) {
-    loaded l = load(all[k]);
+    loaded l = test_plugin_load(all[k]);
     if (l.desc->model)
       l.desc->model->destroy(NULL);
     else
       l.desc->optim->destroy(NULL);
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -606,7 +583,7 @@ static void *sgd_new(const loaded *l, double lr, double reg, double mom,
 }
 
 START_TEST(test_sgd_one_step) {
-  loaded l = load("sgd");
+  loaded l = test_plugin_load("sgd");
   gsl_rng *r = rng_seeded(9);
   nn_param p[2];
   params_make(p, r);
@@ -639,13 +616,13 @@ START_TEST(test_sgd_one_step) {
   gsl_matrix_free(b0);
   gsl_matrix_free(gb0);
   gsl_rng_free(r);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_sgd_reg_weights_only) {
   /* Zero gradients: only the L2 term moves anything. */
-  loaded l = load("sgd");
+  loaded l = test_plugin_load("sgd");
   gsl_rng *r = rng_seeded(10);
   nn_param p[2];
   params_make(p, r);
@@ -668,12 +645,12 @@ START_TEST(test_sgd_reg_weights_only) {
   gsl_matrix_free(w0);
   gsl_matrix_free(b0);
   gsl_rng_free(r);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_sgd_momentum_two_steps) {
-  loaded l = load("sgd");
+  loaded l = test_plugin_load("sgd");
   gsl_rng *r = rng_seeded(12);
   nn_param p[2];
   params_make(p, r);
@@ -716,12 +693,12 @@ START_TEST(test_sgd_momentum_two_steps) {
     gsl_matrix_free(want[k]);
   }
   gsl_rng_free(r);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
 START_TEST(test_sgd_errors) {
-  loaded l = load("sgd");
+  loaded l = test_plugin_load("sgd");
   gsl_rng *r = rng_seeded(13);
   nn_param p[2];
   params_make(p, r);
@@ -752,7 +729,7 @@ START_TEST(test_sgd_errors) {
   gsl_matrix_free(w0);
   params_free(p);
   gsl_rng_free(r);
-  unload(&l);
+  test_plugin_unload(&l);
 }
 END_TEST
 
@@ -761,9 +738,9 @@ END_TEST
 /* A few full steps (forward, loss, backward, SGD) on one batch must lower
  * the loss: the pieces fit together. */
 START_TEST(test_training_lowers_loss) {
-  loaded opt = load("sgd");
+  loaded opt = test_plugin_load("sgd");
   for (size_t k = 0; k < 2; k++) {
-    loaded l = load(MODELS[k]);
+    loaded l = test_plugin_load(MODELS[k]);
     const nn_model_ops *ops = l.desc->model;
     void *m = model_new(&l, model_opts(MODELS[k]), 7, 4, 6, 21);
     gsl_rng *r = rng_seeded(22);
@@ -793,9 +770,9 @@ START_TEST(test_training_lowers_loss) {
     gsl_matrix_free(X);
     gsl_matrix_free(s);
     gsl_rng_free(r);
-    unload(&l);
+    test_plugin_unload(&l);
   }
-  unload(&opt);
+  test_plugin_unload(&opt);
 }
 END_TEST
 
@@ -836,7 +813,7 @@ START_TEST(test_extensions) {
   gsl_rng *r = rng_seeded(41);
   params_make(p, r);
   for (size_t k = 0; k < 3; k++) {
-    loaded l = load(want[k].name);
+    loaded l = test_plugin_load(want[k].name);
     const nn_model_ops *mo = l.desc->model;
     const nn_optim_ops *oo = l.desc->optim;
     void *self = mo ? model_new(&l, model_opts(want[k].name), 7, 4, 6, 1)
@@ -870,7 +847,7 @@ START_TEST(test_extensions) {
       ck_assert(rule->rule != NULL);
       oo->destroy(self);
     }
-    unload(&l);
+    test_plugin_unload(&l);
   }
   params_free(p);
   gsl_rng_free(r);
@@ -881,7 +858,7 @@ END_TEST
  * same batch, with or without the transpose handed over. */
 START_TEST(test_sparse_equals_dense) {
   for (size_t k = 0; k < 2; k++) {
-    loaded l = load(MODELS[k]);
+    loaded l = test_plugin_load(MODELS[k]);
     const nn_model_ops *ops = l.desc->model;
     const size_t n_in = 30, B = 6;
     void *a = model_new(&l, model_opts(MODELS[k]), n_in, 4, B, 42);
@@ -928,7 +905,7 @@ START_TEST(test_sparse_equals_dense) {
     gsl_rng_free(r);
     ops->destroy(a);
     ops->destroy(b);
-    unload(&l);
+    test_plugin_unload(&l);
   }
 }
 END_TEST
@@ -1026,7 +1003,7 @@ static gsl_matrix *sparse_batch(size_t rows, size_t cols, gsl_rng *r) {
  * optimizer's plain SGD rule: the model takes W1's step itself when there
  * is no momentum, and leaves W1's grad as it was. */
 static void fused_equals_separate(double mom, int rule) {
-  loaded opt = load("sgd"), l = load("twolayer");
+  loaded opt = test_plugin_load("sgd"), l = test_plugin_load("twolayer");
   const nn_model_ops *ops = l.desc->model;
   const nn_optim_ops *oo = opt.desc->optim;
   static const nn_value hidden24[] = {{.i = 24}};
@@ -1121,8 +1098,8 @@ static void fused_equals_separate(double mom, int rule) {
   ops->destroy(a);
   ops->destroy(b);
   gsl_rng_free(r);
-  unload(&l);
-  unload(&opt);
+  test_plugin_unload(&l);
+  test_plugin_unload(&opt);
 }
 
 START_TEST(test_fused_step_plain_sgd) { fused_equals_separate(0.0, 0); }
@@ -1149,7 +1126,7 @@ END_TEST
  * 75 x 24 does not band. */
 static void pipeline_equals_separate(size_t n_in, int64_t hidden, double mom,
                                      int rule) {
-  loaded opt = load("sgd"), l = load("twolayer");
+  loaded opt = test_plugin_load("sgd"), l = test_plugin_load("twolayer");
   const nn_model_ops *ops = l.desc->model;
   const nn_optim_ops *oo = opt.desc->optim;
   const nn_value h[] = {{.i = hidden}};
@@ -1253,8 +1230,8 @@ static void pipeline_equals_separate(size_t n_in, int64_t hidden, double mom,
   ops->destroy(a);
   ops->destroy(b);
   gsl_rng_free(r);
-  unload(&l);
-  unload(&opt);
+  test_plugin_unload(&l);
+  test_plugin_unload(&opt);
 }
 
 START_TEST(test_pipeline_banded) { pipeline_equals_separate(784, 256, 0.0, 0); }
@@ -1285,7 +1262,7 @@ typedef struct sgd_twins {
 } sgd_twins;
 
 static void twins_make(sgd_twins *t, unsigned long seed) {
-  t->l = load("sgd");
+  t->l = test_plugin_load("sgd");
   t->ops = t->l.desc->optim;
   t->r = rng_seeded(seed);
   params_make(t->p, t->r);
@@ -1301,7 +1278,7 @@ static void twins_free(sgd_twins *t) {
   params_free(t->p);
   params_free(t->q);
   gsl_rng_free(t->r);
-  unload(&t->l);
+  test_plugin_unload(&t->l);
 }
 
 /* The parts' rows on a block equals step on those rows; bad blocks are

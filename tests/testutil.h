@@ -3,8 +3,11 @@
 #define NN_TESTUTIL_H
 
 #include <check.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <nn/plugin.h>
 
 /* Directory of the shipped test data ($NN_TEST_DATA, set by make check). */
 static inline const char *test_data_dir(void) {
@@ -23,6 +26,31 @@ static inline const char *test_data_path(const char *name) {
 static inline const char *test_plugin_path(void) {
   const char *d = getenv("NN_PLUGIN_PATH");
   return d && *d ? d : "plugins/.libs";
+}
+
+/* A plugin opened straight from the build tree, without the registry's
+ * checks (tests of the plugins themselves): the dlopen handle (owned,
+ * closed by test_plugin_unload) and its descriptor (inside the handle's
+ * image). */
+typedef struct test_plugin {
+  void *handle;
+  const nn_plugin *desc;
+} test_plugin;
+
+static inline test_plugin test_plugin_load(const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.so", test_plugin_path(), name);
+  test_plugin l;
+  l.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(l.handle != NULL, "dlopen %s: %s", path, dlerror());
+  l.desc = (const nn_plugin *)dlsym(l.handle, NN_PLUGIN_SYMBOL);
+  ck_assert_msg(l.desc != NULL, "dlsym %s: %s", path, dlerror());
+  return l;
+}
+
+static inline void test_plugin_unload(test_plugin *l) {
+  if (l->handle) dlclose(l->handle);
+  *l = (test_plugin){NULL, NULL};
 }
 
 /* A scratch directory under /tmp for the current test (made by
