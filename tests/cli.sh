@@ -4,7 +4,7 @@
 # names the file and line; a good run must write metrics.csv and the test
 # line.  Runs on the shipped MNIST fixture (tests/data), no network.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 FIX=${NN_FIXTURE_DIR:-tests/fixtures/.libs}
 # shellcheck source=tests/tap.sh

@@ -3,7 +3,7 @@
 # and each fixture plugin fails exactly the check it was written to fail
 # (TAP output for automake).
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 FIX=${NN_FIXTURE_DIR:-tests/fixtures/.libs}
 NN_PLUGIN_PATH=${NN_PLUGIN_PATH:-plugins/.libs}
 export NN_PLUGIN_PATH

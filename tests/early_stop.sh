@@ -5,7 +5,7 @@
 # or after a kill -9) it stops at the same epoch with the same files; a run
 # that had stopped trains no further.  Uses the MNIST subset in tests/data.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 KILLAT=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/killat.so
 # shellcheck source=tests/tap.sh

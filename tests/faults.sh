@@ -7,7 +7,7 @@
 # tests/fixtures/killat.so (LD_PRELOAD).  Uses the MNIST subset in
 # tests/data.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 KILLAT=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/killat.so
 # shellcheck source=tests/tap.sh

@@ -4,7 +4,7 @@
 # crashes is named with the operation it was in, and a model too large for
 # the memory is refused before anything is allocated.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 CONFIGS=${NN_SRCDIR:-.}/configs
 FIX=${NN_FIXTURE_DIR:-tests/fixtures/.libs}

@@ -5,7 +5,7 @@
 # a dropout network that resumes bit for bit after a kill and evaluates to
 # its run's test line.  Uses the shipped MNIST fixture (tests/data).
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 CONFIGS=${NN_SRCDIR:-.}/configs
 # shellcheck source=tests/tap.sh

@@ -9,7 +9,7 @@
 # get messages that say so.  Bad data is built here from the MNIST fixture
 # (tests/data) by patching bytes of copies.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 PLUGINS=${NN_PLUGIN_PATH:-plugins/.libs}
 PLUGINS=${PLUGINS%%:*}

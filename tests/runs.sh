@@ -4,7 +4,7 @@
 # a kill mid-epoch), shuffle, sweeps and the progress line.  Uses the
 # shipped MNIST fixture (tests/data); no network.
 set -u
-NNRUN=${NNRUN:-nncore/nnrun}
+NNRUN=${NNRUN:-cli/nnrun}
 DATA=${NN_TEST_DATA:-tests/data}
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"

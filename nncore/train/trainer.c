@@ -1,0 +1,994 @@
+/* The training loop.  See <nn/train.h>.
+ *
+ * Per batch: gather (bytes -> doubles), model forward -> scores, fused
+ * softmax + cross-entropy + score gradient (in place), model backward,
+ * optimizer step.  A model with the sparse-input extension gets the
+ * batch as compressed sparse rows straight from the bytes (MNIST is 81 %
+ * zeros: the dense batch would be five times the data, written and then
+ * scanned again by the model); other models get a dense X.  Every buffer
+ * is allocated once, in nn_trainer_create (batch-sized) or at the start of
+ * nn_trainer_run (the shuffle order): nothing is allocated inside the
+ * batch loop.
+ *
+ * With [train] threads >= 2 the next batch is gathered on a helper thread
+ * while the model computes on the current one (a batch slot more, used in
+ * turn).  The gather only reads the dataset and writes the idle slot, so
+ * the results are those of one thread, bit for bit.  This is the one use
+ * of a second core that paid off on the 2-vCPU machines this was measured
+ * on: splitting the model's own work between two cores was measured twice
+ * and never beat one thread there (README, Threads), while the gather is a
+ * fifth of an epoch that hides behind the model's work entirely.
+ *
+ * A model whose fused-step extension has backward_step_forward gets the
+ * next batch together with the current one's dscores, and runs its forward inside
+ * the backward pass and step (the two-layer network does so band by band
+ * of W1 once W1 outgrows L2).  The feed then holds two batches at a time,
+ * and with a helper thread gathers a third. */
+#include <config.h>
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_randist.h>
+
+#include <nn/math.h>
+#include <nn/registry.h>
+#include <nn/sequential.h>
+#include <nn/train.h>
+
+#include "train/worker.h"
+
+/* One batch as the model takes it.  The trainer has up to three, used in
+ * turn (see n_slots). */
+typedef struct batch_slot {
+  gsl_matrix *X;    /* owned: batch_size x n_in (dense models) */
+  nn_csr_buffer Xs; /* owned: the batch as CSR (sparse models) */
+  nn_csr_buffer Xt; /* owned: its transpose (fused-step models) */
+  uint32_t *labels; /* owned: batch_size labels */
+  size_t *idx;      /* owned: batch_size example indices (evaluation) */
+  size_t count;     /* examples in the slot */
+  int rc;           /* the gather's result */
+} batch_slot;
+
+#define TRAINER_MAX_SLOTS 3
+
+struct nn_trainer {
+  char model_name[128];        /* for messages: the plugin's or "sequential" */
+  const nn_model_ops *mops;    /* lent (the plugin's or libnn's); outlive */
+  const nn_plugin *optim_desc; /* lent; outlives the trainer */
+  void *model;                 /* owned: mops->destroy */
+  void *optim;                 /* owned: optim_desc->optim->destroy */
+  nn_param *params;            /* owned by the model */
+  size_t n_params;
+  nn_param *weights;           /* owned array: params, then the model's state
+                                  (what a weights file holds); matrices are
+                                  the model's */
+  size_t n_weights;
+  gsl_matrix **best;           /* owned: weights at the best epoch */
+  long best_epoch;             /* -1 until an epoch ran */
+  double best_val_accuracy;
+  gsl_rng *rng;                /* owned: weights first, then shuffles */
+  gsl_rng *batch_rng;          /* owned, stochastic models only: the
+                                  context's stream, reseeded per batch */
+  nn_train_opts opts;
+  size_t n_in, n_out;
+  const nn_model_sparse *sparse;  /* the model's extension, or NULL */
+  const nn_model_fused_step *fst; /* used only with `fused` */
+  const nn_optim_parts *parts;    /* the optimizer's, or NULL */
+  const nn_optim_sgd_rule *sgd_rule; /* the optimizer's, or NULL */
+  int transpose;               /* batches come with their transpose */
+  int fused;                   /* step inside backward */
+  int pipeline;                /* next forward inside it too */
+  size_t *stepped;             /* owned: per parameter, elements stepped in
+                                  the fused step (checked against its size) */
+  nn_stepper stepper;          /* lent to backward_step; set once in create */
+  batch_slot slot[TRAINER_MAX_SLOTS]; /* owned: n_slots of them */
+  int n_slots;                 /* the current batch, + 1 for the next one
+                                  with the pipeline, + 1 for the helper's */
+  gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
+  gsl_matrix *scores_next;     /* owned, pipeline only: the next batch's */
+  nn_worker *worker;           /* owned; NULL with threads <= 1 */
+  size_t gather_backoff;       /* batches to gather inline after the next
+                                  take-over (0: the helper keeps up) */
+  size_t gather_skip;          /* batches left to gather inline */
+  nn_param *best_params;       /* owned array naming t->best (grad NULL) */
+  size_t start_epoch;          /* first epoch of the next run */
+  nn_stop_reason stopped;      /* how the last run ended */
+  long stopped_after;          /* the last epoch finished then (-1: none) */
+  nn_batch_fn on_batch;        /* optional progress callback */
+  void *on_batch_user;
+  const char *model_plugin;    /* model_name for the call record, or NULL
+                                  for a network (it records its layers) */
+};
+
+/* The call record (opts.calls) around each plugin call: two stores before
+ * it, one after; see nn_call_record.  plugin NULL: not a plugin. */
+static inline void call_enter(const nn_trainer *t, const char *plugin,
+                              const char *op) {
+  nn_call_record *c = t->opts.calls;
+  if (c && plugin) {
+    c->plugin = plugin;
+    c->op = op;
+  }
+}
+
+static inline void call_leave(const nn_trainer *t) {
+  if (t->opts.calls) t->opts.calls->op = NULL;
+}
+
+/* A call made from inside another (the optimizer's, from a model's
+ * backward that steps as it goes): the record returns to the outer one. */
+typedef struct call_saved {
+  const char *plugin, *op;
+} call_saved;
+
+static inline call_saved call_push(const nn_trainer *t, const char *plugin,
+                                   const char *op) {
+  nn_call_record *c = t->opts.calls;
+  call_saved s = {c ? c->plugin : NULL, c ? c->op : NULL};
+  call_enter(t, plugin, op);
+  return s;
+}
+
+static inline void call_pop(const nn_trainer *t, call_saved s) {
+  nn_call_record *c = t->opts.calls;
+  if (c) {
+    c->plugin = s.plugin;
+    c->op = s.op;
+  }
+}
+
+void nn_trainer_free(nn_trainer *t) {
+  if (!t) return;
+  if (t->optim) {
+    call_enter(t, t->optim_desc->name, "destroy");
+    t->optim_desc->optim->destroy(t->optim);
+  }
+  if (t->model) {
+    call_enter(t, t->model_plugin, "destroy");
+    t->mops->destroy(t->model);
+  }
+  call_leave(t);
+  if (t->best) {
+    for (size_t i = 0; i < t->n_weights; i++)
+      if (t->best[i]) gsl_matrix_free(t->best[i]);
+    free(t->best);
+  }
+  free(t->weights);
+  if (t->rng) gsl_rng_free(t->rng);
+  if (t->batch_rng) gsl_rng_free(t->batch_rng);
+  nn_worker_free(t->worker); /* first: it may be writing a slot */
+  for (int k = 0; k < TRAINER_MAX_SLOTS; k++) {
+    batch_slot *b = &t->slot[k];
+    if (b->X) gsl_matrix_free(b->X);
+    nn_csr_buffer_free(&b->Xs);
+    nn_csr_buffer_free(&b->Xt);
+    free(b->labels);
+    free(b->idx);
+  }
+  if (t->scores) gsl_matrix_free(t->scores);
+  if (t->scores_next) gsl_matrix_free(t->scores_next);
+  free(t->best_params);
+  free(t->stepped);
+  free(t);
+}
+
+/* The fused step's stepper (below, with the batch loop). */
+static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
+                        nn_error *err);
+static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, const gsl_matrix *g,
+                         nn_error *err);
+static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
+
+/* An extension of an instance of `plugin` (NULL: libnn's network), if
+ * offered and large enough to hold the members this core reads (need:
+ * NN_EXT_SIZE_TO its last one). */
+static const void *find_ext(const nn_trainer *t, const char *plugin,
+                            const void *(*extension)(void *, const char *),
+                            void *self, const char *id, size_t need) {
+  call_enter(t, plugin, "extension");
+  const void *e = extension ? extension(self, id) : NULL;
+  call_leave(t);
+  return e && *(const uint32_t *)e >= need ? e : NULL;
+}
+
+/* The model: a plugin's, or a network of layers (libnn's sequential). */
+static int create_model(nn_trainer *t, const nn_model_spec *spec, nn_shape in,
+                        nn_error *err) {
+  const size_t bs = t->opts.batch_size;
+  if (spec->plugin) {
+    if (spec->plugin->kind != NN_KIND_MODEL || !spec->plugin->model)
+      return nn_error_set(err, NN_EINVAL, "'%s' is not a model plugin",
+                          spec->plugin->name);
+    snprintf(t->model_name, sizeof t->model_name, "%s", spec->plugin->name);
+    t->model_plugin = t->model_name;
+    t->mops = spec->plugin->model;
+    call_enter(t, t->model_plugin, "create");
+    int rc = t->mops->create(spec->opts, in, t->n_out, bs, t->rng, &t->model,
+                             err);
+    call_leave(t);
+    if (rc) t->model = NULL;
+    if (rc && err && !err->msg[0])
+      nn_error_set(err, NN_EPLUGIN, "model %s: create failed (code %d) "
+                   "without a message", t->model_name, rc);
+    return rc;
+  }
+  snprintf(t->model_name, sizeof t->model_name, "sequential");
+  return nn_sequential_create_recorded(&t->model, &t->mops, spec->layers,
+                                       spec->n_layers, in, t->n_out, bs,
+                                       t->rng, t->opts.calls, err);
+}
+
+/* The weights array (params, then the model's state) and the copies that
+ * keep the best epoch's. */
+static int setup_weights(nn_trainer *t, nn_error *err) {
+  size_t n_state = 0;
+  call_enter(t, t->model_plugin, "state");
+  nn_param *state = t->mops->state ? t->mops->state(t->model, &n_state) : NULL;
+  call_leave(t);
+  if (!state) n_state = 0;
+  int rc = nn_check_param_names(t->model_name, t->params, t->n_params, state,
+                                n_state, err);
+  if (rc) return rc;
+  t->n_weights = t->n_params + n_state;
+  const size_t n = t->n_weights ? t->n_weights : 1;
+  t->weights = calloc(n, sizeof *t->weights);
+  t->best = calloc(n, sizeof *t->best);
+  t->best_params = calloc(n, sizeof *t->best_params);
+  if (!t->weights || !t->best || !t->best_params)
+    return nn_error_set(err, NN_ENOMEM, "out of memory for the weights");
+  for (size_t i = 0; i < t->n_weights; i++) {
+    t->weights[i] = i < t->n_params ? t->params[i] : state[i - t->n_params];
+    const gsl_matrix *v = t->weights[i].value;
+    if (!(t->best[i] = nn_matrix_calloc_aligned(v->size1, v->size2)))
+      return nn_error_set(err, NN_ENOMEM,
+                          "out of memory for the best-model copy");
+    gsl_matrix_memcpy(t->best[i], v);
+    t->best_params[i] = (nn_param){t->weights[i].name, t->best[i], NULL,
+                                   t->weights[i].flags};
+  }
+  return NN_OK;
+}
+
+/* Which fast paths the model and optimizer offer together. */
+static void choose_paths(nn_trainer *t) {
+  const nn_optim_ops *o = t->optim_desc->optim;
+  const char *optim = t->optim_desc->name;
+  t->sparse = find_ext(t, t->model_plugin, t->mops->extension, t->model,
+                       NN_EXT_MODEL_SPARSE,
+                       NN_EXT_SIZE_TO(nn_model_sparse, backward));
+  if (t->sparse && (!t->sparse->forward || !t->sparse->backward))
+    t->sparse = NULL;
+  t->parts = find_ext(t, optim, o->extension, t->optim, NN_EXT_OPTIM_PARTS,
+                      NN_EXT_SIZE_TO(nn_optim_parts, end));
+  if (t->parts && !t->parts->rows) t->parts = NULL;
+  t->sgd_rule = find_ext(t, optim, o->extension, t->optim,
+                         NN_EXT_OPTIM_SGD_RULE,
+                         NN_EXT_SIZE_TO(nn_optim_sgd_rule, rule));
+  if (t->sgd_rule && !t->sgd_rule->rule) t->sgd_rule = NULL;
+  t->fst = t->sparse ? find_ext(t, t->model_plugin, t->mops->extension,
+                                t->model, NN_EXT_MODEL_FUSED_STEP,
+                                NN_EXT_SIZE_TO(nn_model_fused_step,
+                                               backward_step_forward))
+                     : NULL;
+  t->fused = t->fst && t->fst->backward_step && t->parts;
+  /* A stochastic model's next batch would need its own random stream
+   * while the current one's is in use: no pipeline for it. */
+  t->pipeline = t->fused && t->fst->backward_step_forward &&
+                !(t->mops->flags & NN_STOCHASTIC);
+  t->transpose =
+      t->fused || (t->sparse && (t->sparse->flags & NN_SPARSE_TRANSPOSE));
+}
+
+static int setup_batches(nn_trainer *t, nn_error *err) {
+  const size_t bs = t->opts.batch_size, n_in = t->n_in, n_out = t->n_out;
+  int batch_ok = 1;
+  t->n_slots = 1 + t->pipeline + (t->opts.threads > 1);
+  for (int k = 0; k < t->n_slots; k++) {
+    batch_slot *b = &t->slot[k];
+    if (!t->sparse) {
+      batch_ok &= (b->X = nn_matrix_calloc_aligned(bs, n_in)) != NULL;
+    } else {
+      batch_ok &= n_in <= SIZE_MAX / bs &&
+                  nn_csr_buffer_init(&b->Xs, bs, bs * n_in) == NN_OK;
+      if (t->transpose && batch_ok) /* made with the gather */
+        batch_ok &= nn_csr_buffer_init(&b->Xt, n_in, bs * n_in) == NN_OK;
+    }
+    b->labels = malloc(bs * sizeof *b->labels);
+    b->idx = malloc(bs * sizeof *b->idx);
+    batch_ok &= b->labels && b->idx;
+  }
+  t->scores = nn_matrix_calloc_aligned(bs, n_out);
+  if (t->pipeline)
+    batch_ok &= (t->scores_next = nn_matrix_calloc_aligned(bs, n_out)) != NULL;
+  if ((t->mops->flags & NN_STOCHASTIC) &&
+      !(t->batch_rng = gsl_rng_alloc(gsl_rng_mt19937)))
+    batch_ok = 0;
+  if (t->fused) {
+    t->stepper = (nn_stepper){(uint32_t)sizeof(nn_stepper), t, stepper_rows,
+                              t->parts->block ? stepper_block : NULL,
+                              t->sgd_rule ? stepper_sgd : NULL};
+    batch_ok &= (t->stepped = calloc(t->n_params ? t->n_params : 1,
+                                     sizeof *t->stepped)) != NULL;
+  }
+  if (!batch_ok || !t->scores)
+    return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
+  if (t->opts.threads > 1) /* the helper thread fills a slot ahead */
+    return nn_worker_create(&t->worker, err);
+  return NN_OK;
+}
+
+int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
+                      const nn_plugin *optim, const nn_value *optim_opts,
+                      nn_shape in, size_t n_out, const nn_train_opts *opts,
+                      nn_error *err) {
+  *out = NULL;
+  if (!model || (!model->plugin && !model->n_layers) || !optim ||
+      optim->kind != NN_KIND_OPTIMIZER || !optim->optim)
+    return nn_error_set(err, NN_EINVAL, "trainer needs a model and an optimizer");
+  const size_t n_in = nn_shape_size(in);
+  if (!n_in || !n_out || !opts->batch_size || !opts->epochs)
+    return nn_error_set(err, NN_EINVAL,
+                        "inputs, classes, batch size and epochs must be > 0");
+  nn_trainer *t = calloc(1, sizeof *t);
+  if (!t) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  t->optim_desc = optim;
+  t->opts = *opts;
+  t->n_in = n_in;
+  t->n_out = n_out;
+  t->best_epoch = -1;
+  t->stopped_after = -1;
+  if (err) err->msg[0] = '\0';
+  int rc = NN_OK;
+  /* The seed fixes everything random: weights now, shuffles later. */
+  if (!(t->rng = gsl_rng_alloc(gsl_rng_mt19937)))
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory");
+  if (!rc) {
+    gsl_rng_set(t->rng, (unsigned long)opts->seed);
+    rc = create_model(t, model, in, err);
+  }
+  if (!rc) {
+    call_enter(t, t->model_plugin, "params");
+    t->params = t->mops->params(t->model, &t->n_params);
+    call_leave(t);
+    if (!t->params) t->n_params = 0;
+    rc = setup_weights(t, err);
+  }
+  if (!rc) {
+    call_enter(t, optim->name, "create");
+    rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim,
+                              err);
+    call_leave(t);
+    if (rc) t->optim = NULL;
+  }
+  if (!rc) {
+    choose_paths(t);
+    rc = setup_batches(t, err);
+  }
+  if (rc) {
+    nn_trainer_free(t);
+    return rc;
+  }
+  *out = t;
+  return NN_OK;
+}
+
+nn_param *nn_trainer_params(nn_trainer *t, size_t *n) {
+  *n = t->n_params;
+  return t->params;
+}
+
+/* ------------------------------------------------------------ batches
+ * A feed hands out the batches of one pass over a dataset in order:
+ * feed_next returns the next batch, feed_peek the one after the batch
+ * feed_next returned last, without handing it out (the pipeline's next
+ * batch; a pass that peeks says so in feed_begin).  Batch j lives in slot
+ * j % n_slots.  With a worker, one batch beyond those the caller holds is
+ * gathered meanwhile; without, each is gathered when asked for.  A pass
+ * must call feed_end on every way out: it waits for a gather still
+ * running. */
+typedef struct batch_feed {
+  nn_trainer *t;
+  const nn_dataset *ds;
+  const size_t *order; /* the examples in order; NULL: 0, 1, 2, ... */
+  size_t n_batches;
+  size_t next;         /* first example not yet handed to a gather */
+  size_t handed;       /* batches feed_next has returned */
+  size_t filled;       /* batches gathered or being gathered */
+  int peeks;           /* 1 if the pass uses feed_peek */
+  int pending;         /* the worker is gathering batch filled - 1 */
+  /* The posted gather's arguments (read by the worker: they live here,
+   * in the caller's frame, for the whole pass). */
+  batch_slot *job_slot;
+  const size_t *job_idx;
+} batch_feed;
+
+/* The batch, and its transpose for a model that asks for it (which the
+ * model would otherwise make itself in backward: done here, it runs on
+ * the helper thread). */
+static void gather_slot(nn_trainer *t, const nn_dataset *ds, batch_slot *b,
+                        const size_t *idx) {
+  b->rc = t->sparse
+              ? nn_dataset_gather_csr(ds, idx, b->count, &b->Xs, b->labels)
+              : nn_dataset_gather(ds, idx, b->count, b->X, b->labels);
+  if (b->rc == NN_OK && t->transpose)
+    b->rc = nn_csr_transpose(&b->Xt, &b->Xs.csr);
+}
+
+static void feed_job(void *arg) {
+  batch_feed *f = arg;
+  gather_slot(f->t, f->ds, f->job_slot, f->job_idx);
+}
+
+static batch_slot *feed_slot(const batch_feed *f, size_t j) {
+  return &f->t->slot[j % (size_t)f->t->n_slots];
+}
+
+/* Gather batch f->filled into its slot: on the worker (post) or here. */
+static void feed_fill(batch_feed *f, int post) {
+  nn_trainer *t = f->t;
+  batch_slot *b = feed_slot(f, f->filled++);
+  const size_t bs = t->opts.batch_size, left = f->ds->n - f->next;
+  b->count = left < bs ? left : bs;
+  const size_t *idx = f->order ? f->order + f->next : b->idx;
+  if (!f->order)
+    for (size_t i = 0; i < b->count; i++) b->idx[i] = f->next + i;
+  f->next += b->count;
+  f->job_slot = b;
+  f->job_idx = idx;
+  if (post) {
+    nn_worker_post(t->worker, feed_job, f);
+    f->pending = 1;
+  } else {
+    feed_job(f);
+  }
+}
+
+/* Most batches a helper that fell behind is left without work. */
+#define GATHER_MAX_BACKOFF 64
+
+/* Finish the posted gather: here, if the worker has not started it.  A
+ * helper that had not started by the time its batch was needed is not
+ * getting a CPU (the machine is busy): posting to it costs a wake-up per
+ * batch and gains nothing, so the next batches are gathered here, twice as
+ * many after each further miss, and it is tried again after them. */
+static void feed_wait(batch_feed *f) {
+  nn_trainer *t = f->t;
+  if (f->pending) {
+    if (nn_worker_finish(t->worker)) {
+      t->gather_backoff = t->gather_backoff ? 2 * t->gather_backoff : 1;
+      if (t->gather_backoff > GATHER_MAX_BACKOFF)
+        t->gather_backoff = GATHER_MAX_BACKOFF;
+      t->gather_skip = t->gather_backoff;
+    } else {
+      t->gather_backoff = 0;
+    }
+  }
+  f->pending = 0;
+}
+
+/* Post the next gather if the worker is idle and its slot is free (the
+ * caller holds batches handed - 1 and, when it peeks, handed; n_slots is
+ * one more than that), unless the helper is backing off. */
+static void feed_ahead(batch_feed *f) {
+  nn_trainer *t = f->t;
+  if (!t->worker || f->pending || f->filled >= f->n_batches ||
+      f->filled > f->handed + (size_t)f->peeks)
+    return;
+  if (t->gather_skip) {
+    t->gather_skip--;
+    return;
+  }
+  feed_fill(f, 1);
+}
+
+static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
+                       const size_t *order, int peeks) {
+  const size_t bs = t->opts.batch_size;
+  *f = (batch_feed){.t = t, .ds = ds, .order = order,
+                    .n_batches = (ds->n + bs - 1) / bs, .peeks = peeks};
+  feed_ahead(f); /* the first batch, ahead */
+}
+
+/* Batch j (handed or handed + 1), gathered; its gather's error in *rc. */
+static batch_slot *feed_get(batch_feed *f, size_t j, int *rc) {
+  if (j >= f->n_batches) return NULL;
+  if (f->pending && f->filled - 1 <= j) feed_wait(f);
+  while (f->filled <= j) {
+    feed_wait(f);
+    feed_fill(f, 0);
+  }
+  batch_slot *b = feed_slot(f, j);
+  *rc = b->rc;
+  return b;
+}
+
+/* The next batch (NULL after the last), its gather's error in *rc. */
+static batch_slot *feed_next(batch_feed *f, int *rc) {
+  batch_slot *b = feed_get(f, f->handed, rc);
+  if (b) f->handed++;
+  feed_ahead(f);
+  return b;
+}
+
+/* The batch after the one feed_next returned last (NULL if none). */
+static batch_slot *feed_peek(batch_feed *f, int *rc) {
+  batch_slot *b = feed_get(f, f->handed, rc);
+  feed_ahead(f);
+  return b;
+}
+
+static void feed_end(batch_feed *f) { feed_wait(f); }
+
+/* The context of training batch `batch` of `epoch` (train = 1) or of an
+ * evaluation batch (train = 0).  A stochastic model's stream is reseeded
+ * from the seed, epoch and batch alone, so a resumed run draws what the
+ * uninterrupted one drew. */
+static nn_context batch_context(nn_trainer *t, int train, size_t epoch,
+                                size_t batch) {
+  nn_context c = {(uint32_t)sizeof(nn_context), (uint32_t)train, epoch, batch,
+                  NULL};
+  if (train && t->batch_rng) {
+    /* splitmix64 over (seed, epoch, batch): nearby batches get unrelated
+     * MT19937 seeds. */
+    uint64_t z = t->opts.seed;
+    const uint64_t parts[2] = {epoch, batch};
+    for (int i = 0; i < 2; i++) {
+      z += 0x9e3779b97f4a7c15ull + parts[i];
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+    }
+    gsl_rng_set(t->batch_rng, (unsigned long)z);
+    c.rng = t->batch_rng;
+  }
+  return c;
+}
+
+/* A plugin that failed without a message still gets one that names it. */
+static int model_failed(const nn_trainer *t, int rc, const char *op,
+                        nn_error *err) {
+  if (rc && err && !err->msg[0])
+    nn_error_set(err, rc, "model %s: %s failed (code %d) without a message",
+                 t->model_name, op, rc);
+  return rc;
+}
+
+/* Run the model forward on slot b; scores land in t->scores (*Sv views
+ * the batch's rows), the dense batch (if the model takes one) in *Xv. */
+static int batch_forward(nn_trainer *t, const nn_context *ctx, batch_slot *b,
+                         gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                         nn_error *err) {
+  *Sv = gsl_matrix_submatrix(t->scores, 0, 0, b->count, t->n_out);
+  if (err) err->msg[0] = '\0';
+  int rc;
+  call_enter(t, t->model_plugin, "forward");
+  if (t->sparse) {
+    rc = t->sparse->forward(t->model, ctx, &b->Xs.csr, &Sv->matrix, err);
+  } else {
+    *Xv = gsl_matrix_submatrix(b->X, 0, 0, b->count, t->n_in);
+    rc = t->mops->forward(t->model, ctx, &Xv->matrix, &Sv->matrix, err);
+  }
+  call_leave(t);
+  return model_failed(t, rc, "forward", err);
+}
+
+/* The stepper lent to backward_step: checks the block asked for, counts
+ * its elements, and hands it to the optimizer (rows for whole rows, block
+ * for a block with its gradient). */
+static int stepper_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, nn_error *err) {
+  if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1 ||
+      c0 >= c1 || c1 > t->params[k].value->size2)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "model %s asked to step rows [%zu, %zu) x columns "
+                        "[%zu, %zu) of parameter %zu, which is not within "
+                        "one of its %zu parameters",
+                        t->model_name, r0, r1, c0, c1, k, t->n_params);
+  t->stepped[k] += (r1 - r0) * (c1 - c0);
+  return NN_OK;
+}
+
+static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
+                        nn_error *err) {
+  nn_trainer *t = ctx;
+  const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
+  int rc = stepper_check(t, k, r0, r1, 0, cols, err);
+  if (rc) return rc;
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  rc = t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
+  call_pop(t, outer);
+  return rc;
+}
+
+static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, const gsl_matrix *g,
+                         nn_error *err) {
+  nn_trainer *t = ctx;
+  int rc = stepper_check(t, k, r0, r1, c0, c1, err);
+  if (rc) return rc;
+  if (!g || g->size1 != r1 - r0 || g->size2 != c1 - c0)
+    return nn_error_set(err, NN_EPLUGIN,
+                        "model %s stepped a %zux%zu block of parameter %zu "
+                        "with a gradient of another shape",
+                        t->model_name, r1 - r0, c1 - c0, k);
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  rc = t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1, g,
+                       err);
+  call_pop(t, outer);
+  return rc;
+}
+
+/* The model takes parameter k's step itself when the optimizer says it
+ * is plain SGD: all its elements count as stepped now. */
+static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg) {
+  nn_trainer *t = ctx;
+  if (k >= t->n_params || !lr || !reg) return 0;
+  const call_saved outer = call_push(t, t->optim_desc->name, "step");
+  const int plain = t->sgd_rule->rule(t->optim, t->params, t->n_params, k, lr,
+                                      reg);
+  call_pop(t, outer);
+  if (!plain) return 0;
+  t->stepped[k] += t->params[k].value->size1 * t->params[k].value->size2;
+  return 1;
+}
+
+/* The fused step: begin, the model's backward that steps as it goes (with
+ * the next batch's forward when next is given), end; then the count of
+ * elements stepped, since a model that skipped or repeated a block would
+ * train wrongly, silently. */
+static int fused_backward_step(nn_trainer *t, batch_slot *b,
+                               gsl_matrix_view *Sv, batch_slot *next,
+                               const nn_context *next_ctx,
+                               gsl_matrix_view *Snext, nn_error *err) {
+  const nn_optim_parts *parts = t->parts;
+  for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
+  call_enter(t, t->optim_desc->name, "step");
+  int rc = parts->begin ? parts->begin(t->optim, t->params, t->n_params, err)
+                        : NN_OK;
+  call_leave(t);
+  if (rc) return rc;
+  if (err) err->msg[0] = '\0';
+  call_enter(t, t->model_plugin, "backward");
+  if (next) {
+    *Snext = gsl_matrix_submatrix(t->scores_next, 0, 0, next->count,
+                                  t->n_out);
+    rc = t->fst->backward_step_forward(t->model, &b->Xs.csr, &b->Xt.csr,
+                                       &Sv->matrix, &t->stepper, next_ctx,
+                                       &next->Xs.csr, &Snext->matrix, err);
+  } else {
+    rc = t->fst->backward_step(t->model, &b->Xs.csr, &b->Xt.csr, &Sv->matrix,
+                               &t->stepper, err);
+  }
+  call_leave(t);
+  if (rc) return model_failed(t, rc, "backward", err);
+  for (size_t k = 0; k < t->n_params; k++) {
+    const gsl_matrix *v = t->params[k].value;
+    if (t->stepped[k] != v->size1 * v->size2)
+      return nn_error_set(err, NN_EPLUGIN,
+                          "model %s stepped %zu of the %zu elements of "
+                          "parameter %s",
+                          t->model_name, t->stepped[k], v->size1 * v->size2,
+                          t->params[k].name ? t->params[k].name : "?");
+  }
+  call_enter(t, t->optim_desc->name, "step");
+  rc = parts->end ? parts->end(t->optim, t->params, t->n_params, err) : NN_OK;
+  call_leave(t);
+  return rc;
+}
+
+/* Backward on slot b (dscores in *Sv), then the optimizer step: inside
+ * the backward pass when the model and optimizer can, after it otherwise.
+ * With next (pipeline only): the forward on it too, into *Snext. */
+static int batch_backward_step(nn_trainer *t, batch_slot *b,
+                               gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                               batch_slot *next, const nn_context *next_ctx,
+                               gsl_matrix_view *Snext, nn_error *err) {
+  if (t->fused)
+    return fused_backward_step(t, b, Sv, next, next_ctx, Snext, err);
+  if (err) err->msg[0] = '\0';
+  call_enter(t, t->model_plugin, "backward");
+  int rc = t->sparse
+               ? t->sparse->backward(t->model, &b->Xs.csr,
+                                     t->transpose ? &b->Xt.csr : NULL,
+                                     &Sv->matrix, err)
+               : t->mops->backward(t->model, &Xv->matrix, &Sv->matrix, err);
+  call_leave(t);
+  if (rc) return model_failed(t, rc, "backward", err);
+  call_enter(t, t->optim_desc->name, "step");
+  rc = t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
+  call_leave(t);
+  return rc;
+}
+
+static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
+                         const char *what, nn_error *err) {
+  if (!ds || !ds->n)
+    return nn_error_set(err, NN_EINVAL, "the %s set is empty", what);
+  if (ds->dim != t->n_in)
+    return nn_error_set(err, NN_EINVAL,
+                        "the %s set has %zu features per example, the model %zu",
+                        what, ds->dim, t->n_in);
+  for (size_t i = 0; i < ds->n; i++)
+    if (ds->labels[i] >= t->n_out)
+      return nn_error_set(err, NN_EINVAL,
+                          "the %s set has label %u at example %zu; the model "
+                          "has %zu classes", what, (unsigned)ds->labels[i], i,
+                          t->n_out);
+  return NN_OK;
+}
+
+/* One evaluation pass (feed begun by the caller, ended by it too). */
+static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
+                         double *accuracy, nn_error *err) {
+  double loss_sum = 0;
+  size_t hits = 0, batches = 0;
+  int rc = NN_OK;
+  for (batch_slot *b; (b = feed_next(f, &rc)); batches++) {
+    if (rc) return nn_error_set(err, rc, "cannot gather a batch");
+    gsl_matrix_view Xv, Sv;
+    const nn_context ctx = batch_context(t, 0, 0, batches);
+    if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
+    double batch_loss;
+    size_t batch_hits;
+    rc = nn_softmax_xent(&Sv.matrix, b->labels, NULL, &batch_loss, &batch_hits);
+    if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    loss_sum += batch_loss;
+    hits += batch_hits;
+  }
+  /* The course's convention: loss = mean of batch losses. */
+  *loss = loss_sum / (double)batches;
+  *accuracy = (double)hits / (double)f->ds->n;
+  return NN_OK;
+}
+
+int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
+                        double *accuracy, nn_error *err) {
+  int rc = check_dataset(t, ds, "evaluation", err);
+  if (rc) return rc;
+  batch_feed f;
+  feed_begin(&f, t, ds, NULL, 0);
+  rc = evaluate_feed(t, &f, loss, accuracy, err);
+  feed_end(&f);
+  return rc;
+}
+
+/* One training epoch (feed begun and ended by the caller). */
+static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
+                      double *loss, double *accuracy, nn_error *err) {
+  const size_t n = f->ds->n;
+  double loss_sum = 0;
+  size_t hits = 0, batches = 0, seen = 0;
+  int rc = NN_OK;
+  gsl_matrix_view Xv, Sv, Snext;
+  /* With the pipeline, a batch's scores come from the previous batch's
+   * backward_step_forward (scored = 1), except for the first batch. */
+  int scored = 0;
+  for (batch_slot *b = feed_next(f, &rc); b; batches++) {
+    if (rc) return nn_error_set(err, rc, "cannot gather a batch");
+    if (!scored) {
+      const nn_context ctx = batch_context(t, 1, epoch, batches);
+      if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
+    }
+    double batch_loss;
+    size_t batch_hits;
+    /* scores become dscores in place: no second buffer, one pass. */
+    rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix, &batch_loss,
+                         &batch_hits);
+    if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    batch_slot *next = NULL;
+    if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
+      return nn_error_set(err, rc, "cannot gather a batch");
+    const nn_context next_ctx = batch_context(t, 1, epoch, batches + 1);
+    if ((rc = batch_backward_step(t, b, &Xv, &Sv, next, &next_ctx, &Snext,
+                                  err)))
+      return rc;
+    if ((scored = next != NULL)) {
+      /* The next batch's scores are in scores_next: the buffers trade
+       * places (Snext views the same numbers under its new name). */
+      gsl_matrix *tmp = t->scores;
+      t->scores = t->scores_next;
+      t->scores_next = tmp;
+      Sv = Snext;
+    }
+    loss_sum += batch_loss;
+    hits += batch_hits;
+    seen += b->count;
+    if (t->on_batch)
+      t->on_batch(t->on_batch_user, epoch, batches + 1, f->n_batches,
+                  loss_sum / (double)(batches + 1),
+                  (double)hits / (double)seen);
+    b = feed_next(f, &rc);
+  }
+  *loss = loss_sum / (double)batches;
+  *accuracy = (double)hits / (double)n;
+  return NN_OK;
+}
+
+/* One training epoch over ds in the order given. */
+static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
+                       const size_t *order, double *loss, double *accuracy,
+                       nn_error *err) {
+  batch_feed f;
+  feed_begin(&f, t, ds, order, t->pipeline);
+  int rc = train_feed(t, epoch, &f, loss, accuracy, err);
+  feed_end(&f);
+  return rc;
+}
+
+int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
+                   const nn_dataset *val, nn_epoch_fn on_epoch, void *user,
+                   nn_epoch_metrics *metrics, size_t *n_run, nn_error *err) {
+  if (n_run) *n_run = 0;
+  t->stopped = NN_STOP_NONE;
+  t->stopped_after = (long)t->start_epoch - 1;
+  int rc;
+  if ((rc = check_dataset(t, train, "training", err)) ||
+      (rc = check_dataset(t, val, "validation", err)))
+    return rc;
+  size_t *order = malloc(train->n * sizeof *order);
+  if (!order) return nn_error_set(err, NN_ENOMEM, "out of memory");
+  nn_stop_reason why = NN_STOP_EPOCHS;
+  for (size_t e = t->start_epoch; e < t->opts.epochs; e++) {
+    /* Asked before the epoch rather than after the one before, so that a
+     * resumed run which had already stopped trains nothing, and a run
+     * whose patience runs out with its last epoch ran all its epochs. */
+    if (e > 0 && nn_early_stop(t->opts.patience, e - 1, t->best_epoch)) {
+      why = NN_STOP_PATIENCE;
+      break;
+    }
+    nn_epoch_metrics m = {.epoch = e};
+    /* A fresh permutation of the identity each epoch, so an epoch's order
+     * depends only on the RNG state at its start. */
+    for (size_t i = 0; i < train->n; i++) order[i] = i;
+    if (t->opts.shuffle)
+      gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
+    double t0 = nn_now_seconds();
+    rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy, err);
+    m.train_seconds = nn_now_seconds() - t0;
+    if (rc) break;
+    t0 = nn_now_seconds();
+    rc = nn_trainer_evaluate(t, val, &m.val_loss, &m.val_accuracy, err);
+    m.val_seconds = nn_now_seconds() - t0;
+    if (rc) break;
+    if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
+      t->best_epoch = (long)e;
+      t->best_val_accuracy = m.val_accuracy;
+      for (size_t i = 0; i < t->n_weights; i++)
+        gsl_matrix_memcpy(t->best[i], t->weights[i].value);
+    }
+    if (metrics) metrics[e] = m;
+    if (n_run) *n_run = e + 1 - t->start_epoch;
+    t->stopped_after = (long)e;
+    if (on_epoch && on_epoch(user, &m)) {
+      why = NN_STOP_CALLBACK;
+      break;
+    }
+  }
+  free(order);
+  if (!rc) t->stopped = why;
+  return rc;
+}
+
+int nn_early_stop(size_t patience, size_t epoch, long best_epoch) {
+  return patience > 0 && best_epoch >= 0 && (size_t)best_epoch <= epoch &&
+         epoch - (size_t)best_epoch >= patience;
+}
+
+nn_stop_reason nn_trainer_stopped(const nn_trainer *t, long *after_epoch) {
+  if (after_epoch) *after_epoch = t->stopped_after;
+  return t->stopped;
+}
+
+long nn_trainer_restore_best(nn_trainer *t) {
+  if (t->best_epoch < 0) return -1;
+  for (size_t i = 0; i < t->n_weights; i++)
+    gsl_matrix_memcpy(t->weights[i].value, t->best[i]);
+  return t->best_epoch;
+}
+
+void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user) {
+  t->on_batch = fn;
+  t->on_batch_user = user;
+}
+
+nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
+  const nn_optim_ops *o = t->optim_desc->optim;
+  *n = 0;
+  call_enter(t, t->optim_desc->name, "state");
+  nn_param *s = o->state ? o->state(t->optim, n) : NULL;
+  call_leave(t);
+  if (!s) *n = 0;
+  return s;
+}
+
+nn_param *nn_trainer_weights(nn_trainer *t, size_t *n) {
+  *n = t->n_weights;
+  return t->weights;
+}
+
+const char *nn_trainer_model_name(const nn_trainer *t) {
+  return t->model_name;
+}
+
+void *nn_trainer_model(nn_trainer *t, const nn_model_ops **ops) {
+  if (ops) *ops = t->mops;
+  return t->model;
+}
+
+nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,
+                          double *val_accuracy) {
+  *n = t->n_weights;
+  if (epoch) *epoch = t->best_epoch;
+  if (val_accuracy) *val_accuracy = t->best_val_accuracy;
+  return t->best_params;
+}
+
+void nn_trainer_set_best(nn_trainer *t, long epoch, double val_accuracy) {
+  t->best_epoch = epoch;
+  t->best_val_accuracy = val_accuracy;
+}
+
+void nn_trainer_rng_state(const nn_trainer *t, void *buf, size_t *size) {
+  *size = gsl_rng_size(t->rng);
+  if (buf) memcpy(buf, gsl_rng_state(t->rng), *size);
+}
+
+int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
+                             nn_error *err) {
+  if (size != gsl_rng_size(t->rng))
+    return nn_error_set(err, NN_EINVAL, "RNG state has %zu bytes, expected %zu",
+                        size, gsl_rng_size(t->rng));
+  memcpy(gsl_rng_state(t->rng), buf, size);
+  return NN_OK;
+}
+
+void nn_trainer_start_at(nn_trainer *t, size_t epoch) { t->start_epoch = epoch; }
+
+/* ------------------------------------------------------------ memory */
+
+void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
+                       const nn_train_opts *opts, nn_memory_estimate *est) {
+  *est = (nn_memory_estimate){0};
+  const uint64_t bs = opts->batch_size, n_in = nn_shape_size(in);
+  nn_call_record *calls = opts->calls;
+  if (model->plugin) {
+    nn_memory_fn memory = nn_plugin_memory_op(model->plugin);
+    nn_memory need = {0};
+    if (memory) {
+      if (calls) {
+        calls->plugin = model->plugin->name;
+        calls->op = "memory";
+      }
+      est->complete = memory(model->opts, in, n_out, opts->batch_size,
+                             &need) == NN_OK;
+      if (calls) calls->op = NULL;
+    }
+    if (est->complete) {
+      est->model = need.bytes;
+      est->weights = need.weights;
+    }
+  } else {
+    nn_sequential_memory(model->layers, model->n_layers, in,
+                         opts->batch_size, calls, est);
+  }
+  /* A batch slot holds the dense batch or the sparse one with its
+   * transpose (which one depends on the model's extensions, known once it
+   * exists: the larger is counted), its labels and indices.  Slots: the
+   * current batch, the pipeline's next one, the helper thread's. */
+  const uint64_t cells = nn_mem_mul(bs, n_in);
+  const uint64_t dense = nn_mem_mul(cells, sizeof(double));
+  const uint64_t sparse = nn_mem_add(nn_mem_csr(bs, cells),
+                                     nn_mem_csr(n_in, cells));
+  const uint64_t slot = nn_mem_add(dense > sparse ? dense : sparse,
+                                   nn_mem_mul(bs, sizeof(uint32_t) +
+                                                      sizeof(size_t)));
+  const uint64_t batches = nn_mem_add(
+      nn_mem_mul(slot, 2 + (opts->threads > 1)),
+      nn_mem_mul(nn_mem_mul(bs, n_out), 2 * sizeof(double))); /* scores */
+  est->total = nn_mem_add(nn_mem_add(est->model, est->weights),
+                          nn_mem_add(nn_mem_mul(est->weights, 2), batches));
+}
