@@ -17,6 +17,13 @@
 
 #define META_STATE "nnrun.optimizer_state"
 #define META_BEST_HASH "best_fnv1a64"
+#define META_CONFIG "config"
+/* Inside an epoch: its batches done, and the sums of their metrics. */
+#define META_BATCH "batch"
+#define META_LOSS_SUM "batch_loss_sum"
+#define META_HITS "batch_hits"
+#define META_SEEN "batch_seen"
+#define META_SECONDS "batch_seconds"
 
 /* ---------------------------------------------------------------- hashing */
 
@@ -103,13 +110,57 @@ static int parse_hash(const char *s, uint64_t *out) {
   return 0;
 }
 
+/* A count or sum of a mid-epoch position: a finite number >= 0. */
+static int parse_sum(const char *s, double *out) {
+  if (!*s || !strchr("0123456789.", s[0])) return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || errno || !isfinite(v) || v < 0) return -1;
+  *out = v;
+  return 0;
+}
+
 /* What last.safetensors' metadata says, checked field by field. */
 typedef struct last_meta {
   const char *model, *optimizer, *state_names, *rng_hex; /* owned by the file */
-  long epoch, best_epoch;   /* best_epoch: -1 when there is none */
+  long epoch, best_epoch;   /* epoch: the last finished (-1: none, only
+                               inside epoch 0); best_epoch: -1 for none */
   double best_val_accuracy;
   uint64_t best_fnv1a;      /* when best_epoch >= 0 */
+  nn_train_position pos;    /* where the run goes on */
 } last_meta;
+
+/* The position fields of a checkpoint taken inside epoch m->epoch + 1. */
+static int read_position(const nn_safetensors *f, const char *path,
+                         last_meta *m, nn_error *err) {
+  m->pos = (nn_train_position){.epoch = (size_t)(m->epoch + 1)};
+  const char *batch = nn_safetensors_meta(f, META_BATCH);
+  if (!batch) return NN_OK; /* taken at the end of an epoch */
+  const char *keys[] = {META_LOSS_SUM, META_HITS, META_SEEN, META_SECONDS};
+  double v[4];
+  long b;
+  if (parse_epoch(batch, &b) || b < 1)
+    return bad_field(err, path, META_BATCH, batch, "a batch count >= 1");
+  for (size_t i = 0; i < 4; i++) {
+    const char *s;
+    int rc = need(f, path, keys[i], &s, err);
+    if (rc) return rc;
+    if (parse_sum(s, &v[i]))
+      return bad_field(err, path, keys[i], s, "a finite number >= 0");
+  }
+  if (v[1] != (size_t)v[1] || v[2] != (size_t)v[2] || v[1] > v[2])
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: metadata '" META_HITS "' and '" META_SEEN
+                        "' must be whole numbers, hits <= examples",
+                        path);
+  m->pos.batch = (size_t)b;
+  m->pos.loss_sum = v[0];
+  m->pos.hits = (size_t)v[1];
+  m->pos.seen = (size_t)v[2];
+  m->pos.train_seconds = v[3];
+  return NN_OK;
+}
 
 static int read_last_meta(const nn_safetensors *f, const char *path,
                           last_meta *m, nn_error *err) {
@@ -126,8 +177,12 @@ static int read_last_meta(const nn_safetensors *f, const char *path,
     return rc;
   if (strcmp(format, "nnrun"))
     return bad_field(err, path, "format", format, "\"nnrun\"");
-  if (parse_epoch(epoch, &m->epoch))
+  /* -1: inside the first epoch, which has a position (read_position). */
+  if (!strcmp(epoch, "-1") && nn_safetensors_meta(f, META_BATCH))
+    m->epoch = -1;
+  else if (parse_epoch(epoch, &m->epoch))
     return bad_field(err, path, "epoch", epoch, "an epoch number (0, 1, 2, ...)");
+  if ((rc = read_position(f, path, m, err))) return rc;
   if (!strcmp(best_epoch, "-1"))
     m->best_epoch = -1;
   else if (parse_epoch(best_epoch, &m->best_epoch))
@@ -328,10 +383,14 @@ static int save_best(nn_trainer *t, const char *path, size_t epoch,
   return rc;
 }
 
-int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
-                    const char *model_name, const char *optim_name,
+int checkpoint_save(nn_trainer *t, const char *dir,
+                    const nn_train_position *pos, const char *model_name,
+                    const char *optim_name, const char *config,
                     checkpoint_best *best, nn_error *err) {
   char path[4200], epoch_s[32], best_s[32], acc_s[40], hash_s[20];
+  char batch_s[32], loss_s[40], hits_s[32], seen_s[32], seconds_s[40];
+  const int inside = pos->batch > 0;
+  const long epoch = (long)pos->epoch - 1; /* the last finished */
   size_t n, n_state, rng_size;
   long best_epoch;
   double best_acc;
@@ -340,19 +399,29 @@ int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
   nn_trainer_best(t, &n, &best_epoch, &best_acc);
   int rc;
   snprintf(path, sizeof path, "%s/best.safetensors", dir);
-  if (best_epoch == (long)epoch &&
-      (rc = save_best(t, path, epoch, model_name, best, err)))
+  if (!inside && best_epoch == epoch &&
+      (rc = save_best(t, path, (size_t)epoch, model_name, best, err)))
     return rc;
-  if (best->epoch != best_epoch)
+  /* Inside the epoch after a best.safetensors that a run killed while
+   * saving wrote ahead of its last.safetensors: the file stays ahead, as
+   * checkpoint_resume accepts (a hash of 0 names no file). */
+  const int ahead = inside && best->epoch == (long)pos->epoch &&
+                    best->epoch > best_epoch;
+  if (best->epoch != best_epoch && !ahead)
     return nn_error_set(err, NN_EFORMAT,
                         "%s holds epoch %ld, but the run's best epoch is %ld: "
                         "the resumed run did not repeat the interrupted one "
                         "(was the configuration changed?)",
                         path, best->epoch, best_epoch);
-  snprintf(epoch_s, sizeof epoch_s, "%zu", epoch);
+  snprintf(epoch_s, sizeof epoch_s, "%ld", epoch);
   snprintf(best_s, sizeof best_s, "%ld", best_epoch);
   snprintf(acc_s, sizeof acc_s, "%.17g", best_acc); /* exact round trip */
-  snprintf(hash_s, sizeof hash_s, "%016" PRIx64, best->fnv1a);
+  snprintf(hash_s, sizeof hash_s, "%016" PRIx64, ahead ? 0 : best->fnv1a);
+  snprintf(batch_s, sizeof batch_s, "%zu", pos->batch);
+  snprintf(loss_s, sizeof loss_s, "%.17g", pos->loss_sum);
+  snprintf(hits_s, sizeof hits_s, "%zu", pos->hits);
+  snprintf(seen_s, sizeof seen_s, "%zu", pos->seen);
+  snprintf(seconds_s, sizeof seconds_s, "%.17g", pos->train_seconds);
   /* last: parameters, then optimizer state; RNG state as hex metadata. */
   nn_trainer_rng_state(t, NULL, &rng_size);
   nn_param *all = malloc((n + n_state) * sizeof *all);
@@ -375,12 +444,24 @@ int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
     if (i) strcat(names, ",");
     strcat(names, state[i].name);
   }
-  const char *meta[] = {"format", "nnrun", "model", model_name, "optimizer",
-                        optim_name, "epoch", epoch_s, "best_epoch", best_s,
-                        "best_val_accuracy", acc_s, "rng_state", rng_hex,
-                        META_STATE, names,
-                        /* without a best epoch the list ends here */
-                        best_epoch >= 0 ? META_BEST_HASH : NULL, hash_s, NULL};
+  /* The optional fields go last: each missing one ends the list. */
+  const char *opt[][2] = {
+      {best_epoch >= 0 ? META_BEST_HASH : NULL, hash_s},
+      {config ? META_CONFIG : NULL, config},
+      {inside ? META_BATCH : NULL, batch_s}, {META_LOSS_SUM, loss_s},
+      {META_HITS, hits_s}, {META_SEEN, seen_s}, {META_SECONDS, seconds_s}};
+  const char *meta[16 + 2 * 7 + 1] = {
+      "format", "nnrun", "model", model_name, "optimizer", optim_name,
+      "epoch", epoch_s, "best_epoch", best_s, "best_val_accuracy", acc_s,
+      "rng_state", rng_hex, META_STATE, names};
+  size_t k = 16;
+  for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
+    if (!opt[i][0] && i < 3) continue;
+    if (i >= 3 && !inside) break;
+    meta[k++] = opt[i][0];
+    meta[k++] = opt[i][1];
+  }
+  meta[k] = NULL;
   snprintf(path, sizeof path, "%s/last.safetensors", dir);
   rc = nn_safetensors_save(path, all, n + n_state, NN_DTYPE_F64, meta, err);
 out:
@@ -423,7 +504,7 @@ int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
 }
 
 int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
-                      const char *optim_name, size_t *epoch,
+                      const char *optim_name, nn_train_position *pos,
                       checkpoint_best *best, nn_error *err) {
   char path[4200], best_path[4200];
   snprintf(path, sizeof path, "%s/last.safetensors", dir);
@@ -467,7 +548,7 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
     if ((rc = nn_safetensors_read_params(bestf, bp, nb, NULL, err))) goto out;
   }
   nn_trainer_set_best(t, lm.best_epoch, lm.best_val_accuracy);
-  *epoch = (size_t)lm.epoch;
+  *pos = lm.pos;
 out:
   nn_safetensors_close(last);
   nn_safetensors_close(bestf);
@@ -510,4 +591,20 @@ int checkpoint_status(int rc) {
     case NN_ECONFIG: return EXIT_USAGE;
     default: return EXIT_RUNTIME;
   }
+}
+
+int checkpoint_read_config(const char *dir, char **config, nn_error *err) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/last.safetensors", dir);
+  *config = NULL;
+  if (access(path, F_OK) != 0)
+    return nn_error_set(err, NN_ENOTFOUND, "%s: no checkpoint", path);
+  nn_safetensors *f = NULL;
+  int rc = nn_safetensors_open(&f, path, err);
+  if (rc) return rc;
+  const char *text = nn_safetensors_meta(f, META_CONFIG);
+  if (text && !(*config = strdup(text)))
+    rc = nn_error_set(err, NN_ENOMEM, "out of memory");
+  nn_safetensors_close(f);
+  return rc;
 }

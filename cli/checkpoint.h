@@ -2,12 +2,19 @@
  *
  *   DIR/best.safetensors  the parameters of the best epoch so far
  *                         (metadata: format, model, epoch, val_accuracy)
- *   DIR/last.safetensors  the parameters after the last finished epoch plus
+ *   DIR/last.safetensors  the parameters after the last finished epoch (or
+ *                         batch, see below) plus
  *                         the optimizer's state (its tensor names are listed
  *                         in the metadata key nnrun.optimizer_state), the
  *                         RNG state, the best epoch, its accuracy and the
  *                         64-bit FNV-1a hash of best.safetensors' bytes
- *                         (best_fnv1a64): all a resumed run needs to
+ *                         (best_fnv1a64), the run's resolved
+ *                         configuration (config: run_config.h's lines)
+ *                         and, when taken inside an epoch, its position
+ *                         (batch: batches done of epoch + 1, whose
+ *                         shuffle the RNG state comes before; the sums
+ *                         batch_loss_sum, batch_hits, batch_seen,
+ *                         batch_seconds): all a resumed run needs to
  *                         continue bit for bit.
  *
  * After an epoch best.safetensors is written first (when the epoch is the
@@ -31,24 +38,33 @@ typedef struct checkpoint_best {
   uint64_t fnv1a;
 } checkpoint_best;
 
-/* Save after `epoch` finished: best.safetensors if that epoch is the best
- * so far (updating *best), then last.safetensors recording *best.  Refuses
- * (before writing last) when best.safetensors holds another epoch than
- * the trainer's best, which happens only when a resumed run did not repeat
- * the epoch its interrupted run had found best. */
-int checkpoint_save(nn_trainer *t, const char *dir, size_t epoch,
-                    const char *model_name, const char *optim_name,
+/* Save where training stands (*pos: batch 0 after epoch pos->epoch - 1
+ * finished, else inside pos->epoch).  After an epoch: best.safetensors if
+ * that epoch is the best so far (updating *best), then last.safetensors
+ * recording *best; inside an epoch, last.safetensors alone.  config (may
+ * be NULL) is recorded as it is.  Refuses (before writing last) when
+ * best.safetensors holds another epoch than the trainer's best, which
+ * happens only when a resumed run did not repeat the epoch its
+ * interrupted run had found best. */
+int checkpoint_save(nn_trainer *t, const char *dir,
+                    const nn_train_position *pos, const char *model_name,
+                    const char *optim_name, const char *config,
                     checkpoint_best *best, nn_error *err);
 /* Restore a trainer (created from the same config) from DIR's checkpoints,
  * after validating every metadata field (NN_EFORMAT naming the file and
- * the field).  *epoch receives the last finished epoch and *best what
- * best.safetensors holds.  best->epoch == *epoch + 1 means the run was
- * killed between writing best and last: the resumed run must repeat that
- * epoch, which finds the same best and rewrites the file (the trainer's
- * best weights are not loaded then). */
+ * the field).  *pos receives where the run goes on (for
+ * nn_trainer_resume_at; pos->epoch - 1 is the last finished epoch) and
+ * *best what best.safetensors holds.  best->epoch == pos->epoch means the
+ * run was killed between writing best and last: the resumed run must
+ * repeat that epoch, which finds the same best and rewrites the file (the
+ * trainer's best weights are not loaded then). */
 int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
-                      const char *optim_name, size_t *epoch,
+                      const char *optim_name, nn_train_position *pos,
                       checkpoint_best *best, nn_error *err);
+/* The configuration DIR/last.safetensors records: *config (owned by the
+ * caller) is NULL when it records none (a checkpoint of an nnrun that did
+ * not record it).  NN_ENOTFOUND when there is no last.safetensors. */
+int checkpoint_read_config(const char *dir, char **config, nn_error *err);
 /* Load model weights from any checkpoint (best or last) or a plain
  * safetensors file with exactly the model's tensors; declared optimizer
  * state is skipped.  Names and shapes are checked before anything is

@@ -22,6 +22,7 @@ typedef struct cli_options {
   size_t jobs;            /* -j N: sweep runs at a time */
   const char *output_dir; /* -o DIR, or NULL for runs/<name>-<N> */
   const char *resume_dir; /* --resume DIR */
+  int force;              /* --force: start the run in -o DIR over */
   const char *weights;    /* eval --weights FILE */
   int verbosity;          /* 0 quiet, 1 normal, 2 verbose */
   int single_run;         /* ignore [sweep]: one run of a sweep */

@@ -13,6 +13,7 @@
 #include <nn/safetensors.h>
 
 #include "checkpoint.h"
+#include "sweep_proc.h"
 
 #ifdef HAVE_OPENBLAS
 /* From OpenBLAS (cblas.h); declared here to avoid depending on where the
@@ -85,9 +86,33 @@ void cli_run_free(cli_run *r) {
   r->cfg = NULL;
 }
 
+/* --resume of a sweep's run: its own values (sweep_proc.h), before the
+ * --set options, so that one that contradicts them shows as a difference
+ * from the run's configuration. */
+static int apply_run_values(nn_config *cfg, const char *dir, nn_error *err) {
+  char path[4200], line[1024];
+  snprintf(path, sizeof path, "%s/" SWEEP_VALUES_FILE, dir);
+  FILE *fp = fopen(path, "r");
+  if (!fp) return NN_OK; /* not a sweep's run */
+  int rc = NN_OK;
+  while (!rc && fgets(line, sizeof line, fp)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (!*line) continue;
+    nn_error e;
+    if ((rc = nn_config_set(cfg, line, &e)))
+      nn_error_set(err, rc, "%s: %s", path, e.msg);
+  }
+  if (!rc && ferror(fp))
+    rc = nn_error_set(err, NN_EIO, "cannot read %s", path);
+  fclose(fp);
+  return rc;
+}
+
 /* Configuration, in the order a user would fix it. */
 static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
   if (nn_config_load(&r->cfg, opt->config, err)) return EXIT_USAGE;
+  if (opt->resume_dir && apply_run_values(r->cfg, opt->resume_dir, err))
+    return EXIT_USAGE;
   for (size_t i = 0; i < opt->n_sets; i++)
     if (nn_config_set(r->cfg, opt->sets[i], err)) return EXIT_USAGE;
   if (nn_config_check_sections(r->cfg, sections, err) ||
@@ -408,6 +433,12 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
 
 int cli_wants_sweep(const cli_options *opt) {
   if (opt->single_run) return 0;
+  /* A sweep's run, resumed by itself. */
+  char path[4200];
+  if (opt->resume_dir) {
+    snprintf(path, sizeof path, "%s/" SWEEP_VALUES_FILE, opt->resume_dir);
+    if (access(path, F_OK) == 0) return 0;
+  }
   if (opt->n_sweeps > 0) return 1;
   nn_config *cfg = NULL;
   nn_error err = {0};

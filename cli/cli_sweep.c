@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,8 @@
 #include "cli.h"
 #include "cli_setup.h"
 #include "run_dir.h"
+#include "run_signals.h"
+#include "sweep_proc.h"
 
 #define MAX_AXES 16
 #define MAX_VALUES 64
@@ -42,6 +45,7 @@ typedef struct sweep_run {
   char label[512];       /* "learning_rate=0.1, reg=0.01" */
   pid_t pid;
   int status;            /* exit status; -1 while not run */
+  int resume;            /* it started in an earlier sweep process */
   double seconds;
   double best_val, test_acc, final_loss;
   long best_epoch;
@@ -192,6 +196,7 @@ static void run_options(const sweep *s, const sweep_run *run,
   child->n_sweeps = 0;
   child->single_run = 1;
   child->resume_dir = NULL;
+  child->force = opt->force;
   for (size_t i = 0; i < opt->n_sets; i++) sets[child->n_sets++] = opt->sets[i];
   for (size_t i = 0; i < s->n_axes; i++) {
     snprintf(buf[i], sizeof buf[i], "%s=%s", s->axes[i].key,
@@ -227,26 +232,53 @@ static int validate_runs(const sweep *s, const cli_options *opt, nn_error *err) 
   return status;
 }
 
-/* Child process: one run, its messages into DIR/log.txt. */
-static void run_child(const sweep *s, const sweep_run *run,
-                      const cli_options *opt) {
+/* What a run's child process needs. */
+typedef struct child_args {
+  const sweep *s;
+  const sweep_run *run;
+  const cli_options *opt;
+} child_args;
+
+/* Child process: one run (resumed where an earlier sweep left it), its
+ * messages into DIR/log.txt. */
+static void run_child(void *arg) {
+  const child_args *a = arg;
+  const sweep_run *run = a->run;
   /* Freed by _exit: this process only runs cli_train and ends. */
-  const char **sets = malloc((opt->n_sets + MAX_AXES) * sizeof *sets);
+  const char **sets = malloc((a->opt->n_sets + MAX_AXES) * sizeof *sets);
   char(*buf)[400] = malloc(MAX_AXES * sizeof *buf);
   cli_options child;
   if (!sets || !buf) _exit(EXIT_RUNTIME);
-  run_options(s, run, opt, &child, sets, buf);
-  char msg[512], dir[sizeof run->dir], log[sizeof run->dir + 16];
-  if (run_dir_create(run->dir, "", dir, sizeof dir, msg, sizeof msg)) _exit(EXIT_RUNTIME);
-  snprintf(log, sizeof log, "%s/log.txt", run->dir);
-  if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
+  run_options(a->s, run, a->opt, &child, sets, buf);
+  char msg[512], dir[sizeof run->dir];
+  if (run_dir_create(run->dir, "", dir, sizeof dir, msg, sizeof msg) ||
+      sweep_child_log(run->dir, run->resume))
     _exit(EXIT_RUNTIME);
+  /* The run's own values, for a --resume of its directory alone. */
+  if (sweep_values_write(run->dir, sets + a->opt->n_sets, a->s->n_axes, msg,
+                         sizeof msg)) {
+    fprintf(stderr, "nnrun: %s\n", msg);
+    _exit(EXIT_RUNTIME);
+  }
+  if (run->resume) {
+    child.resume_dir = run->dir;
+    child.output_dir = NULL;
+  }
   child.verbosity = 1; /* the log gets the epoch lines */
   const int status = cli_train(&child);
-  /* _exit skips stdio's flush, and stderr reopened on a file is fully
-   * buffered: without this every log.txt came out empty. */
-  fflush(NULL);
+  fflush(NULL); /* _exit skips stdio's flush */
   _exit(status);
+}
+
+/* Whether the run in dir finished (its summary.json says so). */
+static int run_finished(const char *dir) {
+  char path[sizeof ((sweep_run *)0)->dir + 16];
+  snprintf(path, sizeof path, "%s/summary.json", dir);
+  json_t *root = json_load_file(path, 0, NULL);
+  const char *st = json_string_value(json_object_get(root, "status"));
+  const int done = st && !strcmp(st, "finished");
+  json_decref(root);
+  return done;
 }
 
 /* Read a finished run's summary.json. */
@@ -278,21 +310,32 @@ static void read_results(sweep_run *run) {
   run->best_val = json_is_number(bv) ? json_number_value(bv) : NAN;
   json_t *ta = json_object_get(json_object_get(root, "test"), "accuracy");
   run->test_acc = json_is_number(ta) ? json_number_value(ta) : NAN;
+  if (!isfinite(run->seconds)) { /* finished by an earlier sweep process */
+    json_t *ts = json_object_get(json_object_get(root, "timings"),
+                                 "total_seconds");
+    run->seconds = json_is_number(ts) ? json_number_value(ts) : NAN;
+  }
   run->final_loss = n ? run->train_loss[n - 1] : NAN;
   json_decref(root);
 }
 
-/* Run everything, at most opt->jobs at a time. */
+/* Run everything, at most opt->jobs at a time; after a stop signal, no
+ * new run starts and the running ones stop with a checkpoint (they got
+ * the signal too). */
 static void run_all(sweep *s, const cli_options *opt) {
   size_t next = 0, running = 0, done = 0;
   double *start = calloc(s->n_runs, sizeof *start);
   fflush(NULL); /* children must not inherit unwritten output */
   while (done < s->n_runs) {
-    while (running < opt->jobs && next < s->n_runs) {
+    while (running < opt->jobs && next < s->n_runs && !run_signals_stop()) {
       sweep_run *run = &s->runs[next++];
+      if (run->status != -1) { /* finished by an earlier sweep process */
+        done++;
+        continue;
+      }
       if (start) start[run - s->runs] = nn_now_seconds();
-      run->pid = fork();
-      if (run->pid == 0) run_child(s, run, opt);
+      child_args args = {s, run, opt};
+      run->pid = sweep_spawn(run_child, &args);
       if (run->pid < 0) {
         run->status = EXIT_RUNTIME;
         done++;
@@ -300,13 +343,17 @@ static void run_all(sweep *s, const cli_options *opt) {
       }
       running++;
     }
-    if (!running) continue;
+    if (!running) {
+      if (run_signals_stop()) break;
+      continue;
+    }
     int wstatus;
     pid_t pid = wait(&wstatus);
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    sweep_reaped(pid);
     for (size_t r = 0; r < s->n_runs; r++) {
       sweep_run *run = &s->runs[r];
       if (run->pid != pid || run->status != -1) continue;
@@ -453,17 +500,58 @@ static int write_report(const sweep *s, const cli_options *opt, const char *name
   return nn__atomic_commit(&f, err);
 }
 
+/* The sweep's directory in s->dir, claimed like a run's (run_dir.h):
+ * --resume DIR (with -o naming the same, or none); a new runs/<name>-<N>;
+ * or -o DIR, refused when it holds a sweep or run already unless --force
+ * (whose children then start their runs over).  Returns an exit status. */
+static int claim_sweep_dir(sweep *s, const cli_options *opt, const char *name,
+                           int *lock_fd, nn_error *err) {
+  const char *dir = opt->resume_dir ? opt->resume_dir : opt->output_dir;
+  char msg[512];
+  struct stat sb;
+  if (opt->resume_dir && opt->output_dir &&
+      !run_dir_same(opt->resume_dir, opt->output_dir)) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s and -o %s name different "
+                 "directories: a sweep resumes where it is", opt->resume_dir,
+                 opt->output_dir);
+    return EXIT_USAGE;
+  }
+  const int exists = dir && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+  const int started = exists && run_dir_started(dir);
+  if (opt->resume_dir && !started) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s: no sweep there", dir);
+    return EXIT_USAGE;
+  }
+  if (run_dir_create(dir, name, s->dir, sizeof s->dir, msg, sizeof msg) ||
+      (*lock_fd = run_dir_claim(s->dir, msg, sizeof msg)) < 0) {
+    nn_error_set(err, NN_EIO, "%s", msg);
+    return EXIT_RUNTIME;
+  }
+  if (started && !opt->resume_dir) {
+    if (!opt->force) {
+      nn_error_set(err, NN_ECONFIG, "-o %s: the directory already holds a "
+                   "sweep or run: use --resume %s to continue it, or --force "
+                   "to start it over there", dir, dir);
+      return EXIT_USAGE;
+    }
+    if (run_dir_clear(s->dir, msg, sizeof msg)) {
+      nn_error_set(err, NN_EIO, "%s", msg);
+      return EXIT_RUNTIME;
+    }
+  }
+  if (run_signals_install()) {
+    nn_error_set(err, NN_EIO, "cannot install the signal handlers");
+    return EXIT_RUNTIME;
+  }
+  return EXIT_OK;
+}
+
 int cli_sweep(const cli_options *opt) {
   nn_error err = {0};
   sweep s = {0};
   cli_run base = {0};
   int status = EXIT_OK;
-  if (opt->resume_dir) {
-    nn_error_set(&err, NN_ECONFIG, "--resume works on one run, not a sweep: "
-                                   "resume its runs one by one");
-    status = EXIT_USAGE;
-    goto done;
-  }
+  int lock_fd = -1;
   status = cli_run_setup(&base, opt, SETUP_CONFIG, &err);
   if (!status && (collect_axes(&s, opt, base.cfg, &err) || enumerate(&s, &err)))
     status = EXIT_USAGE;
@@ -472,19 +560,39 @@ int cli_sweep(const cli_options *opt) {
    * bad value leaves no empty sweep directory behind (the checks do not
    * need the run directories). */
   if ((status = validate_runs(&s, opt, &err))) goto done;
-  /* The sweep directory, then the run directories named inside it. */
-  char msg[512];
-  if (run_dir_create(opt->output_dir, nn_config_name(base.cfg), s.dir,
-                     sizeof s.dir, msg, sizeof msg)) {
-    nn_error_set(&err, NN_EIO, "%s", msg);
-    status = EXIT_RUNTIME;
+  /* The sweep directory, claimed, then the run directories inside it. */
+  if ((status = claim_sweep_dir(&s, opt, nn_config_name(base.cfg), &lock_fd,
+                                &err)))
+    goto done;
+  place_runs(&s);
+  size_t finished = 0;
+  for (size_t r = 0; opt->resume_dir && r < s.n_runs; r++) {
+    sweep_run *run = &s.runs[r];
+    if (run_finished(run->dir)) {
+      run->status = 0;
+      run->seconds = NAN;
+      read_results(run);
+      finished++;
+    } else {
+      run->resume = run_dir_started(run->dir);
+    }
+  }
+  if (opt->verbosity > 0)
+    fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time, in %s%s\n",
+            s.n_runs, opt->jobs, s.dir,
+            finished ? " (resumed: the finished ones are kept)" : "");
+  run_all(&s, opt);
+  if (run_signals_stop()) {
+    fprintf(stderr, "nnrun: sweep interrupted; resume with: nnrun -c %s",
+            opt->config);
+    for (size_t i = 0; i < opt->n_sets; i++)
+      fprintf(stderr, " --set '%s'", opt->sets[i]);
+    for (size_t i = 0; i < opt->n_sweeps; i++)
+      fprintf(stderr, " --sweep '%s'", opt->sweeps[i]);
+    fprintf(stderr, " --resume %s\n", s.dir);
+    status = 128 + run_signals_stop();
     goto done;
   }
-  place_runs(&s);
-  if (opt->verbosity > 0)
-    fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time, in %s\n", s.n_runs,
-            opt->jobs, s.dir);
-  run_all(&s, opt);
   int charts = draw_comparisons(&s, nn_config_name(base.cfg));
   if (write_csv(&s, &err) ||
       write_report(&s, opt, nn_config_name(base.cfg), charts, &err)) {
@@ -504,7 +612,8 @@ int cli_sweep(const cli_options *opt) {
     status = EXIT_RUNTIME;
   }
 done:
-  if (status) fprintf(stderr, "nnrun: %s\n", err.msg);
+  if (status && status < 128) fprintf(stderr, "nnrun: %s\n", err.msg);
+  if (lock_fd >= 0) close(lock_fd);
   cli_run_free(&base);
   sweep_free(&s);
   return status;

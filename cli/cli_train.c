@@ -1,10 +1,11 @@
 /* nnrun -c FILE: set up the run, train (or resume), keep the best epoch,
- * test, and write the run's outputs: metrics.csv, best/last checkpoints,
- * summary.json and the learning curves.  Every failure is reported with
- * where it comes from and mapped to an exit status (see cli.h). */
+ * test, and keep the run's outputs current (run_outputs.h).  Every
+ * failure is reported with where it comes from and mapped to an exit
+ * status (see cli.h); SIGINT and SIGTERM stop it resumably
+ * (run_signals.h). */
 #include <config.h>
 
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,29 +13,14 @@
 #include <unistd.h>
 
 #include <nn/nn.h>
-#include <nn/plot.h>
 
-#include "checkpoint.h"
 #include "cli.h"
 #include "cli_setup.h"
+#include "run_config.h"
 #include "run_dir.h"
-#include "run_summary.h"
-
-typedef struct run_state {
-  const cli_options *opt;
-  cli_run *run;
-  int live;                  /* stderr is a terminal: draw a progress line */
-  double epoch_start;        /* for the progress line's elapsed / ETA */
-  double last_draw;
-  char out_dir[4096];
-  char metrics_path[4200];
-  nn_epoch_metrics *metrics; /* owned: one entry per epoch */
-  size_t n_epochs_done;
-  int write_failed;
-  nn_error write_err;
-  checkpoint_best best_file; /* what out_dir/best.safetensors holds */
-  int lock_fd;               /* owned: run_dir_claim's lock, or -1 */
-} run_state;
+#include "run_outputs.h"
+#include "run_resume.h"
+#include "run_signals.h"
 
 /* The live progress line: bar, batches, running loss and accuracy, elapsed
  * and ETA.  Redrawn at most 10 times a second so it costs nothing. */
@@ -58,11 +44,7 @@ static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
   fflush(stderr);
 }
 
-/* After each epoch: the epoch line, then metrics.csv, best and last
- * checkpoints, in that order, so a crash at any point leaves files a
- * resumed run can continue from: it ignores metrics rows past its
- * checkpoint, and last.safetensors records the best.safetensors written
- * before it (checkpoint.h). */
+/* After each epoch: the epoch line, then the files (run_outputs_epoch). */
 static int on_epoch(void *user, const nn_epoch_metrics *m) {
   run_state *st = user;
   st->metrics[m->epoch] = *m;
@@ -74,299 +56,179 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
             "%.2fs\n",
             m->epoch, m->train_loss, m->train_accuracy, m->val_loss,
             m->val_accuracy, m->train_seconds);
-  if (nn_metrics_write_csv(st->metrics_path, st->metrics, st->n_epochs_done,
-                           &st->write_err) ||
-      checkpoint_save(st->run->trainer, st->out_dir, m->epoch,
-                      cli_model_name(st->run),
-                      nn_loaded_desc(st->run->optim.loaded)->name,
-                      &st->best_file, &st->write_err)) {
+  if (run_outputs_epoch(st, m, &st->write_err)) {
     st->write_failed = 1;
     return 1; /* stop: a run whose results cannot be saved is pointless */
   }
   return 0;
 }
 
-/* The trainer's best epoch (-1: none). */
-static long best_before(cli_run *r) {
-  size_t n;
-  long best;
-  nn_trainer_best(r->trainer, &n, &best, NULL);
-  return best;
+/* A signal came (run_signals.h): checkpoint where training stands; stop
+ * for SIGINT / SIGTERM, go on for SIGHUP / SIGUSR1. */
+static int on_signal(void *user, const nn_train_position *pos) {
+  run_state *st = user;
+  run_signal_raised = 0; /* before reading: a signal from now on raises it */
+  const int stop = run_signals_stop() != 0, save = run_signals_take_save();
+  if (!stop && !save) return 0;
+  if (st->live) fputs("\r\033[K", stderr);
+  if (run_outputs_position(st, pos, &st->write_err)) {
+    st->write_failed = 1;
+    return 1;
+  }
+  if (!stop && st->opt->verbosity > 0)
+    fprintf(stderr, "nnrun: checkpoint at epoch %zu, batch %zu in "
+            "%s/last.safetensors\n", pos->epoch, pos->batch, st->out_dir);
+  return stop;
 }
 
-/* Continue the run in st->out_dir from its last checkpoint.  A directory
- * where a run started but was killed before its first checkpoint has
- * nothing to continue: the run starts over there.  Returns an exit
- * status. */
-static int resume(run_state *st, nn_error *err) {
-  cli_run *r = st->run;
-  size_t last, n_rows;
-  char path[4200];
-  snprintf(path, sizeof path, "%s/last.safetensors", st->out_dir);
-  if (access(path, F_OK) != 0) {
-    if (st->opt->verbosity > 0)
-      fprintf(stderr,
-              "nnrun: %s has no finished epoch: starting the run over\n",
-              st->out_dir);
-    return cli_init_weights(r, err);
+/* How to resume: the command with the same config and --set options. */
+static void print_resume_hint(const run_state *st, const nn_train_position *p) {
+  fprintf(stderr, "nnrun: interrupted at epoch %zu, batch %zu; resume with: "
+          "nnrun -c %s", p->epoch, p->batch, st->opt->config);
+  for (size_t i = 0; i < st->opt->n_sets; i++)
+    fprintf(stderr, " --set '%s'", st->opt->sets[i]);
+  fprintf(stderr, " --resume %s\n", st->out_dir);
+}
+
+/* The directory the run goes in, checked and claimed: --resume DIR, or an
+ * -o DIR that exists (claimed before the data loads, so a second nnrun on
+ * it fails at once).  A directory to be made waits for claim_new. */
+static int claim_existing(run_state *st, int *started, nn_error *err) {
+  const cli_options *opt = st->opt;
+  const char *dir = opt->resume_dir ? opt->resume_dir : opt->output_dir;
+  struct stat sb;
+  char msg[512];
+  *started = 0;
+  if (opt->resume_dir &&
+      (stat(opt->resume_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s: no such run directory",
+                 opt->resume_dir);
+    return EXIT_USAGE;
   }
-  int rc = checkpoint_resume(r->trainer, st->out_dir, cli_model_name(r),
-                             nn_loaded_desc(r->optim.loaded)->name, &last,
-                             &st->best_file, err);
-  if (rc) return checkpoint_status(rc);
-  /* metrics.csv is written before the checkpoints: it has the checkpoint's
-   * epochs, perhaps one more that the resumed run repeats.  Reading one
-   * row past the config's epochs tells a config that stops too early from
-   * a checkpoint whose epoch is damaged. */
-  const size_t cap = r->topts.epochs + 1;
-  nn_epoch_metrics *rows = calloc(cap, sizeof *rows);
-  if (!rows) {
+  if (!dir || stat(dir, &sb) != 0) return EXIT_OK;
+  if (opt->resume_dir && run_dir_is_sweep(dir)) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s: it holds a sweep; resume it "
+                 "with the sweep's config and --sweep options", dir);
+    return EXIT_USAGE;
+  }
+  /* Asked before run_dir_claim makes run.lock, a mark of a run. */
+  *started = run_dir_started(dir);
+  if (opt->resume_dir && !*started) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s: no checkpoint there "
+                 "(%s/last.safetensors is missing)", dir, dir);
+    return EXIT_USAGE;
+  }
+  snprintf(st->out_dir, sizeof st->out_dir, "%s", dir);
+  /* One process per run directory; what killed writers left goes first. */
+  if ((st->lock_fd = run_dir_claim(dir, msg, sizeof msg)) < 0) {
+    nn_error_set(err, NN_EIO, "%s", msg);
+    return EXIT_RUNTIME;
+  }
+  st->lock_new = !*started;
+  if (*started && !opt->resume_dir && !opt->force) {
+    nn_error_set(err, NN_ECONFIG, "-o %s: the directory already holds a "
+                 "run: use --resume %s to continue it, or --force to start "
+                 "it over there", dir, dir);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+/* Set up everything up to training; returns an exit status. */
+static int prepare(run_state *st, cli_run *run, nn_error *err) {
+  const cli_options *opt = st->opt;
+  char msg[512];
+  int started, status;
+  if (opt->output_dir && !*opt->output_dir) {
+    nn_error_set(err, NN_ECONFIG, "-o '': the directory name is empty");
+    return EXIT_USAGE;
+  }
+  if (opt->resume_dir && !*opt->resume_dir) {
+    nn_error_set(err, NN_ECONFIG, "--resume '': the directory name is empty");
+    return EXIT_USAGE;
+  }
+  if ((status = cli_run_setup(run, opt, SETUP_CONFIG, err))) return status;
+  if (opt->resume_dir && opt->output_dir &&
+      !run_dir_same(opt->resume_dir, opt->output_dir)) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s and -o %s name different "
+                 "directories: a run resumes where it is", opt->resume_dir,
+                 opt->output_dir);
+    return EXIT_USAGE;
+  }
+  if ((status = cli_run_setup(run, opt, SETUP_PLUGINS, err))) return status;
+  if (!(st->config = run_config_text(run))) {
     nn_error_set(err, NN_ENOMEM, "out of memory");
     return EXIT_RUNTIME;
   }
-  int status = nn_metrics_read_csv(st->metrics_path, rows, cap, &n_rows, err)
-                   ? EXIT_RUNTIME
-                   : EXIT_OK;
-  if (!status && n_rows < cap && n_rows < last + 1) {
-    nn_error_set(err, NN_EFORMAT,
-                 "%s: metadata 'epoch' is %zu, but %s has only %zu epochs",
-                 path, last, st->metrics_path, n_rows);
-    status = EXIT_RUNTIME;
-  } else if (!status && last + 1 > r->topts.epochs) {
-    nn_error_set(err, NN_ECONFIG,
-                 "%s has %zu epochs done; the config asks for only %zu",
-                 st->out_dir, last + 1, r->topts.epochs);
-    status = EXIT_USAGE;
-  } else if (!status && st->best_file.epoch > (long)last &&
-             last + 1 == r->topts.epochs) {
-    /* best.safetensors is that epoch's: only running it again makes the
-     * checkpoints one state. */
-    nn_error_set(err, NN_ECONFIG,
-                 "%s was stopped while saving epoch %zu, which must run "
-                 "again: resume with train.epochs >= %zu (the config has "
-                 "%zu)",
-                 st->out_dir, last + 1, last + 2, r->topts.epochs);
-    status = EXIT_USAGE;
-  } else if (!status && st->best_file.epoch > (long)last &&
-             nn_early_stop(r->topts.patience, last, best_before(r))) {
-    /* The same, when a patience other than the run's would end it before
-     * that epoch: the run it was did not stop there. */
-    nn_error_set(err, NN_ECONFIG,
-                 "%s was stopped while saving epoch %zu, which must run "
-                 "again, but train.patience = %zu ends the run after epoch "
-                 "%zu: resume with train.patience = 0 or > %zu",
-                 st->out_dir, last + 1, r->topts.patience, last,
-                 last - (size_t)best_before(r));
-    status = EXIT_USAGE;
-  }
-  if (!status) {
-    memcpy(st->metrics, rows, (last + 1) * sizeof *rows);
-    st->n_epochs_done = last + 1;
-    nn_trainer_start_at(r->trainer, last + 1);
-    if (st->opt->verbosity > 0)
-      fprintf(stderr, "nnrun: resuming %s after epoch %zu\n", st->out_dir,
-              last);
-  }
-  free(rows);
-  return status;
-}
-
-/* curves.png / curves.svg; a run without plotting still succeeds. */
-static void draw_curves(const run_state *st, const char *name) {
-  char png[4200], svg[4200], title[300];
-  snprintf(png, sizeof png, "%s/curves.png", st->out_dir);
-  snprintf(svg, sizeof svg, "%s/curves.svg", st->out_dir);
-  snprintf(title, sizeof title, "%s: learning curves", name);
-  nn_error err;
-  if (nn_plot_curves(png, svg, title, st->metrics, st->n_epochs_done, &err))
-    fprintf(stderr, "nnrun: warning: no learning curves: %s\n", err.msg);
-}
-
-static int write_summary(const run_state *st, long best, double loss,
-                         double acc, nn_stop_reason why, long stopped_after,
-                         double t_start, nn_error *err) {
-  const cli_run *r = st->run;
-  const nn_plugin *md = r->model.loaded ? nn_loaded_desc(r->model.loaded)
-                                        : NULL;
-  const nn_plugin *od = nn_loaded_desc(r->optim.loaded);
-  run_section secs[4 + RUN_SUMMARY_MAX_LAYERS];
-  size_t n_secs = 0;
-  secs[n_secs++] = (run_section){"data", NULL, cli_data_options, r->data_v};
-  secs[n_secs++] = (run_section){"train", NULL, cli_train_options, r->train_v};
-  secs[n_secs++] = (run_section){"model", cli_model_name(r),
-                                 md ? md->options : NULL, r->model.values};
-  secs[n_secs++] = (run_section){"optimizer", od->name, od->options,
-                                 r->optim.values};
-  const nn_loaded *layers[RUN_SUMMARY_MAX_LAYERS];
-  char names[RUN_SUMMARY_MAX_LAYERS][80];
-  for (size_t i = 0; i < r->n_layers && i < RUN_SUMMARY_MAX_LAYERS; i++) {
-    const nn_plugin *ld = nn_loaded_desc(r->layers[i].loaded);
-    snprintf(names[i], sizeof names[i], "layer %s", r->layer_specs[i].name);
-    secs[n_secs++] = (run_section){names[i], ld->name, ld->options,
-                                   r->layers[i].values};
-    layers[i] = r->layers[i].loaded;
-  }
-  run_summary sum = {.config_path = nn_config_path(r->cfg), .sections = secs,
-                     .n_sections = n_secs, .model = md, .optim = od,
-                     .model_file = cli_model_file(r),
-                     .optim_file = nn_loaded_path(r->optim.loaded),
-                     .layers = layers,
-                     .n_layers = r->n_layers < RUN_SUMMARY_MAX_LAYERS
-                                     ? r->n_layers
-                                     : RUN_SUMMARY_MAX_LAYERS,
-                     .seed = r->topts.seed, .metrics = st->metrics,
-                     .n_epochs = st->n_epochs_done, .best_epoch = best,
-                     .stop_reason = why == NN_STOP_PATIENCE ? "patience"
-                                                            : "epochs",
-                     .stopped_after = stopped_after,
-                     .patience = r->topts.patience,
-                     .test_loss = loss, .test_accuracy = acc,
-                     .load_seconds = r->load_seconds,
-                     .total_seconds = nn_now_seconds() - t_start};
-  char path[4200];
-  snprintf(path, sizeof path, "%s/summary.json", st->out_dir);
-  return run_summary_write(path, &sum, err);
-}
-
-/* Whether the run can write where its output goes, tried before the data
- * is loaded so that a place it cannot write fails at once.  target may not
- * exist yet (run_dir_create makes it with its parents): the probe then goes
- * in its nearest existing ancestor.  It creates and removes one file, never
- * a directory. */
-static int probe_output(const char *target, nn_error *err) {
-  char dir[4096];
-  size_t len = strlen(target);
-  if (len >= sizeof dir)
-    return nn_error_set(err, NN_EIO, "output directory path too long: %s",
-                        target);
-  memcpy(dir, target, len + 1);
-  struct stat sb;
-  for (;;) {
-    while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';
-    if (stat(dir, &sb) == 0) break;
-    /* ENOTDIR: a file in the path; going up finds it and says so below. */
-    if (errno != ENOENT && errno != ENOTDIR)
-      return nn_error_set(err, NN_EIO, "output directory %s: cannot access "
-                          "%s: %s", target, dir, strerror(errno));
-    /* Up one level; "." and "/" have none (a deleted working directory). */
-    char *slash = strrchr(dir, '/');
-    if (!strcmp(dir, ".") || !strcmp(dir, "/"))
-      return nn_error_set(err, NN_EIO, "output directory %s: %s is gone",
-                          target, dir);
-    if (!slash)
-      snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-      dir[1] = '\0'; /* "/x" goes up to "/" */
-    else
-      *slash = '\0';
-    len = strlen(dir);
-  }
-  if (!S_ISDIR(sb.st_mode))
-    return nn_error_set(err, NN_EIO, "output directory %s: %s is not a "
-                        "directory", target, dir);
-  char probe[4200];
-  snprintf(probe, sizeof probe, "%s/.nnrun-probe-XXXXXX", dir);
-  int fd = mkstemp(probe);
-  if (fd < 0)
-    return nn_error_set(err, NN_EIO, "output directory %s: cannot create "
-                        "files in %s: %s", target, dir, strerror(errno));
-  close(fd);
-  unlink(probe);
-  return NN_OK;
-}
-
-int cli_train(const cli_options *opt) {
-  double t_start = nn_now_seconds();
-  nn_error err = {0};
-  cli_run run = {0};
-  run_state st = {.opt = opt, .run = &run, .best_file = {-1, 0},
-                  .lock_fd = -1};
-  int status = EXIT_OK;
-  if (opt->output_dir && !*opt->output_dir) {
-    nn_error_set(&err, NN_ECONFIG, "-o '': the directory name is empty");
-    status = EXIT_USAGE;
-  } else if (opt->resume_dir && !*opt->resume_dir) {
-    nn_error_set(&err, NN_ECONFIG, "--resume '': the directory name is empty");
-    status = EXIT_USAGE;
-  }
-  if (!status) status = cli_run_setup(&run, opt, SETUP_CONFIG, &err);
-  if (!status && opt->resume_dir && opt->output_dir) {
-    nn_error_set(&err, NN_ECONFIG, "--resume DIR already names the output "
-                                   "directory; drop -o");
-    status = EXIT_USAGE;
-  }
-  if (!status) status = cli_run_setup(&run, opt, SETUP_PLUGINS, &err);
+  if ((status = claim_existing(st, &started, err))) return status;
+  if (opt->resume_dir &&
+      (status = run_resume_check_config(opt->resume_dir, st->config,
+                                        opt->verbosity, err)))
+    return status;
   /* The output before the data: loading MNIST takes a while, the probe
-   * none.  Then the data is loaded and checked, all before the run
+   * none.  Then the data is loaded and checked, all before a new run
    * directory is made, so a failure leaves nothing behind. */
-  if (!status &&
-      probe_output(opt->resume_dir   ? opt->resume_dir
-                   : opt->output_dir ? opt->output_dir
-                                     : "runs",
-                   &err))
-    status = EXIT_RUNTIME;
-  if (!status)
-    status = cli_run_setup(&run, opt, SETUP_DATA | SETUP_TRAINER, &err);
-  /* Before the run directory exists, so a bad file leaves nothing behind;
-   * a resumed run takes its weights from its checkpoint instead. */
-  if (!status && !opt->resume_dir) status = cli_init_weights(&run, &err);
-  if (status) goto done;
-
-  char msg[512];
-  struct stat sb;
-  if (opt->resume_dir) {
-    if (stat(opt->resume_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-      nn_error_set(&err, NN_ECONFIG, "--resume %s: no such run directory",
-                   opt->resume_dir);
-      status = EXIT_USAGE;
-      goto done;
-    }
-    /* Asked before run_dir_claim makes run.lock, a mark of a run. */
-    if (!run_dir_started(opt->resume_dir)) {
-      nn_error_set(&err, NN_ECONFIG,
-                   "--resume %s: no checkpoint there (%s/last.safetensors "
-                   "is missing)",
-                   opt->resume_dir, opt->resume_dir);
-      status = EXIT_USAGE;
-      goto done;
-    }
-    snprintf(st.out_dir, sizeof st.out_dir, "%s", opt->resume_dir);
-  } else if (run_dir_create(opt->output_dir, nn_config_name(run.cfg), st.out_dir,
-                            sizeof st.out_dir, msg, sizeof msg)) {
-    nn_error_set(&err, NN_EIO, "%s", msg);
-    status = EXIT_RUNTIME;
-    goto done;
+  if (run_dir_probe(st->out_dir[0] ? st->out_dir
+                    : opt->output_dir ? opt->output_dir : "runs",
+                    msg, sizeof msg)) {
+    nn_error_set(err, NN_EIO, "%s", msg);
+    return EXIT_RUNTIME;
   }
-  /* One process per run directory; what killed writers left goes first. */
-  if ((st.lock_fd = run_dir_claim(st.out_dir, msg, sizeof msg)) < 0) {
-    nn_error_set(&err, NN_EIO, "%s", msg);
-    status = EXIT_RUNTIME;
-    goto done;
+  if ((status = cli_run_setup(run, opt, SETUP_DATA | SETUP_TRAINER, err)))
+    return status;
+  /* A resumed run takes its weights from its checkpoint instead. */
+  if (!opt->resume_dir && (status = cli_init_weights(run, err)))
+    return status;
+  if (!st->out_dir[0]) {
+    if (run_dir_create(opt->output_dir, nn_config_name(run->cfg), st->out_dir,
+                       sizeof st->out_dir, msg, sizeof msg) ||
+        (st->lock_fd = run_dir_claim(st->out_dir, msg, sizeof msg)) < 0) {
+      nn_error_set(err, NN_EIO, "%s", msg);
+      return EXIT_RUNTIME;
+    }
+    st->lock_new = 1;
+  } else if (started && opt->force && !opt->resume_dir &&
+             run_dir_clear(st->out_dir, msg, sizeof msg)) {
+    nn_error_set(err, NN_EIO, "%s", msg);
+    return EXIT_RUNTIME;
   }
-  snprintf(st.metrics_path, sizeof st.metrics_path, "%s/metrics.csv", st.out_dir);
-  st.metrics = calloc(run.topts.epochs, sizeof *st.metrics);
-  if (!st.metrics) {
-    nn_error_set(&err, NN_ENOMEM, "out of memory");
-    status = EXIT_RUNTIME;
-    goto done;
+  snprintf(st->metrics_path, sizeof st->metrics_path, "%s/metrics.csv",
+           st->out_dir);
+  if (!(st->metrics = calloc(run->topts.epochs, sizeof *st->metrics))) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
   }
   if (opt->verbosity > 0)
     fprintf(stderr,
             "nnrun: %s: %s + %s, %zu training / %zu validation / %zu test "
             "examples, output in %s\n",
-            nn_config_path(run.cfg), cli_model_name(&run),
-            nn_loaded_desc(run.optim.loaded)->name, run.train.n, run.val.n,
-            run.test.n, st.out_dir);
+            nn_config_path(run->cfg), cli_model_name(run),
+            nn_loaded_desc(run->optim.loaded)->name, run->train.n, run->val.n,
+            run->test.n, st->out_dir);
   if (opt->verbosity > 1)
     fprintf(stderr, "nnrun: model %s, optimizer %s, CBLAS %s, seed %llu\n",
-            cli_model_file(&run), nn_loaded_path(run.optim.loaded),
-            nn_cblas_name(), (unsigned long long)run.topts.seed);
-  if (opt->resume_dir) {
-    if ((status = resume(&st, &err))) goto done;
-  }
+            cli_model_file(run), nn_loaded_path(run->optim.loaded),
+            nn_cblas_name(), (unsigned long long)run->topts.seed);
+  return opt->resume_dir ? run_resume(st, err) : EXIT_OK;
+}
 
+int cli_train(const cli_options *opt) {
+  nn_error err = {0};
+  cli_run run = {0};
+  run_state st = {.opt = opt, .run = &run, .best_file = {-1, 0},
+                  .lock_fd = -1, .t_start = nn_now_seconds()};
+  run_end end = {"failed", -1, NAN, NAN, NN_STOP_NONE, -1};
+  int status = prepare(&st, &run, &err);
+  if (status) goto done;
+  if (run_signals_install()) {
+    nn_error_set(&err, NN_EIO, "cannot install the signal handlers");
+    status = EXIT_RUNTIME;
+    goto done;
+  }
+  nn_trainer_watch(run.trainer, &run_signal_raised, on_signal, &st);
   st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);
   if (st.live) nn_trainer_on_batch(run.trainer, on_batch, &st);
+  st.trained = 1;
   int rc = nn_trainer_run(run.trainer, &run.train, &run.val, on_epoch, &st, NULL,
                           NULL, &err);
   if (st.write_failed) err = st.write_err;
@@ -374,32 +236,63 @@ int cli_train(const cli_options *opt) {
     status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
     goto done;
   }
-  long best = nn_trainer_restore_best(run.trainer), stopped_after;
-  const nn_stop_reason why = nn_trainer_stopped(run.trainer, &stopped_after);
-  if (why == NN_STOP_PATIENCE && opt->verbosity > 0)
+  end.why = nn_trainer_stopped(run.trainer, &end.stopped_after);
+  if (end.why == NN_STOP_REQUEST) {
+    nn_train_position pos;
+    nn_trainer_position(run.trainer, &pos);
+    nn_trainer_best(run.trainer, &(size_t){0}, &end.best_epoch, NULL);
+    end.status = "interrupted";
+    end.why = NN_STOP_NONE;
+    if (run_outputs_summary(&st, &end, &err)) {
+      status = EXIT_RUNTIME;
+      goto done;
+    }
+    print_resume_hint(&st, &pos);
+    status = 128 + run_signals_stop();
+    goto done;
+  }
+  end.best_epoch = nn_trainer_restore_best(run.trainer);
+  const long best = end.best_epoch, after = end.stopped_after;
+  if (end.why == NN_STOP_PATIENCE && opt->verbosity > 0)
     fprintf(stderr,
             "nnrun: stopped early after epoch %ld: no better validation "
             "accuracy for %ld epoch%s (best: epoch %ld)\n",
-            stopped_after, stopped_after - best,
-            stopped_after - best == 1 ? "" : "s", best);
-  double loss, acc;
-  if (nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err) ||
-      write_summary(&st, best, loss, acc, why, stopped_after, t_start,
-                    &err)) {
+            after, after - best, after - best == 1 ? "" : "s", best);
+  if (nn_trainer_evaluate(run.trainer, &run.test, &end.test_loss,
+                          &end.test_accuracy, &err)) {
     status = EXIT_RUNTIME;
     goto done;
   }
-  draw_curves(&st, nn_config_name(run.cfg));
-  printf("test loss=%.6f accuracy=%.4f best_epoch=%ld\n", loss, acc, best);
+  end.status = "finished";
+  if (run_outputs_summary(&st, &end, &err)) {
+    status = EXIT_RUNTIME;
+    end.status = "failed";
+    goto done;
+  }
+  printf("test loss=%.6f accuracy=%.4f best_epoch=%ld\n", end.test_loss,
+         end.test_accuracy, best);
   if (fflush(stdout) != 0) {
     nn_error_set(&err, NN_EIO, "cannot write to standard output");
     status = EXIT_RUNTIME;
   }
 
 done:
-  if (status) fprintf(stderr, "nnrun: %s\n", err.msg);
+  if (status && status < 128) fprintf(stderr, "nnrun: %s\n", err.msg);
+  /* A run that trained and then failed says so in its summary, if the
+   * disk lets it: the error above is what counts. */
+  if (status && status < 128 && st.metrics && st.lock_fd >= 0 &&
+      !strcmp(end.status, "failed") && run.trainer) {
+    nn_error ignored;
+    run_outputs_summary(&st, &end, &ignored);
+  }
+  if (status && !st.trained && st.lock_new) {
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/%s", st.out_dir, RUN_DIR_LOCK);
+    unlink(lock);
+  }
   cli_run_free(&run);
   free(st.metrics);
+  free(st.config);
   if (st.lock_fd >= 0) close(st.lock_fd);
   return status;
 }

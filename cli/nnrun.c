@@ -40,9 +40,15 @@ static void usage(FILE *out) {
           "  -s, --set SEC.KEY=VALUE  override a config key (repeatable), checked\n"
           "                           like the file, e.g. --set optimizer.reg=0.01\n"
           "  -o, --output DIR         output directory (default: a new\n"
-          "                           runs/<config name>-<N> per run)\n"
-          "      --resume DIR         continue the interrupted run in DIR from its\n"
-          "                           last checkpoint (bit-identical results)\n"
+          "                           runs/<config name>-<N> per run); one that\n"
+          "                           holds a run is refused without --resume\n"
+          "                           or --force\n"
+          "      --force              start over in -o DIR: remove the files of\n"
+          "                           the run there, then train\n"
+          "      --resume DIR         continue the interrupted run (or sweep) in\n"
+          "                           DIR from its last checkpoint, with the\n"
+          "                           configuration it recorded (bit-identical\n"
+          "                           results)\n"
           "      --sweep SEC.KEY=V1,V2,...  train once per value (repeatable: the\n"
           "                           Cartesian product); adds to [sweep]\n"
           "  -j, --jobs N             sweep runs at a time (default 1)\n"
@@ -160,7 +166,8 @@ int main(int argc, char **argv) {
   gsl_set_error_handler_off();
   install_crash_handler();
 
-  enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE };
+  enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE,
+         OPT_FORCE };
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
       {"set", required_argument, NULL, 's'},
@@ -172,6 +179,7 @@ int main(int argc, char **argv) {
       {"list-plugins", no_argument, NULL, OPT_LIST},
       {"describe", no_argument, NULL, OPT_DESCRIBE},
       {"resume", required_argument, NULL, OPT_RESUME},
+      {"force", no_argument, NULL, OPT_FORCE},
       {"sweep", required_argument, NULL, OPT_SWEEP},
       {"jobs", required_argument, NULL, 'j'},
       {"weights", required_argument, NULL, OPT_WEIGHTS},
@@ -195,6 +203,7 @@ int main(int argc, char **argv) {
       case 's': opt.sets[opt.n_sets++] = optarg; break;
       case OPT_SWEEP: opt.sweeps[opt.n_sweeps++] = optarg; break;
       case OPT_RESUME: opt.resume_dir = optarg; break;
+      case OPT_FORCE: opt.force = 1; break;
       case OPT_WEIGHTS: opt.weights = optarg; break;
       case 'j':
         opt.jobs = strtoul(optarg, &end, 10);

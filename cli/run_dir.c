@@ -1,12 +1,15 @@
 /* Output directories of runs: see run_dir.h. */
-#define _DEFAULT_SOURCE /* flock */
+#define _DEFAULT_SOURCE /* flock, realpath, mkstemp */
 #include <config.h>
 
 #include "run_dir.h"
 
 #include "files/atomic_file.h"
+#include "sweep_proc.h"
 
 #include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -151,4 +154,92 @@ int run_dir_started(const char *dir) {
     if (access(path, F_OK) == 0) return 1;
   }
   return 0;
+}
+
+int run_dir_clear(const char *dir, char *msg, size_t msg_size) {
+  static const char *const files[] = {
+      "metrics.csv", "best.safetensors", "last.safetensors", "summary.json",
+      "curves.png", "curves.svg", "sweep.csv", "report.md",
+      "sweep_val_accuracy.png", "sweep_val_accuracy.svg",
+      "sweep_train_loss.png", "sweep_train_loss.svg", NULL};
+  char path[4200];
+  for (const char *const *f = files; *f; f++) {
+    snprintf(path, sizeof path, "%s/%s", dir, *f);
+    if (unlink(path) != 0 && errno != ENOENT) {
+      snprintf(msg, msg_size, "--force: cannot remove %s: %s", path,
+               strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int run_dir_same(const char *a, const char *b) {
+  char ra[PATH_MAX], rb[PATH_MAX];
+  return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
+}
+
+int run_dir_probe(const char *target, char *msg, size_t msg_size) {
+  char dir[4096];
+  size_t len = strlen(target);
+  if (len >= sizeof dir) {
+    snprintf(msg, msg_size, "output directory path too long: %s", target);
+    return -1;
+  }
+  memcpy(dir, target, len + 1);
+  struct stat sb;
+  for (;;) {
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';
+    if (stat(dir, &sb) == 0) break;
+    /* ENOTDIR: a file in the path; going up finds it and says so below. */
+    if (errno != ENOENT && errno != ENOTDIR) {
+      snprintf(msg, msg_size, "output directory %s: cannot access %s: %s",
+               target, dir, strerror(errno));
+      return -1;
+    }
+    /* Up one level; "." and "/" have none (a deleted working directory). */
+    char *slash = strrchr(dir, '/');
+    if (!strcmp(dir, ".") || !strcmp(dir, "/")) {
+      snprintf(msg, msg_size, "output directory %s: %s is gone", target, dir);
+      return -1;
+    }
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+      dir[1] = '\0'; /* "/x" goes up to "/" */
+    else
+      *slash = '\0';
+    len = strlen(dir);
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    snprintf(msg, msg_size, "output directory %s: %s is not a directory",
+             target, dir);
+    return -1;
+  }
+  char probe[4200];
+  snprintf(probe, sizeof probe, "%s/.nnrun-probe-XXXXXX", dir);
+  int fd = mkstemp(probe);
+  if (fd < 0) {
+    snprintf(msg, msg_size, "output directory %s: cannot create files in %s: %s",
+             target, dir, strerror(errno));
+    return -1;
+  }
+  close(fd);
+  unlink(probe);
+  return 0;
+}
+
+int run_dir_is_sweep(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int found = 0;
+  struct dirent *e;
+  char path[4400];
+  while (!found && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "%s/%s/" SWEEP_VALUES_FILE, dir, e->d_name);
+    found = access(path, F_OK) == 0;
+  }
+  closedir(d);
+  return found;
 }

@@ -29,8 +29,29 @@ int run_dir_create(const char *explicit, const char *name, char *out,
  * message names it) or the lock file cannot be made. */
 int run_dir_claim(const char *dir, char *msg, size_t msg_size);
 
-/* Whether a training run has started in DIR: it holds run.lock,
- * metrics.csv or a checkpoint. */
+/* Whether a training run (or a sweep) has started in DIR: it holds
+ * run.lock, metrics.csv or a checkpoint. */
 int run_dir_started(const char *dir);
+
+/* --force: remove the files of the run that was in DIR (those nnrun
+ * writes there: metrics.csv, the checkpoints, summary.json, the curves,
+ * and a sweep's sweep.csv, report.md and comparison charts), while
+ * holding its lock; other files stay.  Returns 0, or -1 with a message
+ * naming the file. */
+int run_dir_clear(const char *dir, char *msg, size_t msg_size);
+
+/* Whether DIR holds a sweep: a subdirectory with a sweep run's values
+ * (sweep_proc.h). */
+int run_dir_is_sweep(const char *dir);
+
+/* Whether paths a and b name the same existing directory (by realpath). */
+int run_dir_same(const char *a, const char *b);
+
+/* Whether the run can write where its output goes, tried before the data
+ * is loaded so that a place it cannot write fails at once.  target may
+ * not exist yet (run_dir_create makes it with its parents): the probe
+ * then goes in its nearest existing ancestor.  It creates and removes one
+ * file, never a directory.  Returns 0, or -1 with a message. */
+int run_dir_probe(const char *target, char *msg, size_t msg_size);
 
 #endif

@@ -92,16 +92,23 @@ int run_summary_write(const char *path, const run_summary *s, nn_error *err) {
       "versions", "nnrun",
       nn_version_string(), "plugin_abi", abi, "gsl", GSL_VERSION, "cblas",
       nn_cblas_name());
-  if (root &&
-      json_object_set_new(root, "stopped",
-                          json_pack("{s:s, s:I, s:I}", "reason",
+  json_t *stopped = s->stop_reason
+                        ? json_pack("{s:s, s:I, s:I}", "reason",
                                     s->stop_reason, "after_epoch",
                                     (json_int_t)s->stopped_after, "patience",
-                                    (json_int_t)s->patience))) {
+                                    (json_int_t)s->patience)
+                        : json_null();
+  if (root &&
+      (json_object_set_new(root, "stopped", stopped) ||
+       json_object_set_new(root, "status", json_string(s->status)))) {
     json_decref(root);
     root = NULL;
+    stopped = NULL;
   }
-  if (!root) return nn_error_set(err, NN_ENOMEM, "cannot build %s", path);
+  if (!root) {
+    json_decref(stopped); /* NULL-safe; set_new takes it when root is */
+    return nn_error_set(err, NN_ENOMEM, "cannot build %s", path);
+  }
   /* JSON_REAL_PRECISION(17): every double survives the round trip. */
   char *text = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
   json_decref(root);

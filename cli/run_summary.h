@@ -1,5 +1,6 @@
-/* Private to the CLI: DIR/summary.json, everything about a finished run in
- * one machine-readable file (written with jansson, atomically). */
+/* Private to the CLI: DIR/summary.json, everything about a run in one
+ * machine-readable file (written with jansson, atomically), rewritten
+ * after every epoch and when the run ends. */
 #ifndef NN_RUN_SUMMARY_H
 #define NN_RUN_SUMMARY_H
 
@@ -30,12 +31,15 @@ typedef struct run_summary {
   const nn_epoch_metrics *metrics; /* epochs 0..n_epochs-1 */
   size_t n_epochs;
   long best_epoch;
+  /* "running", "interrupted", "failed" or "finished". */
+  const char *status;
   /* Why training ended: "patience" (early stopping) or "epochs" (all of
-   * them ran), after which epoch, and [train] patience. */
+   * them ran), after which epoch, and [train] patience; NULL (written as
+   * null) while it has not. */
   const char *stop_reason;
   long stopped_after;
   size_t patience;
-  double test_loss, test_accuracy;
+  double test_loss, test_accuracy; /* NAN (null) until tested */
   double load_seconds, total_seconds;
 } run_summary;
 

@@ -69,9 +69,10 @@ check "eval of its best.safetensors (checked against last) exits 0" test "$rc" -
 grep '^rename ' "$tmp/calls" | sed 's|^rename .*/||' >"$tmp/renames" # file names
 renames=$(wc -l <"$tmp/renames")
 fsyncs=$(grep -c '^fsync ' "$tmp/calls")
-# metrics, best, last; metrics, best, last; metrics, last; summary, two curves
-check "the shim counted every rename ($renames)" test "$renames" -eq 11
-check "and a file and a directory fsync for each ($fsyncs)" test "$fsyncs" -eq 22
+# Per epoch metrics, best (epochs 0 and 1), last, summary, two curves; then
+# the finished summary.
+check "the shim counted every rename ($renames)" test "$renames" -eq 18
+check "and a file and a directory fsync for each ($fsyncs)" test "$fsyncs" -eq 36
 
 # ---- a kill at every rename and every fsync, then --resume
 ahead_at=0 # the last rename of a last.safetensors right after a best's

@@ -161,7 +161,7 @@ kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 check "the killed dropout run had finished its first epoch" \
   test "$(lines "$tmp/drop/metrics.csv")" -ge 2
-check "the killed dropout run did not finish" test ! -f "$tmp/drop/summary.json"
+check "the killed dropout run did not finish" not_finished "$tmp/drop"
 drop -q --resume "$tmp/drop" >"$tmp/out" 2>"$tmp/err"
 check "resuming the dropout run exits 0" test $? -eq 0
 check "the resumed dropout run has the uninterrupted run's metrics.csv (but train_seconds)" \

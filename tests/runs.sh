@@ -136,7 +136,7 @@ while [ ! -f "$tmp/slow/last.safetensors" ] && [ $i -lt 6000 ]; do sleep 0.01; i
 sleep 0.2
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-check "the killed run did not finish" test ! -f "$tmp/slow/summary.json"
+check "the killed run did not finish" not_finished "$tmp/slow"
 # shellcheck disable=SC2086
 nn -q -c "$tmp/base.ini" --resume "$tmp/slow" $slow
 check "resume after a kill exits 0" test "$rc" -eq 0

@@ -24,6 +24,9 @@ nn() {
   "$NNRUN" "$@" >"$tmp/out" 2>"$tmp/err"
   rc=$?
 }
+# not_finished DIR: the run in DIR has not finished (summary.json, rewritten
+# after every epoch, does not say "finished").
+not_finished() { ! grep -q '"status": "finished"' "$1/summary.json" 2>/dev/null; }
 tap_end() {
   echo "1..$n"
   [ "$fails" -eq 0 ]

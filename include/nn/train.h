@@ -3,6 +3,8 @@
 #ifndef NN_TRAIN_H
 #define NN_TRAIN_H
 
+#include <signal.h>
+
 #include <nn/data.h>
 #include <nn/plugin.h>
 
@@ -137,7 +139,8 @@ typedef enum nn_stop_reason {
   NN_STOP_EPOCHS,    /* every epoch up to opts->epochs has run (even when
                         the patience ran out after the last one) */
   NN_STOP_PATIENCE,  /* early stopping, before opts->epochs */
-  NN_STOP_CALLBACK   /* on_epoch returned non-zero */
+  NN_STOP_CALLBACK,  /* on_epoch returned non-zero */
+  NN_STOP_REQUEST    /* the watch (nn_trainer_watch) asked to stop */
 } nn_stop_reason;
 /* How the last nn_trainer_run ended and *after_epoch (if non-NULL) the
  * last epoch finished then, by it or before a resume (-1: none). */
@@ -177,14 +180,49 @@ nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n);
 nn_param *nn_trainer_best(nn_trainer *t, size_t *n, long *epoch,
                           double *val_accuracy);
 void nn_trainer_set_best(nn_trainer *t, long epoch, double val_accuracy);
-/* The RNG's state as bytes: *size receives its length; buf (may be NULL)
- * receives a copy when non-NULL. */
+/* The RNG's state as bytes, as a run resuming where training stands
+ * starts from: inside an epoch (in a watch callback, or after a stop
+ * there), the state before that epoch's shuffle, which the resumed run
+ * draws again.  *size receives its length; buf (may be NULL) receives a
+ * copy when non-NULL. */
 void nn_trainer_rng_state(const nn_trainer *t, void *buf, size_t *size);
 int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
                              nn_error *err);
 /* The next nn_trainer_run starts at this epoch (default 0) and runs up to
  * opts->epochs; metrics[] is still indexed by epoch. */
 void nn_trainer_start_at(nn_trainer *t, size_t epoch);
+
+/* Where training stands: inside `epoch`, `batch` of its batches done, with
+ * the sums its metrics are made of so far.  Between epochs batch is 0 and
+ * the sums are 0.  A checkpoint taken at a batch boundary holds it, with
+ * the weights, the optimizer's state and nn_trainer_rng_state. */
+typedef struct nn_train_position {
+  size_t epoch;
+  size_t batch;         /* batches of `epoch` done */
+  double loss_sum;      /* the sum of their losses */
+  size_t hits, seen;    /* correct predictions and examples among them */
+  double train_seconds; /* the time they took */
+} nn_train_position;
+/* Where training stands now (after a stop: where it stopped). */
+void nn_trainer_position(const nn_trainer *t, nn_train_position *pos);
+/* The next nn_trainer_run starts at *pos, the position of a checkpoint
+ * (restored with it: weights, optimizer state, RNG state, best epoch):
+ * it shuffles pos->epoch as the uninterrupted run did, skips the batches
+ * done and adds the rest to the sums, so its metrics are that run's, bit
+ * for bit.  With pos->batch == 0 it is nn_trainer_start_at(pos->epoch). */
+void nn_trainer_resume_at(nn_trainer *t, const nn_train_position *pos);
+
+/* Called from inside nn_trainer_run when the watched flag is non-zero:
+ * after a batch, and before an epoch (at batch 0), with where training
+ * stands.  It may save a checkpoint (everything in the trainer is whole
+ * then) and lower the flag.  Non-zero: stop there; nn_trainer_run
+ * returns NN_OK and nn_trainer_stopped says NN_STOP_REQUEST. */
+typedef int (*nn_watch_fn)(void *user, const nn_train_position *pos);
+/* Watch *flag (lent; NULL: none), e.g. one a signal handler of the
+ * program raises: the trainer only reads it, once per batch, and installs
+ * no handler itself. */
+void nn_trainer_watch(nn_trainer *t, const volatile sig_atomic_t *flag,
+                      nn_watch_fn fn, void *user);
 
 /* Write metrics as CSV (header epoch,train_loss,train_accuracy,val_loss,
  * val_accuracy,train_seconds) atomically: temp file, fsync, rename. */

@@ -70,6 +70,11 @@ struct nn_trainer {
   long best_epoch;             /* -1 until an epoch ran */
   double best_val_accuracy;
   gsl_rng *rng;                /* owned: weights first, then shuffles */
+  gsl_rng *epoch_rng;          /* owned: rng as the epoch in progress found
+                                  it, before its shuffle (what a run resumed
+                                  inside that epoch starts from) */
+  int in_epoch;                /* inside an epoch's batches: see
+                                  nn_trainer_rng_state */
   gsl_rng *batch_rng;          /* owned, stochastic models only: the
                                   context's stream, reseeded per batch */
   nn_train_opts opts;
@@ -95,6 +100,11 @@ struct nn_trainer {
   size_t gather_skip;          /* batches left to gather inline */
   nn_param *best_params;       /* owned array naming t->best (grad NULL) */
   size_t start_epoch;          /* first epoch of the next run */
+  nn_train_position start;     /* where inside start_epoch it begins */
+  nn_train_position pos;       /* where training stands now */
+  const volatile sig_atomic_t *watch_flag; /* lent; NULL: none */
+  nn_watch_fn watch_fn;        /* called when *watch_flag is non-zero */
+  void *watch_user;
   nn_stop_reason stopped;      /* how the last run ended */
   long stopped_after;          /* the last epoch finished then (-1: none) */
   nn_batch_fn on_batch;        /* optional progress callback */
@@ -158,6 +168,7 @@ void nn_trainer_free(nn_trainer *t) {
   }
   free(t->weights);
   if (t->rng) gsl_rng_free(t->rng);
+  if (t->epoch_rng) gsl_rng_free(t->epoch_rng);
   if (t->batch_rng) gsl_rng_free(t->batch_rng);
   nn_worker_free(t->worker); /* first: it may be writing a slot */
   for (int k = 0; k < TRAINER_MAX_SLOTS; k++) {
@@ -344,7 +355,8 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
   if (err) err->msg[0] = '\0';
   int rc = NN_OK;
   /* The seed fixes everything random: weights now, shuffles later. */
-  if (!(t->rng = gsl_rng_alloc(gsl_rng_mt19937)))
+  if (!(t->rng = gsl_rng_alloc(gsl_rng_mt19937)) ||
+      !(t->epoch_rng = gsl_rng_alloc(gsl_rng_mt19937)))
     rc = nn_error_set(err, NN_ENOMEM, "out of memory");
   if (!rc) {
     gsl_rng_set(t->rng, (unsigned long)opts->seed);
@@ -485,11 +497,15 @@ static void feed_ahead(batch_feed *f) {
   feed_fill(f, 1);
 }
 
+/* A pass from batch `first` on (0: the whole pass). */
 static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
-                       const size_t *order, int peeks) {
+                       const size_t *order, int peeks, size_t first) {
   const size_t bs = t->opts.batch_size;
+  const size_t n_batches = (ds->n + bs - 1) / bs;
+  if (first > n_batches) first = n_batches;
   *f = (batch_feed){.t = t, .ds = ds, .order = order,
-                    .n_batches = (ds->n + bs - 1) / bs, .peeks = peeks};
+                    .n_batches = n_batches, .next = first * bs,
+                    .handed = first, .filled = first, .peeks = peeks};
   feed_ahead(f); /* the first batch, ahead */
 }
 
@@ -750,27 +766,39 @@ int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
   int rc = check_dataset(t, ds, "evaluation", err);
   if (rc) return rc;
   batch_feed f;
-  feed_begin(&f, t, ds, NULL, 0);
+  feed_begin(&f, t, ds, NULL, 0, 0);
   rc = evaluate_feed(t, &f, loss, accuracy, err);
   feed_end(&f);
   return rc;
 }
 
-/* One training epoch (feed begun and ended by the caller). */
+/* Whether the watch asks to stop where training stands (t->pos): asked
+ * only when its flag is raised, so a run without one pays a load per
+ * batch. */
+static int watch_stops(nn_trainer *t) {
+  if (!t->watch_flag || !*t->watch_flag || !t->watch_fn) return 0;
+  return t->watch_fn(t->watch_user, &t->pos) != 0;
+}
+
+/* One training epoch (feed begun and ended by the caller) from t->pos on,
+ * which it keeps up to date batch by batch.  *stopped: the watch stopped
+ * it after a batch. */
 static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
-                      double *loss, double *accuracy, nn_error *err) {
+                      double *loss, double *accuracy, double *seconds,
+                      int *stopped, nn_error *err) {
+  nn_train_position *p = &t->pos;
   const size_t n = f->ds->n;
-  double loss_sum = 0;
-  size_t hits = 0, batches = 0, seen = 0;
+  const double t0 = nn_now_seconds(), seconds_before = p->train_seconds;
   int rc = NN_OK;
   gsl_matrix_view Xv, Sv, Snext;
+  *stopped = 0;
   /* With the pipeline, a batch's scores come from the previous batch's
    * backward_step_forward (scored = 1), except for the first batch. */
   int scored = 0;
-  for (batch_slot *b = feed_next(f, &rc); b; batches++) {
+  for (batch_slot *b = feed_next(f, &rc); b;) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
     if (!scored) {
-      const nn_context ctx = batch_context(t, 1, epoch, batches);
+      const nn_context ctx = batch_context(t, 1, epoch, p->batch);
       if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
     }
     double batch_loss;
@@ -782,7 +810,7 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
     batch_slot *next = NULL;
     if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
       return nn_error_set(err, rc, "cannot gather a batch");
-    const nn_context next_ctx = batch_context(t, 1, epoch, batches + 1);
+    const nn_context next_ctx = batch_context(t, 1, epoch, p->batch + 1);
     if ((rc = batch_backward_step(t, b, &Xv, &Sv, next, &next_ctx, &Snext,
                                   err)))
       return rc;
@@ -794,27 +822,36 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
       t->scores_next = tmp;
       Sv = Snext;
     }
-    loss_sum += batch_loss;
-    hits += batch_hits;
-    seen += b->count;
+    p->loss_sum += batch_loss;
+    p->hits += batch_hits;
+    p->seen += b->count;
+    p->batch++;
+    p->train_seconds = seconds_before + (nn_now_seconds() - t0);
     if (t->on_batch)
-      t->on_batch(t->on_batch_user, epoch, batches + 1, f->n_batches,
-                  loss_sum / (double)(batches + 1),
-                  (double)hits / (double)seen);
+      t->on_batch(t->on_batch_user, epoch, p->batch, f->n_batches,
+                  p->loss_sum / (double)p->batch,
+                  (double)p->hits / (double)p->seen);
+    /* Between batches the parameters and the optimizer's state are whole:
+     * a checkpoint taken here resumes with the next batch. */
+    if (watch_stops(t)) {
+      *stopped = 1;
+      return NN_OK;
+    }
     b = feed_next(f, &rc);
   }
-  *loss = loss_sum / (double)batches;
-  *accuracy = (double)hits / (double)n;
+  *loss = p->loss_sum / (double)p->batch;
+  *accuracy = (double)p->hits / (double)n;
+  *seconds = p->train_seconds;
   return NN_OK;
 }
 
-/* One training epoch over ds in the order given. */
+/* One training epoch over ds in the order given, from t->pos on. */
 static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
-                       nn_error *err) {
+                       double *seconds, int *stopped, nn_error *err) {
   batch_feed f;
-  feed_begin(&f, t, ds, order, t->pipeline);
-  int rc = train_feed(t, epoch, &f, loss, accuracy, err);
+  feed_begin(&f, t, ds, order, t->pipeline, t->pos.batch);
+  int rc = train_feed(t, epoch, &f, loss, accuracy, seconds, stopped, err);
   feed_end(&f);
   return rc;
 }
@@ -825,6 +862,7 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
   if (n_run) *n_run = 0;
   t->stopped = NN_STOP_NONE;
   t->stopped_after = (long)t->start_epoch - 1;
+  t->in_epoch = 0;
   int rc;
   if ((rc = check_dataset(t, train, "training", err)) ||
       (rc = check_dataset(t, val, "validation", err)))
@@ -840,17 +878,33 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
       why = NN_STOP_PATIENCE;
       break;
     }
+    /* The first epoch of a run resumed inside it goes on from there. */
+    const int inside = e == t->start_epoch && t->start.epoch == e &&
+                       t->start.batch > 0;
+    t->pos = inside ? t->start : (nn_train_position){.epoch = e};
+    /* A stop asked for since the last batch (while validating). */
+    if (!inside && watch_stops(t)) {
+      why = NN_STOP_REQUEST;
+      break;
+    }
     nn_epoch_metrics m = {.epoch = e};
     /* A fresh permutation of the identity each epoch, so an epoch's order
      * depends only on the RNG state at its start. */
+    gsl_rng_memcpy(t->epoch_rng, t->rng);
     for (size_t i = 0; i < train->n; i++) order[i] = i;
     if (t->opts.shuffle)
       gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
-    double t0 = nn_now_seconds();
-    rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy, err);
-    m.train_seconds = nn_now_seconds() - t0;
+    t->in_epoch = 1;
+    int stopped;
+    rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy,
+                     &m.train_seconds, &stopped, err);
     if (rc) break;
-    t0 = nn_now_seconds();
+    if (stopped) {
+      why = NN_STOP_REQUEST;
+      break;
+    }
+    t->in_epoch = 0;
+    double t0 = nn_now_seconds();
     rc = nn_trainer_evaluate(t, val, &m.val_loss, &m.val_accuracy, err);
     m.val_seconds = nn_now_seconds() - t0;
     if (rc) break;
@@ -863,12 +917,14 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     if (metrics) metrics[e] = m;
     if (n_run) *n_run = e + 1 - t->start_epoch;
     t->stopped_after = (long)e;
+    t->pos = (nn_train_position){.epoch = e + 1};
     if (on_epoch && on_epoch(user, &m)) {
       why = NN_STOP_CALLBACK;
       break;
     }
   }
   free(order);
+  t->start = (nn_train_position){0};
   if (!rc) t->stopped = why;
   return rc;
 }
@@ -933,8 +989,9 @@ void nn_trainer_set_best(nn_trainer *t, long epoch, double val_accuracy) {
 }
 
 void nn_trainer_rng_state(const nn_trainer *t, void *buf, size_t *size) {
-  *size = gsl_rng_size(t->rng);
-  if (buf) memcpy(buf, gsl_rng_state(t->rng), *size);
+  const gsl_rng *r = t->in_epoch ? t->epoch_rng : t->rng;
+  *size = gsl_rng_size(r);
+  if (buf) memcpy(buf, gsl_rng_state(r), *size);
 }
 
 int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
@@ -943,10 +1000,30 @@ int nn_trainer_set_rng_state(nn_trainer *t, const void *buf, size_t size,
     return nn_error_set(err, NN_EINVAL, "RNG state has %zu bytes, expected %zu",
                         size, gsl_rng_size(t->rng));
   memcpy(gsl_rng_state(t->rng), buf, size);
+  t->in_epoch = 0;
   return NN_OK;
 }
 
-void nn_trainer_start_at(nn_trainer *t, size_t epoch) { t->start_epoch = epoch; }
+void nn_trainer_start_at(nn_trainer *t, size_t epoch) {
+  t->start_epoch = epoch;
+  t->start = (nn_train_position){.epoch = epoch};
+}
+
+void nn_trainer_resume_at(nn_trainer *t, const nn_train_position *pos) {
+  t->start_epoch = pos->epoch;
+  t->start = *pos;
+}
+
+void nn_trainer_position(const nn_trainer *t, nn_train_position *pos) {
+  *pos = t->pos;
+}
+
+void nn_trainer_watch(nn_trainer *t, const volatile sig_atomic_t *flag,
+                      nn_watch_fn fn, void *user) {
+  t->watch_flag = flag;
+  t->watch_fn = fn;
+  t->watch_user = user;
+}
 
 /* ------------------------------------------------------------ memory */
 
