@@ -56,6 +56,10 @@ static void add_section(text *t, const char *name, const char *type,
   if (type) add(t, "%s.type=%s\n", name, type);
   for (size_t i = 0; table && table[i].key; i++) {
     const nn_value *v = &values[i];
+    /* The results do not depend on it, and it is resolved per machine (and
+     * per sweep -j): recorded, it would make two runs' checkpoints differ
+     * where their numbers do not. */
+    if (!strcmp(name, "train") && !strcmp(table[i].key, "threads")) continue;
     char real[40];
     switch (table[i].type) {
       case NN_OPT_INT:

@@ -10,7 +10,8 @@
  * "SECTION.KEY=VALUE\n": [data], [train], [model] and [optimizer] with
  * their types, model.init_from when set, model.layers (the layer order)
  * and each [layer NAME] as "layer NAME.KEY".  Defaults are included, so a
- * changed default shows as a difference too.  Reals are written in the
+ * changed default shows as a difference too; train.threads is not (the
+ * numbers do not depend on it).  Reals are written in the
  * fewest digits that read back to the same double.  Returns a string owned
  * by the caller (free), or NULL when out of memory. */
 char *run_config_text(const cli_run *r);

@@ -1115,6 +1115,165 @@ START_TEST(test_early_stop_rule) {
 }
 END_TEST
 
+/* ---- stopping inside an epoch and resuming there */
+
+enum { SR_EPOCHS = 3, SR_STOP_EPOCH = 1, SR_STOP_BATCH = 7 };
+
+/* Raised by stop_on_batch after batch SR_STOP_BATCH of SR_STOP_EPOCH, as
+ * a signal handler would. */
+static volatile sig_atomic_t sr_flag;
+static size_t sr_watched; /* watch calls */
+
+static void stop_on_batch(void *user, size_t epoch, size_t batch,
+                          size_t n_batches, double loss, double accuracy) {
+  (void)user, (void)n_batches, (void)loss, (void)accuracy;
+  if (epoch == SR_STOP_EPOCH && batch == SR_STOP_BATCH) sr_flag = 1;
+}
+
+static int stop_now(void *user, const nn_train_position *pos) {
+  (void)user, (void)pos;
+  sr_watched++;
+  return 1;
+}
+
+static nn_trainer *sr_trainer(fixture *f, size_t threads) {
+  nn_value sgd[4] = {{.r = 0.5}, {.r = 0.001}, {.r = 0.5}}; /* momentum */
+  nn_train_opts o = {.epochs = SR_EPOCHS, .batch_size = 8, .seed = 5,
+                     .shuffle = 1, .threads = threads};
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(f->model),
+                                         model_values);
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  ck_assert_msg(nn_trainer_create(&t, &spec, nn_loaded_desc(f->optim), sgd,
+                                  image_shape(f), 10, &o, &err) == NN_OK,
+                "%s", err.msg);
+  return t;
+}
+
+/* Copy n matrices of from into to. */
+static void copy_params(nn_param *to, const nn_param *from, size_t n) {
+  for (size_t i = 0; i < n; i++) gsl_matrix_memcpy(to[i].value, from[i].value);
+}
+
+static void params_equal(const nn_param *a, const nn_param *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const gsl_matrix *x = a[i].value, *y = b[i].value;
+    ck_assert(x->size1 == y->size1 && x->size2 == y->size2);
+    for (size_t r = 0; r < x->size1; r++)
+      ck_assert_mem_eq(gsl_matrix_const_ptr(x, r, 0),
+                       gsl_matrix_const_ptr(y, r, 0),
+                       x->size2 * sizeof(double));
+  }
+}
+
+static void stop_and_resume(size_t threads) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  nn_error err = {0};
+  nn_epoch_metrics full[SR_EPOCHS], part[SR_EPOCHS];
+  size_t n, n_state, n_run;
+  nn_trainer *a = sr_trainer(&f, threads);
+  ck_assert_msg(nn_trainer_run(a, &f.train, &f.val, NULL, NULL, full, &n_run,
+                               &err) == NN_OK, "%s", err.msg);
+
+  /* Stopped by the watch after the flag went up. */
+  nn_trainer *b = sr_trainer(&f, threads);
+  sr_flag = 0;
+  sr_watched = 0;
+  nn_trainer_on_batch(b, stop_on_batch, NULL);
+  nn_trainer_watch(b, &sr_flag, stop_now, NULL);
+  ck_assert_msg(nn_trainer_run(b, &f.train, &f.val, NULL, NULL, part, &n_run,
+                               &err) == NN_OK, "%s", err.msg);
+  long after;
+  ck_assert_int_eq(nn_trainer_stopped(b, &after), NN_STOP_REQUEST);
+  ck_assert_int_eq(after, SR_STOP_EPOCH - 1);
+  ck_assert_uint_eq(sr_watched, 1);
+  nn_train_position pos;
+  nn_trainer_position(b, &pos);
+  ck_assert_uint_eq(pos.epoch, SR_STOP_EPOCH);
+  ck_assert_uint_eq(pos.batch, SR_STOP_BATCH);
+  ck_assert_uint_eq(pos.seen, 8 * SR_STOP_BATCH);
+  ck_assert(pos.hits <= pos.seen && pos.loss_sum > 0);
+
+  /* A fresh trainer given what a checkpoint holds goes on from there. */
+  nn_trainer *c = sr_trainer(&f, threads);
+  nn_param *wb = nn_trainer_weights(b, &n);
+  copy_params(nn_trainer_weights(c, &n), wb, n);
+  nn_param *sb = nn_trainer_optim_state(b, &n_state);
+  ck_assert_uint_ge(n_state, 1); /* momentum */
+  nn_param *sc = nn_trainer_optim_state(c, &n_state);
+  copy_params(sc, sb, n_state);
+  size_t rng_size;
+  nn_trainer_rng_state(b, NULL, &rng_size);
+  unsigned char *rng = malloc(rng_size); /* owned here */
+  ck_assert_ptr_nonnull(rng);
+  nn_trainer_rng_state(b, rng, &rng_size);
+  ck_assert_int_eq(nn_trainer_set_rng_state(c, rng, rng_size, &err), NN_OK);
+  free(rng);
+  long best;
+  double best_acc;
+  nn_param *bb = nn_trainer_best(b, &n, &best, &best_acc);
+  nn_param *bc = nn_trainer_best(c, &n, NULL, NULL);
+  copy_params(bc, bb, n);
+  nn_trainer_set_best(c, best, best_acc);
+  nn_trainer_resume_at(c, &pos);
+  memcpy(part, full, sizeof part[0] * SR_STOP_EPOCH);
+  ck_assert_msg(nn_trainer_run(c, &f.train, &f.val, NULL, NULL, part, &n_run,
+                               &err) == NN_OK, "%s", err.msg);
+  ck_assert_uint_eq(n_run, SR_EPOCHS - SR_STOP_EPOCH);
+  for (size_t e = 0; e < SR_EPOCHS; e++) {
+    ck_assert_mem_eq(&part[e].train_loss, &full[e].train_loss, sizeof(double));
+    ck_assert_mem_eq(&part[e].train_accuracy, &full[e].train_accuracy,
+                     sizeof(double));
+    ck_assert_mem_eq(&part[e].val_loss, &full[e].val_loss, sizeof(double));
+  }
+  nn_param *wa = nn_trainer_weights(a, &n);
+  params_equal(nn_trainer_weights(c, &n), wa, n);
+  nn_trainer_free(a);
+  nn_trainer_free(b);
+  nn_trainer_free(c);
+  fixture_close(&f);
+}
+
+START_TEST(test_stop_inside_epoch_resumes_bit_identical) { stop_and_resume(1); }
+END_TEST
+
+START_TEST(test_stop_inside_epoch_with_helper_thread) { stop_and_resume(2); }
+END_TEST
+
+/* A raised flag whose callback says go on changes nothing. */
+static int go_on(void *user, const nn_train_position *pos) {
+  (void)pos;
+  ++*(size_t *)user;
+  return 0;
+}
+
+START_TEST(test_watch_that_goes_on_changes_nothing) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  nn_error err = {0};
+  nn_epoch_metrics full[SR_EPOCHS], m[SR_EPOCHS];
+  size_t n, n_run, calls = 0;
+  nn_trainer *a = sr_trainer(&f, 1), *b = sr_trainer(&f, 1);
+  ck_assert(nn_trainer_run(a, &f.train, &f.val, NULL, NULL, full, &n_run,
+                           &err) == NN_OK);
+  static volatile sig_atomic_t up = 1;
+  nn_trainer_watch(b, &up, go_on, &calls);
+  ck_assert(nn_trainer_run(b, &f.train, &f.val, NULL, NULL, m, &n_run,
+                           &err) == NN_OK);
+  ck_assert_uint_eq(n_run, SR_EPOCHS);
+  ck_assert_uint_gt(calls, SR_EPOCHS); /* every batch, every epoch start */
+  for (size_t e = 0; e < SR_EPOCHS; e++)
+    ck_assert_mem_eq(&m[e].val_accuracy, &full[e].val_accuracy,
+                     sizeof(double));
+  nn_param *wa = nn_trainer_weights(a, &n);
+  params_equal(nn_trainer_weights(b, &n), wa, n);
+  nn_trainer_free(a);
+  nn_trainer_free(b);
+  fixture_close(&f);
+}
+END_TEST
+
 int main(void) {
   gsl_set_error_handler_off();
   Suite *s = suite_create("train");
@@ -1141,6 +1300,9 @@ int main(void) {
   tcase_add_test(tc, test_sequential_threads_same);
   tcase_add_test(tc, test_early_stopping);
   tcase_add_test(tc, test_early_stop_rule);
+  tcase_add_test(tc, test_stop_inside_epoch_resumes_bit_identical);
+  tcase_add_test(tc, test_stop_inside_epoch_with_helper_thread);
+  tcase_add_test(tc, test_watch_that_goes_on_changes_nothing);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
