@@ -12,6 +12,9 @@ enum {
   EXIT_USAGE = 2,   /* bad command line or configuration */
   EXIT_PLUGIN = 3   /* a plugin could not be loaded or is incompatible */
 };
+/* A run or sweep stopped by SIGINT or SIGTERM (run_signals.h) exits with
+ * 128 + the signal, as the shell reports a process the signal ended:
+ * 130 or 143. */
 
 typedef struct cli_options {
   const char *config;     /* -c FILE */

@@ -22,7 +22,7 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "Usage: nnrun -c FILE [--set SECTION.KEY=VALUE]... [-o DIR] [-q|-v]\n"
+          "Usage: nnrun -c FILE [--set SECTION.KEY=VALUE]... [-o DIR [--force]] [-q|-v]\n"
           "       nnrun -c FILE --resume DIR\n"
           "       nnrun -c FILE --sweep SECTION.KEY=V1,V2,... [-j N] [-o DIR]\n"
           "       nnrun eval -c FILE --weights FILE.safetensors\n"
@@ -75,9 +75,13 @@ static void usage(FILE *out) {
           "Outputs: one line per epoch on stderr (a live progress bar on a\n"
           "terminal); in DIR: metrics.csv (epoch,train_loss,train_accuracy,\n"
           "val_loss,val_accuracy,train_seconds), best.safetensors,\n"
-          "last.safetensors, summary.json, curves.png, curves.svg; a sweep adds\n"
-          "sweep.csv, report.md and comparison charts.  Last line on stdout:\n"
+          "last.safetensors, summary.json (with the run's status), curves.png,\n"
+          "curves.svg, all rewritten after every epoch; a sweep adds sweep.csv,\n"
+          "report.md and comparison charts.  Last line on stdout:\n"
           "test loss=<L> accuracy=<A> best_epoch=<E>.\n"
+          "\n"
+          "SIGINT and SIGTERM stop after the current batch with a checkpoint that\n"
+          "--resume continues bit for bit; SIGHUP and SIGUSR1 write one and go on.\n"
           "\n"
           "Plugins are looked up as <dir>/<name>.so in $NN_PLUGIN_PATH\n"
           "(colon-separated), then in %s.  A plugin file that\n"
@@ -86,8 +90,9 @@ static void usage(FILE *out) {
           "refused unless NN_PLUGIN_ALLOW_WRITABLE=1.  A plugin that crashes\n"
           "is named, with the operation it was in.\n"
           "\n"
-          "Exit status: 0 success, 1 runtime failure (data, training, I/O),\n"
-          "2 usage or configuration error, 3 plugin error.\n",
+          "Exit status: 0 success, 1 runtime failure (data, training, I/O, a\n"
+          "directory another nnrun holds), 2 usage or configuration error, 3 plugin\n"
+          "error, 130 / 143 stopped by SIGINT / SIGTERM (resumable).\n",
           nn_plugin_dir());
 }
 
