@@ -518,8 +518,11 @@ static int claim_sweep_dir(sweep *s, const cli_options *opt, const char *name,
   }
   const int exists = dir && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
   const int started = exists && run_dir_started(dir);
-  if (opt->resume_dir && !started) {
-    nn_error_set(err, NN_ECONFIG, "--resume %s: no sweep there", dir);
+  char mark[4200];
+  snprintf(mark, sizeof mark, "%s/metrics.csv", dir ? dir : ".");
+  if (opt->resume_dir && (!started || access(mark, F_OK) == 0)) {
+    nn_error_set(err, NN_ECONFIG, "--resume %s: no sweep there%s", dir,
+                 started ? " (it holds one run)" : "");
     return EXIT_USAGE;
   }
   if (run_dir_create(dir, name, s->dir, sizeof s->dir, msg, sizeof msg) ||

@@ -28,11 +28,16 @@ static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
                      double loss, double accuracy) {
   run_state *st = user;
   double now = nn_now_seconds();
-  if (batch == 1) st->epoch_start = now;
+  if (batch == 1 || epoch != st->bar_epoch) {
+    st->epoch_start = now;
+    st->bar_epoch = epoch;
+    st->bar_first = batch - 1;
+  }
   if (batch != n_batches && now - st->last_draw < 0.1) return;
   st->last_draw = now;
   double elapsed = now - st->epoch_start;
-  double eta = elapsed * (double)(n_batches - batch) / (double)batch;
+  double eta = elapsed * (double)(n_batches - batch) /
+               (double)(batch - st->bar_first);
   enum { WIDTH = 24 };
   char bar[WIDTH + 1];
   size_t filled = batch * WIDTH / n_batches;
@@ -216,7 +221,8 @@ int cli_train(const cli_options *opt) {
   nn_error err = {0};
   cli_run run = {0};
   run_state st = {.opt = opt, .run = &run, .best_file = {-1, 0},
-                  .lock_fd = -1, .t_start = nn_now_seconds()};
+                  .lock_fd = -1, .t_start = nn_now_seconds(),
+                  .bar_epoch = (size_t)-1};
   run_end end = {"failed", -1, NAN, NAN, NN_STOP_NONE, -1};
   int status = prepare(&st, &run, &err);
   if (status) goto done;

@@ -16,6 +16,8 @@ typedef struct run_state {
   cli_run *run;
   int live;                  /* stderr is a terminal: draw a progress line */
   double epoch_start;        /* for the progress line's elapsed / ETA */
+  size_t bar_epoch;          /* the epoch it is drawn for, and the batches */
+  size_t bar_first;          /* of it done before (a resumed epoch's) */
   double last_draw;
   double t_start;            /* when the command started */
   char out_dir[4096];
