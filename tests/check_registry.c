@@ -323,7 +323,8 @@ START_TEST(test_list_plugins) {
                   {"bad_stepper", 1},   {"crash", 1},
                   {"killat", 0},        {"marker", 0},
                   {"newer_minor", 0},
-                  {"no_symbol", 0},     {"prints", 1},
+                  {"no_symbol", 0},     {"nospace", 0},
+                  {"prints", 1},
                   {"unstable_shapes", 1}, {"wrong_grad", 1}};
   const size_t n_fixtures = sizeof fixtures / sizeof fixtures[0];
   char dir[2048];
