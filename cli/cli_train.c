@@ -110,6 +110,9 @@ static int resume(run_state *st, nn_error *err) {
               st->out_dir);
     return cli_init_weights(r, err);
   }
+  /* Before anything is read: an optimizer whose state a checkpoint cannot
+   * hold would continue as another run. */
+  if (nn_trainer_resumable(r->trainer, err)) return EXIT_PLUGIN;
   int rc = checkpoint_resume(r->trainer, st->out_dir, cli_model_name(r),
                              nn_loaded_desc(r->optim.loaded)->name, &last,
                              &st->best_file, err);
@@ -363,6 +366,11 @@ int cli_train(const cli_options *opt) {
             nn_cblas_name(), (unsigned long long)run.topts.seed);
   if (opt->resume_dir) {
     if ((status = resume(&st, &err))) goto done;
+  } else if (opt->verbosity > 0) {
+    nn_error why;
+    if (nn_trainer_resumable(run.trainer, &why))
+      fprintf(stderr, "nnrun: warning: this run cannot be resumed: %s\n",
+              why.msg);
   }
 
   st.live = opt->verbosity > 0 && isatty(STDERR_FILENO);
@@ -383,10 +391,10 @@ int cli_train(const cli_options *opt) {
             stopped_after, stopped_after - best,
             stopped_after - best == 1 ? "" : "s", best);
   double loss, acc;
-  if (nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err) ||
+  if ((rc = nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err)) ||
       write_summary(&st, best, loss, acc, why, stopped_after, t_start,
                     &err)) {
-    status = EXIT_RUNTIME;
+    status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
     goto done;
   }
   draw_curves(&st, nn_config_name(run.cfg));
