@@ -3,6 +3,7 @@
  * the line agrees with the run that wrote them. */
 #include <config.h>
 
+#include <math.h>
 #include <stdio.h>
 
 #include <nn/nn.h>
@@ -17,16 +18,30 @@ int cli_eval(const cli_options *opt) {
   /* The training file is not needed: its examples are never read here. */
   int status = cli_run_setup(&run, opt, SETUP_ALL | SETUP_TEST_ONLY, &err);
   if (!status) {
-    size_t n;
+    size_t n, row, col;
+    double v;
     nn_param *p = nn_trainer_weights(run.trainer, &n);
     status = checkpoint_status(checkpoint_load_weights(opt->weights, p, n, &err));
+    /* A loss and accuracy from such weights would be printed as if they
+     * meant something. */
+    size_t k = status ? n : nn_find_nonfinite(p, n, &row, &col, &v);
+    if (k < n) {
+      nn_error_set(&err, NN_ENUMERIC,
+                   "%s: tensor %s holds %s at row %zu, column %zu: weights "
+                   "that are not finite cannot be evaluated",
+                   opt->weights, p[k].name, isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf",
+                   row, col);
+      status = EXIT_RUNTIME;
+    }
   }
   /* A run's best.safetensors must be the one its last.safetensors records. */
   if (!status)
     status = checkpoint_status(checkpoint_check_best(opt->weights, &err));
   double loss, acc;
-  if (!status && nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err))
-    status = EXIT_RUNTIME;
+  int rc;
+  if (!status &&
+      (rc = nn_trainer_evaluate(run.trainer, &run.test, &loss, &acc, &err)))
+    status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
   if (status)
     fprintf(stderr, "nnrun: %s\n", err.msg);
   else

@@ -14,6 +14,7 @@
 
 #include "checkpoint.h"
 #include "sweep_proc.h"
+#include "gsl_trap.h"
 
 #ifdef HAVE_OPENBLAS
 /* From OpenBLAS (cblas.h); declared here to avoid depending on where the
@@ -143,6 +144,7 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
                              .shuffle = r->train_v[TRAIN_SHUFFLE].b,
                              .threads = (size_t)r->train_v[TRAIN_THREADS].i,
                              .calls = &cli_plugin_call,
+                             .gsl_trap = cli_gsl_trap_take,
                              .patience = (size_t)r->train_v[TRAIN_PATIENCE].i};
   return EXIT_OK;
 }

@@ -214,7 +214,12 @@ static int prepare(run_state *st, cli_run *run, nn_error *err) {
     fprintf(stderr, "nnrun: model %s, optimizer %s, CBLAS %s, seed %llu\n",
             cli_model_file(run), nn_loaded_path(run->optim.loaded),
             nn_cblas_name(), (unsigned long long)run->topts.seed);
-  return opt->resume_dir ? run_resume(st, err) : EXIT_OK;
+  if (opt->resume_dir) return run_resume(st, err);
+  nn_error why;
+  if (opt->verbosity > 0 && nn_trainer_resumable(run->trainer, &why))
+    fprintf(stderr, "nnrun: warning: this run cannot be resumed: %s\n",
+            why.msg);
+  return EXIT_OK;
 }
 
 int cli_train(const cli_options *opt) {
@@ -264,9 +269,9 @@ int cli_train(const cli_options *opt) {
             "nnrun: stopped early after epoch %ld: no better validation "
             "accuracy for %ld epoch%s (best: epoch %ld)\n",
             after, after - best, after - best == 1 ? "" : "s", best);
-  if (nn_trainer_evaluate(run.trainer, &run.test, &end.test_loss,
-                          &end.test_accuracy, &err)) {
-    status = EXIT_RUNTIME;
+  if ((rc = nn_trainer_evaluate(run.trainer, &run.test, &end.test_loss,
+                                &end.test_accuracy, &err))) {
+    status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
     goto done;
   }
   end.status = "finished";

@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "cli_setup.h"
+#include "gsl_trap.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -166,9 +167,9 @@ static void free_options(cli_options *opt) {
 }
 
 int main(int argc, char **argv) {
-  /* GSL's default handler aborts the process; the library checks every
-   * return code instead. */
-  gsl_set_error_handler_off();
+  /* GSL's default handler aborts the process; nnrun's turns the error
+   * into a failure of the plugin call it happened in (gsl_trap.h). */
+  cli_gsl_trap_install();
   install_crash_handler();
 
   enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE,

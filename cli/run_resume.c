@@ -73,6 +73,9 @@ int run_resume(run_state *st, nn_error *err) {
               st->out_dir);
     return cli_init_weights(r, err);
   }
+  /* Before anything is read: an optimizer whose state a checkpoint cannot
+   * hold would continue as another run. */
+  if (nn_trainer_resumable(r->trainer, err)) return EXIT_PLUGIN;
   int rc = checkpoint_resume(r->trainer, st->out_dir, cli_model_name(r),
                              nn_loaded_desc(r->optim.loaded)->name, &pos,
                              &st->best_file, err);

@@ -40,10 +40,19 @@ static int plainsgd_step(void *self, nn_param *params, size_t n, nn_error *err) 
   return NN_OK;
 }
 
-/* Designated initializers: the optional ops (state, extension) stay NULL. */
+/* Plain SGD keeps nothing between steps; saying so (no buffers) is what
+ * lets a run with it be resumed. */
+static nn_param *plainsgd_state(void *self, size_t *n) {
+  (void)self;
+  *n = 0;
+  return NULL;
+}
+
+/* Designated initializers: the optional extension op stays NULL. */
 static const nn_optim_ops plainsgd_ops = {.size = sizeof(nn_optim_ops),
                                           .create = plainsgd_create,
                                           .destroy = plainsgd_destroy,
-                                          .step = plainsgd_step};
+                                          .step = plainsgd_step,
+                                          .state = plainsgd_state};
 NN_OPTIMIZER_PLUGIN("plainsgd", "1.0", "SGD in 30 lines", plainsgd_options,
                     &plainsgd_ops);

@@ -321,9 +321,11 @@ START_TEST(test_list_plugins) {
     int loads;
   } fixtures[] = {{"bad_decl", 0},      {"bad_major", 0},
                   {"bad_stepper", 1},   {"crash", 1},
+                  {"faulty", 1},        {"faulty_layer", 1},
                   {"killat", 0},        {"marker", 0},
                   {"newer_minor", 0},
                   {"no_symbol", 0},     {"nospace", 0},
+                  {"nostate", 1},
                   {"prints", 1},
                   {"unstable_shapes", 1}, {"wrong_grad", 1}};
   const size_t n_fixtures = sizeof fixtures / sizeof fixtures[0];

@@ -3,6 +3,7 @@
  * metrics.csv is written as documented. */
 #include <config.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1104,6 +1105,100 @@ START_TEST(test_early_stopping) {
 }
 END_TEST
 
+/* ---- faults: numbers that are not finite, GSL errors inside a plugin */
+
+START_TEST(test_find_nonfinite) {
+  gsl_matrix *a = gsl_matrix_calloc(2, 3), *b = gsl_matrix_calloc(3, 4);
+  nn_param p[2] = {{"a", a, NULL, 0}, {"b", b, NULL, 0}};
+  size_t row = 99, col = 99;
+  double v = 0;
+  ck_assert_uint_eq(nn_find_nonfinite(p, 2, &row, &col, &v), 2);
+  ck_assert_uint_eq(row, 99); /* untouched when all are finite */
+  gsl_matrix_set(b, 2, 3, -INFINITY);
+  gsl_matrix_set(b, 1, 2, NAN);
+  ck_assert_uint_eq(nn_find_nonfinite(p, 2, &row, &col, &v), 1);
+  ck_assert(row == 1 && col == 2 && isnan(v));
+  gsl_matrix_set(b, 1, 2, DBL_MAX); /* large is not infinite */
+  ck_assert_uint_eq(nn_find_nonfinite(p, 2, &row, &col, &v), 1);
+  ck_assert(row == 2 && col == 3 && isinf(v) && v < 0);
+  gsl_matrix_free(a);
+  gsl_matrix_free(b);
+}
+END_TEST
+
+/* A stand-in for the program's GSL handler: "reports" an error once
+ * trap_armed is set, as GSL would during the next plugin call. */
+static int trap_armed;
+static int fake_trap(char *msg, size_t size) {
+  if (!trap_armed) return 0;
+  trap_armed = 0;
+  snprintf(msg, size, "matrix sizes differ");
+  return 1;
+}
+
+static void arm_after_first(void *user, size_t epoch, size_t batch,
+                            size_t n_batches, double loss, double accuracy) {
+  (void)user, (void)n_batches, (void)loss, (void)accuracy;
+  if (epoch == 0 && batch == 1) trap_armed = 1;
+}
+
+START_TEST(test_gsl_error_fails_the_plugin_call) {
+  fixture f;
+  fixture_open(&f, "softmax");
+  nn_value sgd[4] = {{.r = 0.1}, {.r = 0.0}, {.r = 0.0}};
+  nn_train_opts o = {.epochs = 1, .batch_size = 64, .seed = 1, .shuffle = 1,
+                     .gsl_trap = fake_trap};
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(f.model), NULL);
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  trap_armed = 0;
+  ck_assert_int_eq(nn_trainer_create(&t, &spec, nn_loaded_desc(f.optim), sgd,
+                                     image_shape(&f), 10, &o, &err), NN_OK);
+  nn_trainer_on_batch(t, arm_after_first, NULL);
+  ck_assert_int_eq(nn_trainer_run(t, &f.train, &f.val, NULL, NULL, NULL, NULL,
+                                  &err), NN_EPLUGIN);
+  /* Batch 0 finished; the error came during batch 1's forward. */
+  ck_assert_str_eq(err.msg, "softmax.forward (epoch 0, batch 1): GSL error: "
+                            "matrix sizes differ");
+  nn_trainer_free(t);
+  fixture_close(&f);
+}
+END_TEST
+
+static int epochs_reported;
+static int count_epochs(void *user, const nn_epoch_metrics *m) {
+  (void)user, (void)m;
+  epochs_reported++;
+  return 0;
+}
+
+START_TEST(test_diverging_run_stops) {
+  fixture f;
+  fixture_open(&f, "twolayer");
+  /* The L2 step (1 - lr reg) makes the weights grow without bound. */
+  nn_value sgd[4] = {{.r = 1e30}, {.r = 0.001}, {.r = 0.0}};
+  nn_train_opts o = {.epochs = 2, .batch_size = 64, .seed = 1, .shuffle = 1};
+  const nn_model_spec spec = plugin_spec(nn_loaded_desc(f.model),
+                                         model_values);
+  nn_trainer *t = NULL;
+  nn_error err = {0};
+  ck_assert_int_eq(nn_trainer_create(&t, &spec, nn_loaded_desc(f.optim), sgd,
+                                     image_shape(&f), 10, &o, &err), NN_OK);
+  epochs_reported = 0;
+  ck_assert_int_eq(nn_trainer_run(t, &f.train, &f.val, count_epochs, NULL,
+                                  NULL, NULL, &err), NN_ENUMERIC);
+  ck_assert_msg(strstr(err.msg, "at epoch 0, batch ") &&
+                    strstr(err.msg, " of twolayer is ") &&
+                    strstr(err.msg, "try a smaller learning_rate"),
+                "%s", err.msg);
+  ck_assert_int_eq(epochs_reported, 0); /* no checkpoint for that epoch */
+  long after;
+  ck_assert_int_eq(nn_trainer_stopped(t, &after), NN_STOP_NONE);
+  nn_trainer_free(t);
+  fixture_close(&f);
+}
+END_TEST
+
 START_TEST(test_early_stop_rule) {
   ck_assert(!nn_early_stop(0, 9, 0));  /* off */
   ck_assert(!nn_early_stop(1, 0, -1)); /* no epoch yet */
@@ -1303,6 +1398,9 @@ int main(void) {
   tcase_add_test(tc, test_stop_inside_epoch_resumes_bit_identical);
   tcase_add_test(tc, test_stop_inside_epoch_with_helper_thread);
   tcase_add_test(tc, test_watch_that_goes_on_changes_nothing);
+  tcase_add_test(tc, test_find_nonfinite);
+  tcase_add_test(tc, test_gsl_error_fails_the_plugin_call);
+  tcase_add_test(tc, test_diverging_run_stops);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

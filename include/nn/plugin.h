@@ -25,7 +25,12 @@
  *     owns its state.  Allocate everything in `create` for `max_batch`
  *     rows: nothing should allocate per batch.
  *   - Errors go into the caller's nn_error.  Plugins never print, exit,
- *     abort or assert on bad input.
+ *     abort or assert on bad input.  The core reports a failure as
+ *     "PLUGIN.OPERATION (epoch E, batch B): message", fails a call during
+ *     which GSL reported an error (when the program installed a handler
+ *     that remembers it; see nn_gsl_trap_fn in <nn/train.h>), and holds
+ *     parameters to the sizes `memory` declared and to the matrices of
+ *     create (see <nn/train.h>, Faults).
  * Threads: the core calls one instance from one thread at a time.
  * Shapes: rows are examples, each example's values in (c, h, w) order.
  * Matrices may be views: never assume tda == size2. */
@@ -267,7 +272,10 @@ typedef struct nn_optim_ops {
   /* Update every parameter from its grad (grad may be modified).  L2 goes
    * to NN_PARAM_WEIGHT parameters only (nn_apply_l2, nn_sgd_update). */
   int (*step)(void *self, nn_param *params, size_t n, nn_error *err);
-  /* Optional: state (moments, step counts) for checkpoints. */
+  /* Optional: state (moments, step counts) for checkpoints.  Without it a
+   * run cannot be resumed (the core refuses, since what the optimizer
+   * keeps between steps would restart silently); an optimizer that keeps
+   * nothing offers one that sets *n = 0 and returns NULL. */
   nn_param *(*state)(void *self, size_t *n);
   const void *(*extension)(void *self, const char *id); /* optional */
 } nn_optim_ops;

@@ -25,6 +25,17 @@ typedef struct nn_call_record {
   const char *volatile op;
 } nn_call_record;
 
+/* GSL reports an error through one process-wide handler
+ * (gsl_set_error_handler), which a library must leave to the program.  A
+ * program that installs a handler remembering the error for the thread it
+ * happened on can hand the trainer this function, which takes the error
+ * back: it returns 1 and fills msg (size bytes) if a GSL error was
+ * reported on the calling thread since it last returned, forgetting it,
+ * and 0 otherwise.  The trainer asks it after every plugin call, so a GSL
+ * function that failed inside a plugin (a product of mismatched shapes)
+ * fails that call, named, instead of leaving its output unwritten. */
+typedef int (*nn_gsl_trap_fn)(char *msg, size_t size);
+
 typedef struct nn_train_opts {
   size_t epochs;
   size_t batch_size;
@@ -38,6 +49,8 @@ typedef struct nn_train_opts {
   size_t patience; /* early stopping (0: off): end the run once this many
                       epochs in a row brought no better validation accuracy
                       than the best so far (see nn_early_stop) */
+  nn_gsl_trap_fn gsl_trap; /* optional (NULL: GSL errors are not asked
+                              about); see nn_gsl_trap_fn */
 } nn_train_opts;
 
 /* The CPUs this process may run on (its affinity mask, else the CPUs
@@ -112,6 +125,35 @@ typedef struct nn_memory_estimate {
 void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
                        const nn_train_opts *opts, nn_memory_estimate *est);
 
+/* Faults.  A plugin call that fails (or during which GSL reported an
+ * error, see nn_gsl_trap_fn) fails with NN_EPLUGIN and the message
+ * "PLUGIN.OPERATION (epoch E, batch B): why", where PLUGIN is the model's
+ * or optimizer's name or, for a layer of a network, "TYPE[NAME]"
+ * ("dense[fc1].backward"); evaluation batches read "(validation after
+ * epoch E, batch B)" or "(evaluation, batch B)".  A plugin that gave no
+ * message gets "returned error N (NAME) without a message".  The core also
+ * holds plugins to what they declared: after create, the parameters'
+ * sizes against their memory operation (a network's layers: their output
+ * shape too); after every epoch, the parameters and state the params and
+ * state operations hand out against those of create (same arrays, same
+ * matrices, same shapes and data).
+ *
+ * Numbers: the loss of every training batch, the parameters and state
+ * after every epoch and the validation loss must be finite.  The first
+ * value that is not ends the run with NN_ENUMERIC, before the epoch is
+ * reported to on_epoch (so a checkpoint written there is the last good
+ * one), saying where (epoch, batch, parameter, row and column), what it
+ * was, and the likely cause: parameters that grew without bound (a
+ * learning rate too large) or a model that computed non-finite scores from
+ * finite parameters.  nn_trainer_evaluate fails the same way on a
+ * non-finite loss.  None of this changes a number: a run that passes every
+ * check is the run without them, bit for bit. */
+
+/* The first NaN or infinity in p[0..n): returns its index in p, with its
+ * row, column and value (n: every value is finite; the outputs untouched). */
+size_t nn_find_nonfinite(const nn_param *p, size_t n, size_t *row,
+                         size_t *col, double *value);
+
 /* Train for opts->epochs on `train`, validating on `val` after each epoch
  * and remembering the parameters of the epoch with the best validation
  * accuracy (strictly greater wins).  With opts->patience, training ends
@@ -171,6 +213,12 @@ typedef void (*nn_batch_fn)(void *user, size_t epoch, size_t batch,
 void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user);
 
 /* ---- Checkpoints and resuming (all state lives in the trainer). ---- */
+/* Whether a run of this trainer can be resumed from a checkpoint: NN_OK,
+ * or NN_EPLUGIN saying why not.  An optimizer without the `state`
+ * operation cannot: what it keeps (moments, step counts) would restart
+ * silently.  A stateless optimizer says so with a state operation that
+ * hands out no buffers (see <nn/plugin.h>). */
+int nn_trainer_resumable(const nn_trainer *t, nn_error *err);
 /* The optimizer's state matrices (its `state` op; n = 0 without). */
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n);
 /* The weights (nn_trainer_weights) of the best epoch so far, named like

@@ -23,14 +23,19 @@
 #include <nn/registry.h>
 #include <nn/sequential.h>
 
+#include "train/guard.h"
+
 typedef struct seq_layer {
   char *name;                 /* owned copy of the section name */
   char *label;                /* owned: "name (plugin)", for the record */
+  char *who;                  /* owned: "plugin[name]", for messages */
   const nn_plugin *plugin;    /* lent; outlives the network */
   void *self;                 /* owned: plugin->layer->destroy */
   nn_shape in, out;
   nn_param *params;           /* the layer's own (owned by it) */
   size_t n_params, p0;        /* p0: index of params[0] in the network's */
+  size_t n_state, s0;         /* its state buffers, and where in the
+                                 network's they start */
   gsl_matrix *Y, *dY;         /* owned: max_batch x size(out) */
   const nn_layer_sparse *sparse; /* first layer only, or NULL */
 } seq_layer;
@@ -47,6 +52,8 @@ typedef struct sequential {
   nn_model_sparse sparse_ext;    /* offered when the first layer takes CSR */
   nn_model_fused_step fused_ext; /* offered when it also steps itself */
   nn_call_record *calls;         /* lent, may be NULL: see nn_call_record */
+  nn__guard *guard;              /* lent by the trainer, or own_guard */
+  nn__guard own_guard;           /* for a network made on its own */
 } sequential;
 
 /* Around every call into a layer plugin: who runs and what (two stores
@@ -77,6 +84,7 @@ static void seq_destroy(void *self) {
     if (l->dY) gsl_matrix_free(l->dY);
     free(l->name);
     free(l->label);
+    free(l->who);
   }
   free(m->layers);
   free(m->params);
@@ -85,21 +93,66 @@ static void seq_destroy(void *self) {
   free(m);
 }
 
-/* A layer's failure, with the layer named in front of its message. */
-static int layer_failed(const seq_layer *l, int rc, const char *op,
-                        nn_error *err) {
-  if (!rc || !err) return rc;
-  char msg[sizeof err->msg];
-  if (err->msg[0])
-    snprintf(msg, sizeof msg, "%s", err->msg);
-  else
-    snprintf(msg, sizeof msg, "%s failed (code %d) without a message", op, rc);
-  nn_error_set(err, rc, "layer %s (%s): %s", l->name, l->plugin->name, msg);
+/* After a call into a layer (rc its result): a failure, or a GSL error
+ * during the call, is recorded for the trainer to report; a network made
+ * on its own names the layer in its message at once. */
+static int layer_failed(sequential *m, const seq_layer *l, int rc,
+                        const char *op, nn_error *err) {
+  rc = nn__guard_call(m->guard, l->who, op, rc, err);
+  if (rc && m->guard == &m->own_guard)
+    rc = nn__guard_report(&m->own_guard, "", rc, err);
   return rc;
 }
 
 static int shape_ok(nn_shape s) {
   return s.c && s.h && s.w && nn_shape_size(s) / s.c / s.h == s.w;
+}
+
+/* A layer as made against what its memory operation declared for the
+ * same arguments: its output shape and the size of its parameters and
+ * state (a parameter of another shape than the plugin meant shows here). */
+static int check_declared(sequential *m, const seq_layer *l,
+                          const nn_layer_spec *spec, const nn_param *state,
+                          size_t n_state, nn_error *err) {
+  nn_memory_fn memory = nn_plugin_memory_op(spec->plugin);
+  nn_memory need = {0};
+  if (!memory) return NN_OK;
+  call_enter(m, l, "memory");
+  const int rc = memory(spec->opts, l->in, 0, m->max_batch, &need);
+  call_leave(m);
+  if (rc) return NN_OK; /* create accepted what memory refuses: not ours */
+  const uint64_t have = nn_mem_add(nn__guard_bytes(l->params, l->n_params),
+                                   nn__guard_bytes(state, n_state));
+  if (need.out.c != l->out.c || need.out.h != l->out.h ||
+      need.out.w != l->out.w)
+    return layer_failed(
+        m, l,
+        nn_error_set(err, NN_EPLUGIN,
+                     "set the output shape %ux%ux%u, but its memory "
+                     "operation declared %ux%ux%u for the same options",
+                     (unsigned)l->out.c, (unsigned)l->out.h,
+                     (unsigned)l->out.w, (unsigned)need.out.c,
+                     (unsigned)need.out.h, (unsigned)need.out.w),
+        "create", err);
+  if (need.weights == have) return NN_OK;
+  char shapes[300] = "";
+  size_t len = 0;
+  for (size_t k = 0; k < l->n_params + n_state && len < sizeof shapes; k++) {
+    const nn_param *p = k < l->n_params ? &l->params[k]
+                                        : &state[k - l->n_params];
+    len += (size_t)snprintf(shapes + len, sizeof shapes - len, "%s%s %zux%zu",
+                            k ? ", " : "", p->name, p->value->size1,
+                            p->value->size2);
+  }
+  return layer_failed(
+      m, l,
+      nn_error_set(err, NN_EPLUGIN,
+                   "its parameters and state take %llu bytes (%s), but its "
+                   "memory operation declared %llu for the same options: a "
+                   "parameter has another shape than the plugin meant",
+                   (unsigned long long)have, shapes,
+                   (unsigned long long)need.weights),
+      "create", err);
 }
 
 /* Create layer i of the network on input shape `in`. */
@@ -118,6 +171,9 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
   if (!(l->label = malloc(label_size)))
     return nn_error_set(err, NN_ENOMEM, "out of memory");
   snprintf(l->label, label_size, "%s (%s)", l->name, spec->plugin->name);
+  if (!(l->who = malloc(label_size)))
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  snprintf(l->who, label_size, "%s[%s]", spec->plugin->name, l->name);
   const nn_layer_ops *ops = spec->plugin->layer;
   if (err) err->msg[0] = '\0';
   call_enter(m, l, "create");
@@ -126,14 +182,16 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
   call_leave(m);
   if (rc) {
     l->self = NULL;
-    return layer_failed(l, rc, "create", err);
+    return layer_failed(m, l, rc, "create", err);
   }
+  if ((rc = layer_failed(m, l, rc, "create", err))) return rc;
   if (!shape_ok(l->out))
-    return nn_error_set(err, NN_EPLUGIN,
-                        "layer %s (%s): output shape %ux%ux%u is empty or "
-                        "too large", l->name, l->plugin->name,
-                        (unsigned)l->out.c, (unsigned)l->out.h,
-                        (unsigned)l->out.w);
+    return layer_failed(m, l,
+                        nn_error_set(err, NN_EPLUGIN,
+                                     "output shape %ux%ux%u is empty or too "
+                                     "large", (unsigned)l->out.c,
+                                     (unsigned)l->out.h, (unsigned)l->out.w),
+                        "create", err);
   call_enter(m, l, "params");
   l->params = ops->params ? ops->params(l->self, &l->n_params) : NULL;
   call_enter(m, l, "state");
@@ -147,6 +205,7 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
   if ((rc = nn_check_param_names(owner, l->params, l->n_params, state,
                                  n_state, err)))
     return rc;
+  if ((rc = check_declared(m, l, spec, state, n_state, err))) return rc;
   const size_t width = nn_shape_size(l->out);
   l->Y = nn_matrix_calloc_aligned(m->max_batch, width);
   l->dY = nn_matrix_calloc_aligned(m->max_batch, width);
@@ -175,6 +234,8 @@ static int gather_names(sequential *m, nn_error *err) {
     call_leave(m);
     if (!st) ns = 0;
     l->p0 = m->n_params;
+    l->s0 = n_state;
+    l->n_state = ns;
     m->n_params += l->n_params;
     n_state += ns;
     for (size_t k = 0; k < l->n_params; k++)
@@ -242,6 +303,15 @@ int nn_sequential_create_recorded(void **out, const nn_model_ops **ops,
                                   nn_shape in, size_t n_out, size_t max_batch,
                                   gsl_rng *rng, nn_call_record *calls,
                                   nn_error *err) {
+  return nn__sequential_create_guarded(out, ops, layers, n, in, n_out,
+                                       max_batch, rng, calls, NULL, err);
+}
+
+int nn__sequential_create_guarded(void **out, const nn_model_ops **ops,
+                                  const nn_layer_spec *layers, size_t n,
+                                  nn_shape in, size_t n_out, size_t max_batch,
+                                  gsl_rng *rng, nn_call_record *calls,
+                                  nn__guard *guard, nn_error *err) {
   *out = NULL;
   *ops = &seq_ops;
   if (!layers || !n)
@@ -258,6 +328,7 @@ int nn_sequential_create_recorded(void **out, const nn_model_ops **ops,
   }
   m->n = n;
   m->calls = calls;
+  m->guard = guard ? guard : &m->own_guard;
   m->n_in = nn_shape_size(in);
   m->n_out = n_out;
   m->max_batch = max_batch;
@@ -343,7 +414,7 @@ static int forward_from(sequential *m, size_t from, const nn_context *ctx,
     int rc = l->plugin->layer->forward(l->self, ctx, &in.matrix, &y.matrix,
                                        err);
     call_leave(m);
-    if (rc) return layer_failed(l, rc, "forward", err);
+    if ((rc = layer_failed(m, l, rc, "forward", err))) return rc;
   }
   gsl_matrix_view last = rows_of(m->layers[m->n - 1].Y, B);
   gsl_matrix_memcpy(scores, &last.matrix);
@@ -373,7 +444,7 @@ static int seq_forward_sparse(void *self, const nn_context *ctx,
   call_enter(m, l, "forward");
   rc = l->sparse->forward(l->self, ctx, X, &y.matrix, err);
   call_leave(m);
-  if (rc) return layer_failed(l, rc, "forward", err);
+  if ((rc = layer_failed(m, l, rc, "forward", err))) return rc;
   return forward_from(m, 1, ctx, NULL, X->rows, scores, err);
 }
 
@@ -399,7 +470,7 @@ static int backward_to_first(sequential *m, size_t B, gsl_matrix *dscores,
     int rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix,
                                         &d.matrix, &dX.matrix, err);
     call_leave(m);
-    if (rc) return layer_failed(l, rc, "backward", err);
+    if ((rc = layer_failed(m, l, rc, "backward", err))) return rc;
     for (size_t k = 0; st && k < l->n_params; k++)
       if ((rc = st->rows(st->ctx, l->p0 + k, 0,
                          l->params[k].value->size1, err)))
@@ -427,7 +498,7 @@ static int seq_backward(void *self, const gsl_matrix *X, gsl_matrix *dscores,
   rc = l->plugin->layer->backward(l->self, &in.matrix, &y.matrix, &d.matrix,
                                   NULL, err);
   call_leave(m);
-  return layer_failed(l, rc, "backward", err);
+  return layer_failed(m, l, rc, "backward", err);
 }
 
 /* Backward on the sparse batch; with st, every layer's step inside it
@@ -448,7 +519,7 @@ static int backward_sparse(sequential *m, const nn_csr *X, const nn_csr *Xt,
                                      err)
           : l->sparse->backward(l->self, X, Xt, &y.matrix, &d.matrix, err);
   call_leave(m);
-  return layer_failed(l, rc, "backward", err);
+  return layer_failed(m, l, rc, "backward", err);
 }
 
 static int seq_backward_sparse(void *self, const nn_csr *X, const nn_csr *Xt,
@@ -514,6 +585,74 @@ int nn_sequential_layer(void *net, size_t i, nn_layer_info *info) {
   *info = (nn_layer_info){l->name, l->plugin->name, l->in, l->out, values,
                           l->sparse != NULL};
   return NN_OK;
+}
+
+int nn__sequential_check_stable(void *net, nn_error *err) {
+  sequential *m = net;
+  for (size_t i = 0; i < m->n; i++) {
+    const seq_layer *l = &m->layers[i];
+    const nn_layer_ops *ops = l->plugin->layer;
+    size_t n = 0, ns = 0;
+    call_enter(m, l, "params");
+    const nn_param *p = ops->params ? ops->params(l->self, &n) : NULL;
+    call_enter(m, l, "state");
+    const nn_param *st = ops->state ? ops->state(l->self, &ns) : NULL;
+    call_leave(m);
+    if (!p) n = 0;
+    if (!st) ns = 0;
+    int rc = NN_OK;
+    const char *op = "params";
+    if (p != l->params || n != l->n_params)
+      rc = nn_error_set(err, NN_EPLUGIN,
+                        "returned %zu parameters in another array than the "
+                        "%zu of create (the optimizer keeps that one): the "
+                        "array must stay until destroy", n, l->n_params);
+    for (size_t k = 0; k < n && !rc; k++)
+      if (p[k].value != m->params[l->p0 + k].value ||
+          p[k].grad != m->params[l->p0 + k].grad)
+        rc = nn_error_set(err, NN_EPLUGIN,
+                          "parameter %s is now another matrix than the one "
+                          "create made: matrices must stay until destroy",
+                          p[k].name ? p[k].name : "?");
+    if (!rc && ns != l->n_state) {
+      op = "state";
+      rc = nn_error_set(err, NN_EPLUGIN,
+                        "returned %zu state buffers; create's were %zu", ns,
+                        l->n_state);
+    }
+    for (size_t k = 0; k < ns && !rc; k++)
+      if (st[k].value != m->state[l->s0 + k].value) {
+        op = "state";
+        rc = nn_error_set(err, NN_EPLUGIN,
+                          "state buffer %s is now another matrix than the "
+                          "one create made: matrices must stay until "
+                          "destroy", st[k].name ? st[k].name : "?");
+      }
+    if (rc) return layer_failed(m, l, rc, op, err);
+  }
+  return NN_OK;
+}
+
+const char *nn__sequential_nonfinite_layer(void *net) {
+  sequential *m = net;
+  for (size_t i = 0; i < m->n && m->last_rows; i++) {
+    gsl_matrix_view y = rows_of(m->layers[i].Y, m->last_rows);
+    const nn_param p = {"", &y.matrix, NULL, 0};
+    if (nn_find_nonfinite(&p, 1, NULL, NULL, NULL) == 0)
+      return m->layers[i].who;
+  }
+  return NULL;
+}
+
+const char *nn__sequential_owner(void *net, const char *param_name) {
+  sequential *m = net;
+  for (size_t i = 0; param_name && i < m->n; i++) {
+    const size_t len = strlen(m->layers[i].name);
+    if (!strncmp(param_name, m->layers[i].name, len) &&
+        param_name[len] == '.')
+      return m->layers[i].who;
+  }
+  return NULL;
 }
 
 /* Two tables, alike but for the flags: a network is stochastic when one

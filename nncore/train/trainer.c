@@ -38,6 +38,7 @@
 #include <nn/sequential.h>
 #include <nn/train.h>
 
+#include "train/guard.h"
 #include "train/worker.h"
 
 /* One batch as the model takes it.  The trainer has up to three, used in
@@ -111,7 +112,14 @@ struct nn_trainer {
   void *on_batch_user;
   const char *model_plugin;    /* model_name for the call record, or NULL
                                   for a network (it records its layers) */
+  nn__guard guard;             /* the plugin call that failed, if one did */
+  nn__guard_snap *snap;        /* owned: per weight, its matrices at create */
+  int at_phase;                /* where the loop is, for messages: */
+  size_t at_epoch, at_batch;   /* PHASE_* below, epoch and batch */
 };
+
+enum { PHASE_CREATE, PHASE_TRAIN, PHASE_VALIDATION, PHASE_EVALUATION,
+       PHASE_AFTER_EPOCH };
 
 /* The call record (opts.calls) around each plugin call: two stores before
  * it, one after; see nn_call_record.  plugin NULL: not a plugin. */
@@ -183,6 +191,7 @@ void nn_trainer_free(nn_trainer *t) {
   if (t->scores_next) gsl_matrix_free(t->scores_next);
   free(t->best_params);
   free(t->stepped);
+  free(t->snap);
   free(t);
 }
 
@@ -222,15 +231,44 @@ static int create_model(nn_trainer *t, const nn_model_spec *spec, nn_shape in,
                              err);
     call_leave(t);
     if (rc) t->model = NULL;
-    if (rc && err && !err->msg[0])
-      nn_error_set(err, NN_EPLUGIN, "model %s: create failed (code %d) "
-                   "without a message", t->model_name, rc);
-    return rc;
+    return nn__guard_call(&t->guard, t->model_plugin, "create", rc, err);
   }
   snprintf(t->model_name, sizeof t->model_name, "sequential");
-  return nn_sequential_create_recorded(&t->model, &t->mops, spec->layers,
+  return nn__sequential_create_guarded(&t->model, &t->mops, spec->layers,
                                        spec->n_layers, in, t->n_out, bs,
-                                       t->rng, t->opts.calls, err);
+                                       t->rng, t->opts.calls, &t->guard, err);
+}
+
+/* A model plugin's parameters and state against what its memory operation
+ * declared for the same arguments: a parameter of another shape than the
+ * plugin meant shows here (a network's layers are checked as they are
+ * made). */
+static int check_declared(nn_trainer *t, const nn_model_spec *spec,
+                          nn_shape in, nn_error *err) {
+  nn_memory_fn memory = spec->plugin ? nn_plugin_memory_op(spec->plugin)
+                                     : NULL;
+  nn_memory need = {0};
+  if (!memory) return NN_OK;
+  call_enter(t, t->model_plugin, "memory");
+  const int rc = memory(spec->opts, in, t->n_out, t->opts.batch_size, &need);
+  call_leave(t);
+  const uint64_t have = nn__guard_bytes(t->weights, t->n_weights);
+  if (rc || need.weights == have) return NN_OK;
+  char shapes[300] = "";
+  size_t len = 0;
+  for (size_t i = 0; i < t->n_weights && len < sizeof shapes; i++)
+    len += (size_t)snprintf(shapes + len, sizeof shapes - len, "%s%s %zux%zu",
+                            i ? ", " : "", t->weights[i].name,
+                            t->weights[i].value->size1,
+                            t->weights[i].value->size2);
+  nn_error_set(err, NN_EPLUGIN,
+               "its parameters and state take %llu bytes (%s), but its "
+               "memory operation declared %llu for the same options: a "
+               "parameter has another shape than the plugin meant",
+               (unsigned long long)have, shapes,
+               (unsigned long long)need.weights);
+  return nn__guard_call(&t->guard, t->model_plugin, "create", NN_EPLUGIN,
+                        err);
 }
 
 /* The weights array (params, then the model's state) and the copies that
@@ -249,10 +287,12 @@ static int setup_weights(nn_trainer *t, nn_error *err) {
   t->weights = calloc(n, sizeof *t->weights);
   t->best = calloc(n, sizeof *t->best);
   t->best_params = calloc(n, sizeof *t->best_params);
-  if (!t->weights || !t->best || !t->best_params)
+  t->snap = calloc(n, sizeof *t->snap);
+  if (!t->weights || !t->best || !t->best_params || !t->snap)
     return nn_error_set(err, NN_ENOMEM, "out of memory for the weights");
   for (size_t i = 0; i < t->n_weights; i++) {
     t->weights[i] = i < t->n_params ? t->params[i] : state[i - t->n_params];
+    nn__guard_snap_take(&t->snap[i], &t->weights[i]);
     const gsl_matrix *v = t->weights[i].value;
     if (!(t->best[i] = nn_matrix_calloc_aligned(v->size1, v->size2)))
       return nn_error_set(err, NN_ENOMEM,
@@ -352,6 +392,8 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
   t->n_out = n_out;
   t->best_epoch = -1;
   t->stopped_after = -1;
+  t->guard.trap = opts->gsl_trap;
+  nn__guard_reset(&t->guard);
   if (err) err->msg[0] = '\0';
   int rc = NN_OK;
   /* The seed fixes everything random: weights now, shuffles later. */
@@ -369,18 +411,22 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
     if (!t->params) t->n_params = 0;
     rc = setup_weights(t, err);
   }
+  if (!rc) rc = check_declared(t, model, in, err);
   if (!rc) {
+    if (err) err->msg[0] = '\0';
     call_enter(t, optim->name, "create");
     rc = optim->optim->create(optim_opts, t->params, t->n_params, &t->optim,
                               err);
     call_leave(t);
     if (rc) t->optim = NULL;
+    rc = nn__guard_call(&t->guard, optim->name, "create", rc, err);
   }
   if (!rc) {
     choose_paths(t);
     rc = setup_batches(t, err);
   }
   if (rc) {
+    rc = nn__guard_report(&t->guard, "", rc, err);
     nn_trainer_free(t);
     return rc;
   }
@@ -564,13 +610,18 @@ static nn_context batch_context(nn_trainer *t, int train, size_t epoch,
   return c;
 }
 
-/* A plugin that failed without a message still gets one that names it. */
-static int model_failed(const nn_trainer *t, int rc, const char *op,
+/* After a call into the model: a plugin's failure is recorded (a
+ * network records its layers' itself; what else it returns is its own
+ * error, not a plugin's). */
+static int model_failed(nn_trainer *t, int rc, const char *op,
                         nn_error *err) {
-  if (rc && err && !err->msg[0])
-    nn_error_set(err, rc, "model %s: %s failed (code %d) without a message",
-                 t->model_name, op, rc);
-  return rc;
+  if (!t->model_plugin) return rc;
+  return nn__guard_call(&t->guard, t->model_plugin, op, rc, err);
+}
+
+/* After a call into the optimizer. */
+static int optim_failed(nn_trainer *t, int rc, nn_error *err) {
+  return nn__guard_call(&t->guard, t->optim_desc->name, "step", rc, err);
 }
 
 /* Run the model forward on slot b; scores land in t->scores (*Sv views
@@ -599,11 +650,15 @@ static int stepper_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
                          size_t c0, size_t c1, nn_error *err) {
   if (k >= t->n_params || r0 >= r1 || r1 > t->params[k].value->size1 ||
       c0 >= c1 || c1 > t->params[k].value->size2)
-    return nn_error_set(err, NN_EPLUGIN,
-                        "model %s asked to step rows [%zu, %zu) x columns "
-                        "[%zu, %zu) of parameter %zu, which is not within "
-                        "one of its %zu parameters",
-                        t->model_name, r0, r1, c0, c1, k, t->n_params);
+    return model_failed(t,
+                        nn_error_set(err, NN_EPLUGIN,
+                                     "model %s asked to step rows [%zu, %zu) "
+                                     "x columns [%zu, %zu) of parameter %zu, "
+                                     "which is not within one of its %zu "
+                                     "parameters",
+                                     t->model_name, r0, r1, c0, c1, k,
+                                     t->n_params),
+                        "backward", err);
   t->stepped[k] += (r1 - r0) * (c1 - c0);
   return NN_OK;
 }
@@ -614,10 +669,11 @@ static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
   const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
   int rc = stepper_check(t, k, r0, r1, 0, cols, err);
   if (rc) return rc;
+  if (err) err->msg[0] = '\0';
   const call_saved outer = call_push(t, t->optim_desc->name, "step");
   rc = t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
   call_pop(t, outer);
-  return rc;
+  return optim_failed(t, rc, err);
 }
 
 static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
@@ -627,15 +683,19 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
   int rc = stepper_check(t, k, r0, r1, c0, c1, err);
   if (rc) return rc;
   if (!g || g->size1 != r1 - r0 || g->size2 != c1 - c0)
-    return nn_error_set(err, NN_EPLUGIN,
-                        "model %s stepped a %zux%zu block of parameter %zu "
-                        "with a gradient of another shape",
-                        t->model_name, r1 - r0, c1 - c0, k);
+    return model_failed(t,
+                        nn_error_set(err, NN_EPLUGIN,
+                                     "model %s stepped a %zux%zu block of "
+                                     "parameter %zu with a gradient of "
+                                     "another shape",
+                                     t->model_name, r1 - r0, c1 - c0, k),
+                        "backward", err);
+  if (err) err->msg[0] = '\0';
   const call_saved outer = call_push(t, t->optim_desc->name, "step");
   rc = t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1, g,
                        err);
   call_pop(t, outer);
-  return rc;
+  return optim_failed(t, rc, err);
 }
 
 /* The model takes parameter k's step itself when the optimizer says it
@@ -662,11 +722,12 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
                                gsl_matrix_view *Snext, nn_error *err) {
   const nn_optim_parts *parts = t->parts;
   for (size_t k = 0; k < t->n_params; k++) t->stepped[k] = 0;
+  if (err) err->msg[0] = '\0';
   call_enter(t, t->optim_desc->name, "step");
   int rc = parts->begin ? parts->begin(t->optim, t->params, t->n_params, err)
                         : NN_OK;
   call_leave(t);
-  if (rc) return rc;
+  if ((rc = optim_failed(t, rc, err))) return rc;
   if (err) err->msg[0] = '\0';
   call_enter(t, t->model_plugin, "backward");
   if (next) {
@@ -680,20 +741,24 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
                                &t->stepper, err);
   }
   call_leave(t);
-  if (rc) return model_failed(t, rc, "backward", err);
+  if ((rc = model_failed(t, rc, "backward", err))) return rc;
   for (size_t k = 0; k < t->n_params; k++) {
     const gsl_matrix *v = t->params[k].value;
     if (t->stepped[k] != v->size1 * v->size2)
-      return nn_error_set(err, NN_EPLUGIN,
-                          "model %s stepped %zu of the %zu elements of "
-                          "parameter %s",
-                          t->model_name, t->stepped[k], v->size1 * v->size2,
-                          t->params[k].name ? t->params[k].name : "?");
+      return model_failed(
+          t,
+          nn_error_set(err, NN_EPLUGIN,
+                       "model %s stepped %zu of the %zu elements of "
+                       "parameter %s",
+                       t->model_name, t->stepped[k], v->size1 * v->size2,
+                       t->params[k].name ? t->params[k].name : "?"),
+          "backward", err);
   }
+  if (err) err->msg[0] = '\0';
   call_enter(t, t->optim_desc->name, "step");
   rc = parts->end ? parts->end(t->optim, t->params, t->n_params, err) : NN_OK;
   call_leave(t);
-  return rc;
+  return optim_failed(t, rc, err);
 }
 
 /* Backward on slot b (dscores in *Sv), then the optimizer step: inside
@@ -713,11 +778,163 @@ static int batch_backward_step(nn_trainer *t, batch_slot *b,
                                      &Sv->matrix, err)
                : t->mops->backward(t->model, &Xv->matrix, &Sv->matrix, err);
   call_leave(t);
-  if (rc) return model_failed(t, rc, "backward", err);
+  if ((rc = model_failed(t, rc, "backward", err))) return rc;
+  if (err) err->msg[0] = '\0';
   call_enter(t, t->optim_desc->name, "step");
   rc = t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
   call_leave(t);
-  return rc;
+  return optim_failed(t, rc, err);
+}
+
+/* ------------------------------------------------------------ faults */
+
+/* Where the loop is, as "epoch 2, batch 17" (empty while creating). */
+static void where_text(const nn_trainer *t, char *buf, size_t size) {
+  switch (t->at_phase) {
+    case PHASE_TRAIN:
+      snprintf(buf, size, "epoch %zu, batch %zu", t->at_epoch, t->at_batch);
+      break;
+    case PHASE_VALIDATION:
+      snprintf(buf, size, "validation after epoch %zu, batch %zu",
+               t->at_epoch, t->at_batch);
+      break;
+    case PHASE_EVALUATION:
+      snprintf(buf, size, "evaluation, batch %zu", t->at_batch);
+      break;
+    case PHASE_AFTER_EPOCH:
+      snprintf(buf, size, "after epoch %zu", t->at_epoch);
+      break;
+    default:
+      buf[0] = '\0';
+  }
+}
+
+/* A recorded plugin failure gets its message: "dense[fc1].forward (epoch
+ * 0, batch 17): why". */
+static int fail_at(nn_trainer *t, int rc, nn_error *err) {
+  char at[96], when[100] = "";
+  where_text(t, at, sizeof at);
+  if (at[0]) snprintf(when, sizeof when, " (%s)", at);
+  return nn__guard_report(&t->guard, when, rc, err);
+}
+
+/* The plugin a weight (index into t->weights) belongs to. */
+static const char *weight_owner(const nn_trainer *t, size_t k) {
+  const char *who = t->model_plugin
+                        ? t->model_plugin
+                        : nn__sequential_owner(t->model, t->weights[k].name);
+  return who ? who : t->model_name;
+}
+
+static int matrix_finite(const gsl_matrix *m) {
+  const nn_param p = {"", (gsl_matrix *)m, NULL, 0};
+  return !m || nn_find_nonfinite(&p, 1, NULL, NULL, NULL) == 1;
+}
+
+/* Why a loss came out non-finite, and what to do: asked only once it
+ * has, so the scans cost nothing in a healthy run. */
+static void explain_loss(const nn_trainer *t, char *why, size_t size) {
+  size_t r = 0, c = 0;
+  double v = 0;
+  const size_t k = nn_find_nonfinite(t->weights, t->n_weights, &r, &c, &v);
+  if (k < t->n_weights) {
+    const int grad_bad = k < t->n_params && !matrix_finite(t->params[k].grad);
+    snprintf(why, size,
+             "%s %s of %s is %s at row %zu, column %zu%s; likely cause: the "
+             "updates diverged: try a smaller learning_rate",
+             k < t->n_params ? "parameter" : "state buffer",
+             t->weights[k].name, weight_owner(t, k), nn__guard_num(v).s, r, c,
+             grad_bad ? ", and so is its gradient" : "");
+    return;
+  }
+  size_t w = 0;
+  const double big = nn__guard_largest(t->weights, t->n_weights, &w);
+  /* Weights of a trained network stay within a few units; a million is
+   * far past anything a converging run reaches. */
+  if (big > 1e6) {
+    snprintf(why, size,
+             "the parameters are finite, but %s of %s reaches %.3g; likely "
+             "cause: they grew without bound until the scores overflowed: "
+             "try a smaller learning_rate",
+             t->weights[w].name, weight_owner(t, w), big);
+    return;
+  }
+  const char *layer = t->model_plugin ? NULL
+                                      : nn__sequential_nonfinite_layer(t->model);
+  snprintf(why, size,
+           "the parameters are finite (largest |value| %.3g); likely cause: "
+           "%s%s's forward computed values that are not finite from them, a "
+           "fault of the plugin",
+           big, layer ? "layer " : "",
+           layer ? layer : t->model_name);
+}
+
+static int loss_failed(const nn_trainer *t, const char *what, double loss,
+                       nn_error *err) {
+  char at[96], why[400];
+  where_text(t, at, sizeof at);
+  explain_loss(t, why, sizeof why);
+  return nn_error_set(err, NN_ENUMERIC, "the %s loss is %s at %s: %s", what,
+                      nn__guard_num(loss).s, at, why);
+}
+
+/* The model's parameters and state, as its params and state operations
+ * hand them out now, against those of create. */
+static int check_stable(nn_trainer *t, nn_error *err) {
+  int rc;
+  if (!t->model_plugin) {
+    if ((rc = nn__sequential_check_stable(t->model, err))) return rc;
+    for (size_t i = 0; i < t->n_weights; i++)
+      if ((rc = nn__guard_snap_check(&t->snap[i], &t->weights[i], err)))
+        return nn__guard_call(&t->guard, weight_owner(t, i), "params", rc,
+                              err);
+    return NN_OK;
+  }
+  size_t n = 0, n_state = 0;
+  call_enter(t, t->model_plugin, "params");
+  nn_param *p = t->mops->params(t->model, &n);
+  call_enter(t, t->model_plugin, "state");
+  nn_param *st = t->mops->state ? t->mops->state(t->model, &n_state) : NULL;
+  call_leave(t);
+  if (!p) n = 0;
+  if (!st) n_state = 0;
+  rc = NN_OK;
+  if (p != t->params || n != t->n_params)
+    rc = nn_error_set(err, NN_EPLUGIN,
+                      "returned %zu parameters in another array than the %zu "
+                      "of create (the optimizer keeps that one): the array "
+                      "must stay until destroy", n, t->n_params);
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = nn__guard_snap_check(&t->snap[i], &p[i], err);
+  if (rc) return nn__guard_call(&t->guard, t->model_plugin, "params", rc, err);
+  if (n_state != t->n_weights - t->n_params)
+    rc = nn_error_set(err, NN_EPLUGIN,
+                      "returned %zu state buffers; create's were %zu",
+                      n_state, t->n_weights - t->n_params);
+  for (size_t i = 0; i < n_state && !rc; i++)
+    rc = nn__guard_snap_check(&t->snap[t->n_params + i], &st[i], err);
+  return rc ? nn__guard_call(&t->guard, t->model_plugin, "state", rc, err)
+            : NN_OK;
+}
+
+/* After an epoch's last batch: the plugins still keep their contract and
+ * every parameter and state value is finite. */
+static int check_epoch(nn_trainer *t, size_t epoch, nn_error *err) {
+  t->at_phase = PHASE_AFTER_EPOCH;
+  t->at_epoch = epoch;
+  int rc = check_stable(t, err);
+  if (rc) return rc;
+  size_t r = 0, c = 0;
+  double v = 0;
+  const size_t k = nn_find_nonfinite(t->weights, t->n_weights, &r, &c, &v);
+  if (k == t->n_weights) return NN_OK;
+  return nn_error_set(err, NN_ENUMERIC,
+                      "%s %s of %s is %s at row %zu, column %zu after epoch "
+                      "%zu; likely cause: the updates diverged: try a "
+                      "smaller learning_rate",
+                      k < t->n_params ? "parameter" : "state buffer",
+                      t->weights[k].name, weight_owner(t, k),
+                      nn__guard_num(v).s, r, c, epoch);
 }
 
 static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
@@ -747,11 +964,16 @@ static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
     gsl_matrix_view Xv, Sv;
     const nn_context ctx = batch_context(t, 0, 0, batches);
+    t->at_batch = batches;
     if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
     double batch_loss;
     size_t batch_hits;
     rc = nn_softmax_xent(&Sv.matrix, b->labels, NULL, &batch_loss, &batch_hits);
     if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    if (!isfinite(batch_loss))
+      return loss_failed(t, t->at_phase == PHASE_VALIDATION ? "validation"
+                                                            : "evaluation",
+                         batch_loss, err);
     loss_sum += batch_loss;
     hits += batch_hits;
   }
@@ -761,15 +983,25 @@ static int evaluate_feed(nn_trainer *t, batch_feed *f, double *loss,
   return NN_OK;
 }
 
-int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
-                        double *accuracy, nn_error *err) {
+/* An evaluation pass on ds; phase: validation (of epoch) or evaluation. */
+static int evaluate_as(nn_trainer *t, int phase, size_t epoch,
+                       const nn_dataset *ds, double *loss, double *accuracy,
+                       nn_error *err) {
   int rc = check_dataset(t, ds, "evaluation", err);
   if (rc) return rc;
+  t->at_phase = phase;
+  t->at_epoch = epoch;
+  nn__guard_reset(&t->guard);
   batch_feed f;
   feed_begin(&f, t, ds, NULL, 0, 0);
   rc = evaluate_feed(t, &f, loss, accuracy, err);
   feed_end(&f);
-  return rc;
+  return fail_at(t, rc, err);
+}
+
+int nn_trainer_evaluate(nn_trainer *t, const nn_dataset *ds, double *loss,
+                        double *accuracy, nn_error *err) {
+  return evaluate_as(t, PHASE_EVALUATION, 0, ds, loss, accuracy, err);
 }
 
 /* Whether the watch asks to stop where training stands (t->pos): asked
@@ -795,8 +1027,11 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
   /* With the pipeline, a batch's scores come from the previous batch's
    * backward_step_forward (scored = 1), except for the first batch. */
   int scored = 0;
+  t->at_phase = PHASE_TRAIN;
+  t->at_epoch = epoch;
   for (batch_slot *b = feed_next(f, &rc); b;) {
     if (rc) return nn_error_set(err, rc, "cannot gather a batch");
+    t->at_batch = p->batch;
     if (!scored) {
       const nn_context ctx = batch_context(t, 1, epoch, p->batch);
       if ((rc = batch_forward(t, &ctx, b, &Xv, &Sv, err))) return rc;
@@ -807,6 +1042,10 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
     rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix, &batch_loss,
                          &batch_hits);
     if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+    /* Before backward and the step: the parameters stay those that gave
+     * this loss, and an epoch that fails leaves no checkpoint. */
+    if (!isfinite(batch_loss))
+      return loss_failed(t, "training", batch_loss, err);
     batch_slot *next = NULL;
     if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
       return nn_error_set(err, rc, "cannot gather a batch");
@@ -850,10 +1089,12 @@ static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
                        double *seconds, int *stopped, nn_error *err) {
   batch_feed f;
+  nn__guard_reset(&t->guard);
   feed_begin(&f, t, ds, order, t->pipeline, t->pos.batch);
   int rc = train_feed(t, epoch, &f, loss, accuracy, seconds, stopped, err);
   feed_end(&f);
-  return rc;
+  if (!rc) rc = check_epoch(t, epoch, err);
+  return fail_at(t, rc, err);
 }
 
 int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
@@ -905,7 +1146,8 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     }
     t->in_epoch = 0;
     double t0 = nn_now_seconds();
-    rc = nn_trainer_evaluate(t, val, &m.val_loss, &m.val_accuracy, err);
+    rc = evaluate_as(t, PHASE_VALIDATION, e, val, &m.val_loss,
+                     &m.val_accuracy, err);
     m.val_seconds = nn_now_seconds() - t0;
     if (rc) break;
     if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
@@ -949,6 +1191,18 @@ long nn_trainer_restore_best(nn_trainer *t) {
 void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user) {
   t->on_batch = fn;
   t->on_batch_user = user;
+}
+
+int nn_trainer_resumable(const nn_trainer *t, nn_error *err) {
+  if (t->optim_desc->optim->state) return NN_OK;
+  return nn_error_set(err, NN_EPLUGIN,
+                      "optimizer %s has no state operation, so a checkpoint "
+                      "cannot hold what it keeps between steps (moments, "
+                      "step counts): resuming would restart it silently.  "
+                      "Start the run again, or give the optimizer a state "
+                      "operation (one that hands out no buffers if it keeps "
+                      "nothing)",
+                      t->optim_desc->name);
 }
 
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
