@@ -237,7 +237,8 @@ int nn_dataset_load_idx(nn_dataset *ds, const char *images_path,
     goto done;
   }
   dim = rows * cols;
-  if ((rc = idx_check_room(&img, IDX_HEADER_LEN(3), n * dim, "pixel data", err)) ||
+  if ((rc = idx_check_room(&img, IDX_HEADER_LEN(3), n * dim, "pixel data",
+                           err)) ||
       (rc = idx_check_room(&lab, IDX_HEADER_LEN(1), n, "labels", err)))
     goto done;
 
