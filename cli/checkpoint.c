@@ -483,7 +483,11 @@ int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
    * metadata as "a,b,c": those tensors are skipped. */
   const char *state = nn_safetensors_meta(f, META_STATE);
   char *names = strdup(state ? state : "");
-  const char **skip = calloc(strlen(names) / 2 + 2, sizeof *skip);
+  /* One entry per comma-separated name, empty ones included (",," is
+   * three), and the NULL that ends the list. */
+  size_t n_names = 1;
+  for (const char *c = names; c && *c; c++) n_names += *c == ',';
+  const char **skip = calloc(n_names + 1, sizeof *skip);
   if (!names || !skip) {
     rc = nn_error_set(err, NN_ENOMEM, "out of memory");
   } else {

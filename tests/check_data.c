@@ -584,6 +584,50 @@ START_TEST(test_idx_trailing_and_short_labels) {
 }
 END_TEST
 
+/* A header's counts are held against what the file can deliver before
+ * anything is allocated: 2^32 - 1 images of 28x28 (3.4 TB) in a 16-byte
+ * file, or in a gzip file of a few dozen bytes, are refused as such, not
+ * attempted (found by `make fuzz`: the reader asked for the whole amount,
+ * which fails, or aborts under ASan). */
+START_TEST(test_idx_count_beyond_file) {
+  nn_dataset ds;
+  nn_error err = {0, ""};
+  unsigned char hdr[16];
+  put_be32(hdr, 0x00000803);
+  put_be32(hdr + 4, 0xffffffffu);
+  put_be32(hdr + 8, 28);
+  put_be32(hdr + 12, 28);
+  write_bytes(tmp_path("img"), hdr, sizeof hdr);
+  write_idx_labels(tmp_path("lab"), 0x00000801, 0xffffffffu, 0);
+  ck_assert_int_eq(
+      nn_dataset_load_idx(&ds, tmp_path("img"), tmp_path("lab"), &err),
+      NN_EFORMAT);
+  assert_msg_has(err, "img: truncated");
+  assert_msg_has(err, "3367254359280 bytes of pixel data, found only 0");
+  assert_zeroed(&ds);
+  /* The same header gzip-compressed (tests/data). */
+  ck_assert_int_eq(
+      nn_dataset_load_idx(&ds,
+                          test_data_path("huge-count-images-idx3-ubyte.gz"),
+                          tmp_path("lab"), &err),
+      NN_EFORMAT);
+  assert_msg_has(err, "huge-count-images-idx3-ubyte.gz: the header announces "
+                      "3367254359280 bytes of pixel data, more than a gzip "
+                      "file of");
+  assert_zeroed(&ds);
+  /* Labels alone: a plain image file that holds its 2 images, a label
+   * file that holds none of its 2 labels. */
+  write_idx_images(tmp_path("img"), 0x00000803, 2, 2);
+  write_idx_labels(tmp_path("lab"), 0x00000801, 2, 0);
+  ck_assert_int_eq(
+      nn_dataset_load_idx(&ds, tmp_path("img"), tmp_path("lab"), &err),
+      NN_EFORMAT);
+  assert_msg_has(err, "lab: truncated: the header announces 2 bytes of "
+                      "labels, found only 0");
+  assert_zeroed(&ds);
+}
+END_TEST
+
 START_TEST(test_missing_files) {
   nn_dataset ds;
   nn_error err = {0, ""};
@@ -850,6 +894,7 @@ static Suite *data_suite(void) {
   tcase_add_test(tc, test_idx_bad_magic);
   tcase_add_test(tc, test_idx_count_mismatch);
   tcase_add_test(tc, test_idx_trailing_and_short_labels);
+  tcase_add_test(tc, test_idx_count_beyond_file);
   tcase_add_test(tc, test_missing_files);
   tcase_add_test(tc, test_csv_field_count);
   tcase_add_test(tc, test_csv_bad_values);

@@ -204,6 +204,14 @@ check "eval of that best.safetensors exits 1" test "$rc" -eq 1
 check "eval names the mismatch" grep -q "is not the best epoch" "$tmp/err"
 nn eval -c "$tmp/base.ini" --weights "$d/last.safetensors"
 check "eval of its last.safetensors still works" test "$rc" -eq 0
+# The optimizer-state list names the tensors eval skips; ",,," names
+# only empty ones, which skip nothing: the momentum tensors are then
+# strays, an error.
+cp "$d/last.safetensors" "$tmp/state-list.safetensors"
+set_meta "$tmp/state-list.safetensors" nnrun.optimizer_state ",,,"
+nn eval -c "$tmp/base.ini" --weights "$tmp/state-list.safetensors"
+check "eval with an optimizer-state list of empty names exits 2 (got $rc)" test "$rc" -eq 2
+check "and names a state tensor as not the model's" grep -q "state-list.safetensors: tensor '.*' is not a parameter of the model" "$tmp/err"
 set_meta "$d/best.safetensors" val_accuracy 2
 nn -q -c "$tmp/base.ini" --resume "$d"
 check "best.safetensors' val_accuracy is checked too" grep -q "$d/best.safetensors: metadata 'val_accuracy' is \"2\"; expected a finite accuracy" "$tmp/err"

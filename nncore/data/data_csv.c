@@ -296,7 +296,7 @@ int nn_dataset_load_csv(nn_dataset *ds, const char *path, nn_error *err) {
   if (!path) return nn_error_set(err, NN_EINVAL, "missing CSV file name");
 
   gzFile f;
-  int rc = nn__gz_open(&f, path, CSV_GZ_BUFFER, err);
+  int rc = nn__gz_open(&f, path, CSV_GZ_BUFFER, NULL, err);
   if (rc) return rc;
 
   csv_parser p;

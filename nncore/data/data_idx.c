@@ -31,6 +31,8 @@
 #include "data/gzio.h"
 
 #define IDX_TYPE_UBYTE 0x08u
+/* Magic number and one 32-bit size per dimension. */
+#define IDX_HEADER_LEN(ndims) (4 + 4 * (size_t)(ndims))
 /* zlib reads 8 KiB per read() by default; a bigger buffer means fewer system
  * calls for plain files and bigger inflate steps for compressed ones. */
 #define IDX_GZ_BUFFER (256u * 1024u)
@@ -40,12 +42,13 @@
 /* One open IDX file; `f` is owned by whoever holds the struct. */
 typedef struct idx_file {
   gzFile f;
-  const char *path; /* borrowed from the caller, for messages */
+  const char *path;   /* borrowed from the caller, for messages */
+  uint64_t disk_size; /* bytes on disk (compressed, for a .gz) */
 } idx_file;
 
 static int idx_open(idx_file *x, const char *path, nn_error *err) {
   x->path = path;
-  return nn__gz_open(&x->f, path, IDX_GZ_BUFFER, err);
+  return nn__gz_open(&x->f, path, IDX_GZ_BUFFER, &x->disk_size, err);
 }
 
 static void idx_close(idx_file *x) {
@@ -89,7 +92,7 @@ static int idx_open_header(idx_file *x, const char *path, unsigned ndims,
   int rc = idx_open(x, path, err);
   if (rc) return rc;
   const uint32_t want_magic = IDX_TYPE_UBYTE << 8 | ndims;
-  const size_t hdr_len = 4 + 4 * (size_t)ndims;
+  const size_t hdr_len = IDX_HEADER_LEN(ndims);
   unsigned char hdr[16];
   size_t got;
   if ((rc = idx_read(x, hdr, hdr_len, &got, err))) return rc;
@@ -118,6 +121,31 @@ static int idx_open_header(idx_file *x, const char *path, unsigned ndims,
                         path, hdr_len, got, idx_cut_note(x));
   for (unsigned i = 0; i < ndims; i++) dims[i] = be32(hdr + 4 + 4 * i);
   return NN_OK;
+}
+
+/* Before allocating the len body bytes the header announces: can the
+ * file hold them at all?  The header is 32-bit counts that anyone can
+ * write, and without this a 16-byte file could make the reader allocate
+ * terabytes.  A plain file must have them after its header; a .gz file
+ * must be big enough to inflate to them (nn__gz_max_output).  Checked
+ * again, exactly, as the body is read. */
+static int idx_check_room(idx_file *x, size_t hdr_len, size_t len,
+                          const char *what, nn_error *err) {
+  const int direct = gzdirect(x->f);
+  const uint64_t after = x->disk_size > hdr_len ? x->disk_size - hdr_len : 0;
+  if ((uint64_t)len <= nn__gz_max_output(direct ? after : x->disk_size,
+                                         direct))
+    return NN_OK;
+  if (direct)
+    return nn_error_set(err, NN_EFORMAT,
+                        "%s: truncated: the header announces %zu bytes of %s, "
+                        "found only %llu",
+                        x->path, len, what, (unsigned long long)after);
+  return nn_error_set(err, NN_EFORMAT,
+                      "%s: the header announces %zu bytes of %s, more than a "
+                      "gzip file of %llu bytes can hold (cut short, or a "
+                      "wrong count in the header)",
+                      x->path, len, what, (unsigned long long)x->disk_size);
 }
 
 /* Read exactly len body bytes into buf and make sure nothing follows. */
@@ -169,7 +197,7 @@ int nn_dataset_load_idx(nn_dataset *ds, const char *images_path,
   if (!images_path || !labels_path)
     return nn_error_set(err, NN_EINVAL, "missing IDX file name");
 
-  idx_file img = {NULL, images_path}, lab = {NULL, labels_path};
+  idx_file img = {NULL, images_path, 0}, lab = {NULL, labels_path, 0};
   uint8_t *pixels = NULL, *labels = NULL; /* owned here until the end */
   uint32_t idims[3], ldims[3];
   size_t n, rows, cols, dim;
@@ -209,6 +237,10 @@ int nn_dataset_load_idx(nn_dataset *ds, const char *images_path,
     goto done;
   }
   dim = rows * cols;
+  if ((rc = idx_check_room(&img, IDX_HEADER_LEN(3), n * dim, "pixel data",
+                           err)) ||
+      (rc = idx_check_room(&lab, IDX_HEADER_LEN(1), n, "labels", err)))
+    goto done;
 
   pixels = idx_alloc(n * dim);
   labels = malloc(n);

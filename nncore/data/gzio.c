@@ -4,23 +4,47 @@
 #include "data/gzio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int nn__gz_open(gzFile *out, const char *path, unsigned buffer_size,
-                nn_error *err) {
-  errno = 0;
-  *out = gzopen(path, "rb");
-  if (!*out) {
+                uint64_t *file_size, nn_error *err) {
+  *out = NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     int e = errno;
-    if (e == 0) /* zlib sets no errno only when its own malloc failed */
-      return nn_error_set(err, NN_ENOMEM, "%s: cannot allocate zlib state",
-                          path);
     return nn_error_set(err, e == ENOENT ? NN_ENOTFOUND : NN_EIO,
                         "cannot open %s: %s", path, strerror(e));
+  }
+  struct stat st;
+  if (file_size) {
+    if (fstat(fd, &st) != 0) {
+      int e = errno;
+      close(fd);
+      return nn_error_set(err, NN_EIO, "cannot open %s: %s", path,
+                          strerror(e));
+    }
+    *file_size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+  }
+  /* gzdopen fails only when zlib cannot allocate its state; then the
+   * descriptor is still ours to close.  Once it succeeds, gzclose closes
+   * the descriptor. */
+  *out = gzdopen(fd, "rb");
+  if (!*out) {
+    close(fd);
+    return nn_error_set(err, NN_ENOMEM, "%s: cannot allocate zlib state",
+                        path);
   }
   /* Only a hint: a failure leaves zlib's default buffer, which still works. */
   (void)gzbuffer(*out, buffer_size);
   return NN_OK;
+}
+
+uint64_t nn__gz_max_output(uint64_t file_size, int direct) {
+  if (direct) return file_size;
+  return file_size > UINT64_MAX / 1032 ? UINT64_MAX : file_size * 1032;
 }
 
 const char *nn__gz_reason(const char *zmsg, const char *path) {

@@ -1,0 +1,7 @@
+/* Fuzz target: the IDX reader on the bytes as given (plain files, and
+ * gzip files when the seeds or mutations make them). */
+#include "idx.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  return fuzz_idx(data, size, 0);
+}
