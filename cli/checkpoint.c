@@ -16,6 +16,9 @@
 #include <gsl/gsl_rng.h>
 
 #define META_STATE "nnrun.optimizer_state"
+/* The schedule's state tensors, when it has any (absent otherwise, as in
+ * checkpoints of runs without a schedule). */
+#define META_SCHEDULE "nnrun.schedule_state"
 #define META_BEST_HASH "best_fnv1a64"
 #define META_CONFIG "config"
 /* Inside an epoch: its batches done, and the sums of their metrics. */
@@ -396,6 +399,8 @@ int checkpoint_save(nn_trainer *t, const char *dir,
   double best_acc;
   nn_param *params = nn_trainer_weights(t, &n);
   nn_param *state = nn_trainer_optim_state(t, &n_state);
+  size_t n_sched;
+  nn_param *sched = nn_trainer_schedule_state(t, &n_sched);
   nn_trainer_best(t, &n, &best_epoch, &best_acc);
   int rc;
   snprintf(path, sizeof path, "%s/best.safetensors", dir);
@@ -422,20 +427,24 @@ int checkpoint_save(nn_trainer *t, const char *dir,
   snprintf(hits_s, sizeof hits_s, "%zu", pos->hits);
   snprintf(seen_s, sizeof seen_s, "%zu", pos->seen);
   snprintf(seconds_s, sizeof seconds_s, "%.17g", pos->train_seconds);
-  /* last: parameters, then optimizer state; RNG state as hex metadata. */
+  /* last: parameters, then optimizer state, then schedule state; RNG state
+   * as hex metadata. */
   nn_trainer_rng_state(t, NULL, &rng_size);
-  nn_param *all = malloc((n + n_state) * sizeof *all);
+  nn_param *all = malloc((n + n_state + n_sched) * sizeof *all);
   unsigned char *rng = malloc(rng_size);
   char *rng_hex = malloc(2 * rng_size + 1);
-  size_t names_len = 1;
+  size_t names_len = 1, sched_len = 1;
   for (size_t i = 0; i < n_state; i++) names_len += strlen(state[i].name) + 1;
+  for (size_t i = 0; i < n_sched; i++) sched_len += strlen(sched[i].name) + 1;
   char *names = malloc(names_len);
-  if (!all || !rng || !rng_hex || !names) {
+  char *sched_names = malloc(sched_len);
+  if (!all || !rng || !rng_hex || !names || !sched_names) {
     rc = nn_error_set(err, NN_ENOMEM, "out of memory for a checkpoint");
     goto out;
   }
   memcpy(all, params, n * sizeof *all);
   if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
+  if (n_sched) memcpy(all + n + n_state, sched, n_sched * sizeof *all);
   nn_trainer_rng_state(t, rng, &rng_size);
   for (size_t i = 0; i < rng_size; i++)
     snprintf(rng_hex + 2 * i, 3, "%02x", rng[i]);
@@ -444,17 +453,26 @@ int checkpoint_save(nn_trainer *t, const char *dir,
     if (i) strcat(names, ",");
     strcat(names, state[i].name);
   }
+  sched_names[0] = '\0';
+  for (size_t i = 0; i < n_sched; i++) {
+    if (i) strcat(sched_names, ",");
+    strcat(sched_names, sched[i].name);
+  }
   /* The optional fields go last: each missing one ends the list. */
   const char *opt[][2] = {
       {best_epoch >= 0 ? META_BEST_HASH : NULL, hash_s},
       {config ? META_CONFIG : NULL, config},
       {inside ? META_BATCH : NULL, batch_s}, {META_LOSS_SUM, loss_s},
       {META_HITS, hits_s}, {META_SEEN, seen_s}, {META_SECONDS, seconds_s}};
-  const char *meta[16 + 2 * 7 + 1] = {
+  const char *meta[16 + 2 + 2 * 7 + 1] = {
       "format", "nnrun", "model", model_name, "optimizer", optim_name,
       "epoch", epoch_s, "best_epoch", best_s, "best_val_accuracy", acc_s,
       "rng_state", rng_hex, META_STATE, names};
   size_t k = 16;
+  if (n_sched) {
+    meta[k++] = META_SCHEDULE;
+    meta[k++] = sched_names;
+  }
   for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
     if (!opt[i][0] && i < 3) continue;
     if (i >= 3 && !inside) break;
@@ -463,8 +481,10 @@ int checkpoint_save(nn_trainer *t, const char *dir,
   }
   meta[k] = NULL;
   snprintf(path, sizeof path, "%s/last.safetensors", dir);
-  rc = nn_safetensors_save(path, all, n + n_state, NN_DTYPE_F64, meta, err);
+  rc = nn_safetensors_save(path, all, n + n_state + n_sched, NN_DTYPE_F64,
+                           meta, err);
 out:
+  free(sched_names);
   free(all);
   free(rng);
   free(rng_hex);
@@ -479,10 +499,17 @@ int checkpoint_load_weights(const char *path, nn_param *params, size_t n,
   nn_safetensors *f = NULL;
   int rc = nn_safetensors_open(&f, path, err);
   if (rc) return rc;
-  /* A last.safetensors also holds the optimizer's state, listed in its
-   * metadata as "a,b,c": those tensors are skipped. */
+  /* A last.safetensors also holds the optimizer's state and the
+   * schedule's, listed in its metadata as "a,b,c": those tensors are
+   * skipped. */
   const char *state = nn_safetensors_meta(f, META_STATE);
-  char *names = strdup(state ? state : "");
+  const char *sched = nn_safetensors_meta(f, META_SCHEDULE);
+  state = state ? state : "";
+  sched = sched ? sched : "";
+  char *names = malloc(strlen(state) + strlen(sched) + 2);
+  if (names)
+    snprintf(names, strlen(state) + strlen(sched) + 2, "%s%s%s", state,
+             *state && *sched ? "," : "", sched);
   /* One entry per comma-separated name, empty ones included (",," is
    * three), and the NULL that ends the list. */
   size_t n_names = 1;
@@ -527,10 +554,11 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
                       path, lm.model, lm.optimizer, model_name, optim_name);
     goto out;
   }
-  size_t n, n_state, rng_size;
+  size_t n, n_state, n_sched, rng_size;
   nn_param *params = nn_trainer_weights(t, &n);
   nn_param *state = nn_trainer_optim_state(t, &n_state);
-  all = malloc((n + n_state + 1) * sizeof *all);
+  nn_param *sched = nn_trainer_schedule_state(t, &n_sched);
+  all = malloc((n + n_state + n_sched + 1) * sizeof *all);
   nn_trainer_rng_state(t, NULL, &rng_size);
   rng = malloc(rng_size);
   if (!all || !rng) {
@@ -543,7 +571,9 @@ int checkpoint_resume(nn_trainer *t, const char *dir, const char *model_name,
   /* Everything is checked: now the trainer takes it. */
   memcpy(all, params, n * sizeof *all);
   if (n_state) memcpy(all + n, state, n_state * sizeof *all); /* may be NULL */
-  if ((rc = nn_safetensors_read_params(last, all, n + n_state, NULL, err)) ||
+  if (n_sched) memcpy(all + n + n_state, sched, n_sched * sizeof *all);
+  if ((rc = nn_safetensors_read_params(last, all, n + n_state + n_sched, NULL,
+                                       err)) ||
       (rc = nn_trainer_set_rng_state(t, rng, rng_size, err)))
     goto out;
   if (bestf && !ahead) {

@@ -51,10 +51,13 @@ const nn_option cli_train_options[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0}};
 
 static const char *const sections[] = {"data", "train", "model", "optimizer",
-                                       "sweep", "layer *", NULL};
+                                       "sweep", "layer *", "schedule", NULL};
 static const char *const model_extra[] = {"type", "init_from", NULL};
 static const char *const optim_extra[] = {"type", NULL};
 static const char *const layer_extra[] = {"type", NULL};
+/* [schedule] holds the plugin's keys and the core's warm-up keys. */
+static const char *const schedule_extra[] = {
+    "type", "warmup_epochs", "warmup_start_factor", "warmup_per_batch", NULL};
 #define LAYER_PREFIX "layer "
 
 
@@ -74,6 +77,7 @@ void cli_run_free(cli_run *r) {
   nn_trainer_free(r->trainer); /* before the plugins it came from */
   r->trainer = NULL;
   slot_free(&r->optim);
+  slot_free(&r->schedule);
   slot_free(&r->model);
   for (size_t i = 0; i < r->n_layers; i++) slot_free(&r->layers[i]);
   free(r->layers);
@@ -267,6 +271,34 @@ static int load_model(cli_run *r, nn_error *err) {
                    err);
 }
 
+/* [schedule], when the config has one: its plugin (with the plugin's
+ * keys) and the core's warm-up keys, each checked against its own table
+ * with the other's keys let through. */
+static int load_schedule(cli_run *r, nn_error *err) {
+  const char *name;
+  size_t i = 0;
+  while ((name = nn_config_section_at(r->cfg, i, NULL)) &&
+         strcmp(name, "schedule"))
+    i++;
+  if (!name) return EXIT_OK; /* a constant rate: the optimizer's own */
+  int status = load_slot(r->cfg, "schedule", NN_KIND_SCHEDULE, schedule_extra,
+                         &r->schedule, err);
+  if (status) return status;
+  const nn_option *table = nn_loaded_desc(r->schedule.loaded)->options;
+  const size_t n = nn_option_count(table);
+  const char **extra = calloc(n + 2, sizeof *extra);
+  if (!extra) {
+    nn_error_set(err, NN_ENOMEM, "out of memory");
+    return EXIT_RUNTIME;
+  }
+  extra[0] = "type";
+  for (size_t i = 0; i < n; i++) extra[i + 1] = table[i].key;
+  int rc = nn_config_resolve(r->cfg, "schedule", "[schedule]",
+                             nn_warmup_options, extra, r->warmup_v, err);
+  free(extra);
+  return rc ? EXIT_USAGE : EXIT_OK;
+}
+
 static int setup_data(cli_run *r, int test_only, nn_error *err) {
   double t0 = nn_now_seconds();
   const char *dir = r->data_v[DATA_DIR].s;
@@ -393,6 +425,16 @@ static int setup_trainer(cli_run *r, nn_error *err) {
   int rc = nn_trainer_create(&r->trainer, &spec,
                              nn_loaded_desc(r->optim.loaded), r->optim.values,
                              in, MNIST_CLASSES, &r->topts, err);
+  if (!rc && r->schedule.loaded) {
+    const nn_warmup w = nn_warmup_from(r->warmup_v);
+    nn_error e = {0};
+    rc = nn_trainer_set_schedule(r->trainer, nn_loaded_desc(r->schedule.loaded),
+                                 r->schedule.values, &w, &e);
+    if (rc)
+      nn_error_set(err, rc, "%s: [schedule] type = %s: %s",
+                   section_where(r->cfg, "schedule"),
+                   nn_loaded_desc(r->schedule.loaded)->name, e.msg);
+  }
   if (rc)
     return rc == NN_ECONFIG ? EXIT_USAGE
            : rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
@@ -426,6 +468,7 @@ int cli_run_setup(cli_run *r, const cli_options *opt, unsigned what,
     if (!status)
       status = load_slot(r->cfg, "optimizer", NN_KIND_OPTIMIZER, optim_extra,
                          &r->optim, err);
+    if (!status) status = load_schedule(r, err);
   }
   if (!status && (what & SETUP_DATA))
     status = setup_data(r, (what & SETUP_TEST_ONLY) != 0, err);

@@ -40,6 +40,8 @@ typedef struct cli_run {
   nn_value data_v[N_DATA], train_v[N_TRAIN];
   plugin_slot model, optim; /* model.loaded is NULL for a sequential model,
                                whose values are those of [model] itself */
+  plugin_slot schedule;     /* loaded is NULL without [schedule] */
+  nn_value warmup_v[NN_WARMUP_N_OPTIONS]; /* [schedule]'s warm-up keys */
   plugin_slot *layers;      /* owned: n_layers, in file order */
   nn_layer_spec *layer_specs; /* owned array; names point into cfg */
   size_t n_layers;

@@ -55,12 +55,14 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
   st->metrics[m->epoch] = *m;
   st->n_epochs_done = m->epoch + 1;
   if (st->live) fputs("\r\033[K", stderr); /* the epoch line replaces the bar */
+  char lr[40] = ""; /* the rate, when a schedule changes it */
+  if (st->run->schedule.loaded) snprintf(lr, sizeof lr, "  lr %.4g", m->lr);
   if (st->opt->verbosity > 0)
     fprintf(stderr,
             "epoch %3zu  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
-            "%.2fs\n",
+            "%.2fs%s\n",
             m->epoch, m->train_loss, m->train_accuracy, m->val_loss,
-            m->val_accuracy, m->train_seconds);
+            m->val_accuracy, m->train_seconds, lr);
   if (run_outputs_epoch(st, m, &st->write_err)) {
     st->write_failed = 1;
     return 1; /* stop: a run whose results cannot be saved is pointless */

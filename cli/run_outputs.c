@@ -16,7 +16,7 @@ int run_outputs_summary(const run_state *st, const run_end *end,
   const nn_plugin *md = r->model.loaded ? nn_loaded_desc(r->model.loaded)
                                         : NULL;
   const nn_plugin *od = nn_loaded_desc(r->optim.loaded);
-  run_section secs[4 + RUN_SUMMARY_MAX_LAYERS];
+  run_section secs[6 + RUN_SUMMARY_MAX_LAYERS];
   size_t n_secs = 0;
   secs[n_secs++] = (run_section){"data", NULL, cli_data_options, r->data_v};
   secs[n_secs++] = (run_section){"train", NULL, cli_train_options, r->train_v};
@@ -24,6 +24,13 @@ int run_outputs_summary(const run_state *st, const run_end *end,
                                  md ? md->options : NULL, r->model.values};
   secs[n_secs++] = (run_section){"optimizer", od->name, od->options,
                                  r->optim.values};
+  if (r->schedule.loaded) {
+    const nn_plugin *sd = nn_loaded_desc(r->schedule.loaded);
+    secs[n_secs++] = (run_section){"schedule", sd->name, sd->options,
+                                   r->schedule.values};
+    secs[n_secs++] = (run_section){"schedule", NULL, nn_warmup_options,
+                                   r->warmup_v};
+  }
   const nn_loaded *layers[RUN_SUMMARY_MAX_LAYERS];
   char names[RUN_SUMMARY_MAX_LAYERS][80];
   for (size_t i = 0; i < r->n_layers && i < RUN_SUMMARY_MAX_LAYERS; i++) {
@@ -41,6 +48,7 @@ int run_outputs_summary(const run_state *st, const run_end *end,
                      .model_file = cli_model_file(r),
                      .optim_file = nn_loaded_path(r->optim.loaded),
                      .layers = layers,
+                     .schedule = r->schedule.loaded,
                      .n_layers = r->n_layers < RUN_SUMMARY_MAX_LAYERS
                                      ? r->n_layers
                                      : RUN_SUMMARY_MAX_LAYERS,

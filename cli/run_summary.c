@@ -29,12 +29,17 @@ static json_t *config_json(const run_summary *s) {
   json_t *cfg = json_object();
   for (size_t k = 0; k < s->n_sections; k++) {
     const run_section *sec = &s->sections[k];
-    json_t *o = json_object();
+    /* A section listed twice (a plugin's keys, then the core's keys of
+     * the same section) is one object. */
+    json_t *o = json_object_get(cfg, sec->name);
+    if (!o) {
+      o = json_object();
+      json_object_set_new(cfg, sec->name, o);
+    }
     if (sec->type) json_object_set_new(o, "type", json_string(sec->type));
     for (size_t i = 0; sec->table && sec->table[i].key; i++)
       json_object_set_new(o, sec->table[i].key,
                           option_value(&sec->table[i], &sec->values[i]));
-    json_object_set_new(cfg, sec->name, o);
   }
   return cfg;
 }
@@ -44,12 +49,12 @@ static json_t *epochs_json(const run_summary *s) {
   for (size_t e = 0; e < s->n_epochs; e++) {
     const nn_epoch_metrics *m = &s->metrics[e];
     json_array_append_new(
-        a, json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "epoch",
+        a, json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "epoch",
                      (json_int_t)m->epoch, "train_loss", number(m->train_loss),
                      "train_accuracy", number(m->train_accuracy), "val_loss",
                      number(m->val_loss), "val_accuracy", number(m->val_accuracy),
                      "train_seconds", number(m->train_seconds), "val_seconds",
-                     number(m->val_seconds)));
+                     number(m->val_seconds), "lr", number(m->lr)));
   }
   return a;
 }
@@ -98,6 +103,13 @@ int run_summary_write(const char *path, const run_summary *s, nn_error *err) {
                                     (json_int_t)s->stopped_after, "patience",
                                     (json_int_t)s->patience)
                         : json_null();
+  if (root && s->schedule &&
+      json_object_set_new(json_object_get(root, "plugins"), "schedule",
+                          plugin_json(nn_loaded_desc(s->schedule),
+                                      nn_loaded_path(s->schedule)))) {
+    json_decref(root);
+    root = NULL;
+  }
   if (root &&
       (json_object_set_new(root, "stopped", stopped) ||
        json_object_set_new(root, "status", json_string(s->status)))) {

@@ -7,7 +7,9 @@
 #include <nn/nn.h>
 
 /* One config section as resolved: its option table and values, plus the
- * plugin type for [model] / [optimizer] (NULL otherwise). */
+ * plugin type for [model] / [optimizer] (NULL otherwise).  A section may
+ * be listed twice with different tables ([schedule]: the plugin's keys,
+ * then the core's warm-up keys): its keys are merged. */
 typedef struct run_section {
   const char *name;
   const char *type;
@@ -27,6 +29,7 @@ typedef struct run_summary {
   const char *model_file, *optim_file;
   const nn_loaded *const *layers; /* a sequential model's layer plugins */
   size_t n_layers;
+  const nn_loaded *schedule;      /* [schedule]'s plugin, or NULL */
   uint64_t seed;
   const nn_epoch_metrics *metrics; /* epochs 0..n_epochs-1 */
   size_t n_epochs;

@@ -300,11 +300,41 @@ static const nn_optim_parts adam_parts_ext = {
     .end = NULL,
 };
 
+static double adam_get_lr(void *self) { return ((const adam_opt *)self)->h.lr; }
+
+/* A schedule's rate for the next steps.  The step size follows it in
+ * begin; the decoupled decay's factor is made here, as create makes it,
+ * so that the rate create was given yields the same bits. */
+static int adam_set_lr(void *self, double lr, nn_error *err) {
+  adam_opt *a = self;
+  if (!a)
+    return nn_error_set(err, NN_EINVAL, ADAM_NAME ": NULL optimizer");
+  if (!(lr >= 0.0) || !isfinite(lr))
+    return nn_error_set(err, NN_EINVAL,
+                        ADAM_NAME ": learning rate must be >= 0 and finite, "
+                        "got %g", lr);
+  if (ADAM_DECOUPLED && !(lr * a->h.decay < 1.0))
+    return nn_error_set(err, NN_EINVAL,
+                        ADAM_NAME ": learning rate * weight_decay must be "
+                        "< 1, got %g", lr * a->h.decay);
+  a->h.lr = lr;
+  a->shrink = 1.0 - lr * a->h.decay;
+  return NN_OK;
+}
+
+static const nn_optim_lr adam_lr_ext = {
+    .size = sizeof(nn_optim_lr),
+    .get = adam_get_lr,
+    .set = adam_set_lr,
+};
+
 /* No sgd-rule: no Adam step is plain SGD. */
 static const void *adam_extension(void *self, const char *id) {
   (void)self;
   if (id && strcmp(id, NN_EXT_OPTIM_PARTS) == 0)
     return &adam_parts_ext;
+  if (id && strcmp(id, NN_EXT_OPTIM_LR) == 0)
+    return &adam_lr_ext;
   return NULL;
 }
 

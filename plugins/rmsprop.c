@@ -258,11 +258,37 @@ static const nn_optim_parts rmsprop_parts_ext = {
     .end = NULL,
 };
 
+static double rmsprop_get_lr(void *self) {
+  return ((const rmsprop_opt *)self)->lr;
+}
+
+/* A schedule's rate for the next steps; -lr is made as create makes it. */
+static int rmsprop_set_lr(void *self, double lr, nn_error *err) {
+  rmsprop_opt *r = self;
+  if (!r)
+    return nn_error_set(err, NN_EINVAL, "rmsprop: NULL optimizer");
+  if (!(lr >= 0.0) || !isfinite(lr))
+    return nn_error_set(err, NN_EINVAL,
+                        "rmsprop: learning rate must be >= 0 and finite, got "
+                        "%g", lr);
+  r->lr = lr;
+  r->neg_lr = -lr;
+  return NN_OK;
+}
+
+static const nn_optim_lr rmsprop_lr_ext = {
+    .size = sizeof(nn_optim_lr),
+    .get = rmsprop_get_lr,
+    .set = rmsprop_set_lr,
+};
+
 /* No sgd-rule: no RMSprop step is plain SGD. */
 static const void *rmsprop_extension(void *self, const char *id) {
   (void)self;
   if (id && strcmp(id, NN_EXT_OPTIM_PARTS) == 0)
     return &rmsprop_parts_ext;
+  if (id && strcmp(id, NN_EXT_OPTIM_LR) == 0)
+    return &rmsprop_lr_ext;
   return NULL;
 }
 

@@ -351,10 +351,34 @@ static const nn_optim_sgd_rule sgd_rule_ext = {
     .rule = sgd_rule,
 };
 
+static double sgd_get_lr(void *self) { return ((const sgd_state *)self)->lr; }
+
+/* A schedule's rate for the next steps (the velocity is kept, as
+ * torch.optim.SGD keeps its momentum buffer when a scheduler changes lr). */
+static int sgd_set_lr(void *self, double lr, nn_error *err) {
+  sgd_state *s = self;
+  if (!s)
+    return nn_error_set(err, NN_EINVAL, "sgd: NULL optimizer");
+  if (!(lr >= 0.0) || !isfinite(lr))
+    return nn_error_set(err, NN_EINVAL,
+                        "sgd: learning rate must be >= 0 and finite, got %g",
+                        lr);
+  s->lr = lr;
+  return NN_OK;
+}
+
+static const nn_optim_lr sgd_lr_ext = {
+    .size = sizeof(nn_optim_lr),
+    .get = sgd_get_lr,
+    .set = sgd_set_lr,
+};
+
 static const void *sgd_extension(void *self, const char *id) {
   (void)self;
   if (!id)
     return NULL;
+  if (strcmp(id, NN_EXT_OPTIM_LR) == 0)
+    return &sgd_lr_ext;
   if (strcmp(id, NN_EXT_OPTIM_PARTS) == 0)
     return &sgd_parts_ext;
   if (strcmp(id, NN_EXT_OPTIM_SGD_RULE) == 0)

@@ -98,7 +98,7 @@ run "twolayer trains on the fixture" 0 "epoch   1" -c "$tmp/good.ini" -o "$tmp/r
 tail -n 1 "$tmp/out" >"$tmp/last"
 check "last stdout line is the test line" grep -Eqx 'test loss=[0-9.]+ accuracy=[0-9.]+ best_epoch=[01]' "$tmp/last"
 head -n 1 "$tmp/run1/metrics.csv" >"$tmp/header"
-check "metrics.csv header" grep -qx 'epoch,train_loss,train_accuracy,val_loss,val_accuracy,train_seconds' "$tmp/header"
+check "metrics.csv header" grep -qx 'epoch,train_loss,train_accuracy,val_loss,val_accuracy,train_seconds,lr' "$tmp/header"
 check "metrics.csv has one row per epoch" test "$(wc -l <"$tmp/run1/metrics.csv")" -eq 3
 cp "$tmp/out" "$tmp/out1"
 run "same seed, same result" 0 "" -q -c "$tmp/good.ini" -o "$tmp/run2"

@@ -9,6 +9,7 @@
 #include <nn/plot.h>
 #include <nn/registry.h>
 #include <nn/safetensors.h>
+#include <nn/schedule.h>
 #include <nn/sequential.h>
 #include <nn/train.h>
 

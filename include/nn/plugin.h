@@ -2,11 +2,14 @@
  *
  * A plugin is a shared object that exports one data symbol, `nn_plugin_desc`
  * (an nn_plugin), defined with NN_MODEL_PLUGIN, NN_LAYER_PLUGIN or
- * NN_OPTIMIZER_PLUGIN.  There are three kinds:
+ * NN_OPTIMIZER_PLUGIN or NN_SCHEDULE_PLUGIN.  There are four kinds:
  *   - a layer maps a batch of examples of one shape to another shape (dense,
  *     relu, dropout, ...); `[model] type = sequential` stacks layers;
  *   - a model maps a batch of inputs to class scores on its own;
- *   - an optimizer updates parameters from their gradients.
+ *   - an optimizer updates parameters from their gradients;
+ *   - a schedule (ABI 2.2) gives the optimizer's learning rate for each
+ *     epoch (or batch) from the epoch, the batch and the validation
+ *     metrics so far.
  * The core owns the loss (softmax + cross-entropy), batching and the loop.
  *
  * Compatibility (checked when the plugin loads): abi_major must equal this
@@ -51,12 +54,14 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 2u
-#define NN_ABI_MINOR 1u /* 2.1: the optional memory operation */
+#define NN_ABI_MINOR 2u /* 2.1: the optional memory operation;
+                          2.2: the schedule kind */
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 #define NN_KIND_MODEL 1u
 #define NN_KIND_OPTIMIZER 2u
 #define NN_KIND_LAYER 3u
+#define NN_KIND_SCHEDULE 4u /* ABI 2.2 */
 
 /* Parameter flags.  L2 regularization touches NN_PARAM_WEIGHT only. */
 #define NN_PARAM_WEIGHT (1u << 0)
@@ -280,6 +285,59 @@ typedef struct nn_optim_ops {
   const void *(*extension)(void *self, const char *id); /* optional */
 } nn_optim_ops;
 
+/* ------------------------------------------------------------ schedules
+ * A learning-rate schedule (ABI 2.2).  The core asks it for the learning
+ * rate before each epoch's first batch (before every batch with
+ * NN_SCHEDULE_PER_BATCH), hands the answer to the optimizer (whose
+ * learning-rate extension, nn.optim.learning-rate/1, takes it), and tells
+ * it each epoch's metrics after validation.  A linear warm-up is the
+ * core's: during it the schedule is not asked, and after it the schedule's
+ * epochs count from 0 again (PyTorch's SequentialLR).
+ *
+ * Whatever the rate depends on besides the point asked about (a plateau's
+ * best metric and counters) is state: matrices exposed by `state`, saved
+ * in checkpoints and written back before a resumed run continues, so the
+ * rate must be a function of the state and the point alone. */
+
+/* Flags of a schedule's ops: the rate may change within an epoch. */
+#define NN_SCHEDULE_PER_BATCH (1u << 0)
+
+/* Where in training the rate is asked for (lent for the call). */
+typedef struct nn_schedule_point {
+  uint32_t size;    /* sizeof(nn_schedule_point) of the core */
+  uint64_t epoch;   /* from 0 (after the warm-up, if any) */
+  uint64_t batch;   /* within the epoch, from 0 */
+  uint64_t batches; /* batches per epoch */
+} nn_schedule_point;
+
+/* An epoch's results, told to `observe` (lent for the call). */
+typedef struct nn_schedule_metrics {
+  uint32_t size;  /* sizeof(nn_schedule_metrics) of the core */
+  uint64_t epoch; /* as in nn_schedule_point */
+  double train_loss, train_accuracy;
+  double val_loss, val_accuracy;
+} nn_schedule_metrics;
+
+typedef struct nn_schedule_ops {
+  uint32_t size;  /* sizeof(nn_schedule_ops) when the plugin was built */
+  uint32_t flags; /* NN_SCHEDULE_PER_BATCH or 0 */
+  /* A schedule for an optimizer whose configured learning rate is base_lr
+   * (> 0, finite): the rate it starts from. */
+  int (*create)(const nn_value *opts, double base_lr, void **out,
+                nn_error *err);
+  void (*destroy)(void *self); /* NULL-safe */
+  /* *lr = the rate at `at`: >= 0 and finite.  Changes nothing (asking
+   * twice gives the same bits). */
+  int (*lr)(void *self, const nn_schedule_point *at, double *lr,
+            nn_error *err);
+  /* Optional (NULL: the rate depends on the point alone): take an epoch's
+   * metrics, after its validation; the next `lr` may answer otherwise. */
+  int (*observe)(void *self, const nn_schedule_metrics *m, nn_error *err);
+  /* Optional: state matrices (grad NULL) for checkpoints. */
+  nn_param *(*state)(void *self, size_t *n);
+  const void *(*extension)(void *self, const char *id); /* optional */
+} nn_schedule_ops;
+
 /* ------------------------------------------------------------ descriptor */
 typedef struct nn_plugin {
   uint32_t abi_major; /* first, never moves */
@@ -294,6 +352,9 @@ typedef struct nn_plugin {
   const nn_model_ops *model; /* the one matching kind is non-NULL */
   const nn_optim_ops *optim;
   const nn_layer_ops *layer;
+  /* ABI 2.2: read only when `size` covers it (an older plugin's
+   * descriptor ends before it). */
+  const nn_schedule_ops *schedule;
 } nn_plugin;
 
 #if defined(__GNUC__)
@@ -303,24 +364,27 @@ typedef struct nn_plugin {
 #endif
 
 #define NN_PLUGIN_DEFINE_(kind_, name_, version_, summary_, options_, model_, \
-                          optim_, layer_)                                     \
+                          optim_, layer_, schedule_)                          \
   NN_PLUGIN_EXPORT extern const nn_plugin nn_plugin_desc;                     \
   const nn_plugin nn_plugin_desc = {                                          \
       NN_ABI_MAJOR, NN_ABI_MINOR, (uint32_t)sizeof(nn_plugin), (kind_),       \
       (uint32_t)GSL_MAJOR_VERSION, (name_), (version_), (summary_),           \
-      (options_), (model_), (optim_), (layer_)}
+      (options_), (model_), (optim_), (layer_), (schedule_)}
 
 /* Once per plugin, at file scope: name, version, summary, option table
  * (or NULL) and the ops table. */
 #define NN_MODEL_PLUGIN(name, version, summary, options, ops)                \
   NN_PLUGIN_DEFINE_(NN_KIND_MODEL, name, version, summary, options, ops,     \
-                    NULL, NULL)
+                    NULL, NULL, NULL)
 #define NN_LAYER_PLUGIN(name, version, summary, options, ops)                \
   NN_PLUGIN_DEFINE_(NN_KIND_LAYER, name, version, summary, options, NULL,    \
-                    NULL, ops)
+                    NULL, ops, NULL)
 #define NN_OPTIMIZER_PLUGIN(name, version, summary, options, ops)            \
   NN_PLUGIN_DEFINE_(NN_KIND_OPTIMIZER, name, version, summary, options,      \
-                    NULL, ops, NULL)
+                    NULL, ops, NULL, NULL)
+#define NN_SCHEDULE_PLUGIN(name, version, summary, options, ops)             \
+  NN_PLUGIN_DEFINE_(NN_KIND_SCHEDULE, name, version, summary, options, NULL, \
+                    NULL, NULL, ops)
 
 #ifdef __cplusplus
 }

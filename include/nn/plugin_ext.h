@@ -157,6 +157,21 @@ typedef struct nn_optim_sgd_rule {
               double *lr, double *reg);
 } nn_optim_sgd_rule;
 
+/* The learning rate, for a schedule ([schedule]): get returns the rate
+ * the next step uses (at first the configured learning_rate), set makes
+ * the next steps use lr (>= 0, finite; refused with a message when the
+ * optimizer cannot take it) and changes nothing else: with the rate it
+ * already has, steps give the same bits as without the call.  Called
+ * between steps only, never between a step's begin and end.  An optimizer
+ * without this extension runs at its configured rate, and a config that
+ * gives it a schedule is refused. */
+#define NN_EXT_OPTIM_LR "nn.optim.learning-rate/1"
+typedef struct nn_optim_lr {
+  uint32_t size;
+  double (*get)(void *self);
+  int (*set)(void *self, double lr, nn_error *err);
+} nn_optim_lr;
+
 #ifdef __cplusplus
 }
 #endif

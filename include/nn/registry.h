@@ -31,8 +31,8 @@ const char *nn_plugin_dir(void);
 char *nn_plugin_default_path(char *buf, size_t size);
 
 /* Load plugin `name` (or a path), check its ABI version, size and kind
- * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER / NN_KIND_LAYER, or 0
- * for any) and its declarations (option table: unique, unreserved keys,
+ * (want_kind = NN_KIND_MODEL / NN_KIND_OPTIMIZER / NN_KIND_LAYER /
+ * NN_KIND_SCHEDULE, or 0 for any) and its declarations (option table: unique, unreserved keys,
  * defaults that parse).  Errors:
  * NN_ENOTFOUND (message lists the plugin files on the path by name, the
  * closest to `name` first; none of them is loaded),
@@ -69,6 +69,10 @@ const char *nn_kind_name(uint32_t kind); /* "model", "layer", ... "?" */
 typedef int (*nn_memory_fn)(const nn_value *opts, nn_shape in, size_t n_out,
                             size_t max_batch, nn_memory *need);
 nn_memory_fn nn_plugin_memory_op(const nn_plugin *d);
+
+/* The ops of a schedule plugin (ABI 2.2), or NULL for another kind or a
+ * descriptor too short to hold them. */
+const nn_schedule_ops *nn_plugin_schedule_ops(const nn_plugin *d);
 
 /* Parameter and state names of one plugin instance must be unique: the
  * first duplicate among params (n) and state (n_state) fails with

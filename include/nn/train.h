@@ -67,6 +67,8 @@ typedef struct nn_epoch_metrics {
   double val_accuracy;
   double train_seconds; /* training part of the epoch only */
   double val_seconds;
+  double lr;            /* the learning rate of the epoch's first batch
+                           (NaN: the optimizer does not say) */
 } nn_epoch_metrics;
 
 /* Called after each epoch; a non-zero return stops training early. */
@@ -212,6 +214,18 @@ typedef void (*nn_batch_fn)(void *user, size_t epoch, size_t batch,
                             size_t n_batches, double loss, double accuracy);
 void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user);
 
+/* Follow a schedule (plugin p, a validated schedule descriptor that must
+ * outlive the trainer, with its option values, lent for the call, and a
+ * warm-up or NULL) instead of the optimizer's configured learning rate,
+ * which becomes the schedule's base.  NN_ECONFIG when the optimizer lacks
+ * the learning-rate extension.  The trainer owns the schedule.  Without
+ * a schedule the optimizer is never told a rate: results are those of
+ * its own. */
+struct nn_warmup;
+int nn_trainer_set_schedule(nn_trainer *t, const nn_plugin *p,
+                            const nn_value *opts,
+                            const struct nn_warmup *warmup, nn_error *err);
+
 /* ---- Checkpoints and resuming (all state lives in the trainer). ---- */
 /* Whether a run of this trainer can be resumed from a checkpoint: NN_OK,
  * or NN_EPLUGIN saying why not.  An optimizer without the `state`
@@ -219,6 +233,8 @@ void nn_trainer_on_batch(nn_trainer *t, nn_batch_fn fn, void *user);
  * silently.  A stateless optimizer says so with a state operation that
  * hands out no buffers (see <nn/plugin.h>). */
 int nn_trainer_resumable(const nn_trainer *t, nn_error *err);
+/* The schedule's state matrices (n = 0: no schedule, or none). */
+nn_param *nn_trainer_schedule_state(nn_trainer *t, size_t *n);
 /* The optimizer's state matrices (its `state` op; n = 0 without). */
 nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n);
 /* The weights (nn_trainer_weights) of the best epoch so far, named like
@@ -273,13 +289,14 @@ void nn_trainer_watch(nn_trainer *t, const volatile sig_atomic_t *flag,
                       nn_watch_fn fn, void *user);
 
 /* Write metrics as CSV (header epoch,train_loss,train_accuracy,val_loss,
- * val_accuracy,train_seconds) atomically: temp file, fsync, rename. */
+ * val_accuracy,train_seconds,lr) atomically: temp file, fsync, rename. */
 int nn_metrics_write_csv(const char *path, const nn_epoch_metrics *m,
                          size_t n, nn_error *err);
 
 /* Read a metrics.csv written by nn_metrics_write_csv: up to max epochs
  * (which must be 0, 1, 2, ... in order) into m, their count into *n.
- * Doubles come back bit for bit. */
+ * Doubles come back bit for bit.  A file without the lr column (written
+ * before it existed) reads with lr NaN. */
 int nn_metrics_read_csv(const char *path, nn_epoch_metrics *m, size_t max,
                         size_t *n, nn_error *err);
 

@@ -28,8 +28,9 @@
 
 /* The descriptor and ops tables of ABI 2.0: every later minor appends, so
  * a 2.x plugin's tables are at least this large.  2.1 appended `memory` to
- * the model and layer tables. */
-#define NN_PLUGIN_V2_0_SIZE sizeof(nn_plugin)
+ * the model and layer tables; 2.2 appended `schedule` to the descriptor. */
+#define NN_PLUGIN_V2_0_SIZE offsetof(nn_plugin, schedule)
+#define NN_SCHEDULE_OPS_V2_2_SIZE sizeof(nn_schedule_ops)
 #define NN_MODEL_OPS_V2_0_SIZE offsetof(nn_model_ops, memory)
 #define NN_LAYER_OPS_V2_0_SIZE offsetof(nn_layer_ops, memory)
 #define NN_OPTIM_OPS_V2_0_SIZE sizeof(nn_optim_ops)
@@ -60,8 +61,16 @@ const char *nn_kind_name(uint32_t kind) {
     case NN_KIND_MODEL: return "model";
     case NN_KIND_OPTIMIZER: return "optimizer";
     case NN_KIND_LAYER: return "layer";
+    case NN_KIND_SCHEDULE: return "schedule";
   }
   return "?";
+}
+
+const nn_schedule_ops *nn_plugin_schedule_ops(const nn_plugin *d) {
+  if (!d || d->kind != NN_KIND_SCHEDULE ||
+      d->size < offsetof(nn_plugin, schedule) + sizeof d->schedule)
+    return NULL;
+  return d->schedule;
 }
 
 nn_memory_fn nn_plugin_memory_op(const nn_plugin *d) {
@@ -100,6 +109,7 @@ static const char *a_kind(uint32_t kind) {
     case NN_KIND_MODEL: return "a model";
     case NN_KIND_OPTIMIZER: return "an optimizer";
     case NN_KIND_LAYER: return "a layer";
+    case NN_KIND_SCHEDULE: return "a schedule";
   }
   return "an unknown";
 }
@@ -125,8 +135,13 @@ static int validate_ops(const nn_plugin *d, const char *path, nn_error *err) {
     size = l->size, need = NN_LAYER_OPS_V2_0_SIZE;
     complete = l->create && l->destroy && l->forward && l->backward;
     required = "create, destroy, forward, backward";
+  } else if (d->kind == NN_KIND_SCHEDULE && nn_plugin_schedule_ops(d)) {
+    const nn_schedule_ops *s = nn_plugin_schedule_ops(d);
+    size = s->size, need = NN_SCHEDULE_OPS_V2_2_SIZE;
+    complete = s->create && s->destroy && s->lr;
+    required = "create, destroy, lr";
   } else if (d->kind == NN_KIND_MODEL || d->kind == NN_KIND_OPTIMIZER ||
-             d->kind == NN_KIND_LAYER) {
+             d->kind == NN_KIND_LAYER || d->kind == NN_KIND_SCHEDULE) {
     return nn_error_set(err, NN_EPLUGIN,
                         "%s: '%s' is %s plugin without its operations table",
                         path, d->name, a_kind(d->kind));
@@ -154,8 +169,10 @@ static int validate_ops(const nn_plugin *d, const char *path, nn_error *err) {
 }
 
 /* Keys a plugin may not declare: the core reads them from the section
- * itself. */
+ * itself.  A schedule's section also holds the core's warm-up keys. */
 static const char *const reserved_keys[] = {"type", "init_from", NULL};
+static const char *const reserved_schedule_keys[] = {
+    "warmup_epochs", "warmup_start_factor", "warmup_per_batch", NULL};
 
 /* The option table: keys present, unique, not reserved, of a known type;
  * every default parses and is within its bounds. */
@@ -172,6 +189,13 @@ static int validate_options(const nn_plugin *d, const char *path,
         return nn_error_set(err, NN_EPLUGIN,
                             "%s: plugin '%s' declares the option '%s', which "
                             "is reserved for the core", path, d->name, o->key);
+    for (size_t r = 0; d->kind == NN_KIND_SCHEDULE && reserved_schedule_keys[r];
+         r++)
+      if (!strcmp(o->key, reserved_schedule_keys[r]))
+        return nn_error_set(err, NN_EPLUGIN,
+                            "%s: plugin '%s' declares the option '%s', which "
+                            "is reserved for the core's warm-up", path,
+                            d->name, o->key);
     for (size_t j = 0; j < i; j++)
       if (!strcmp(d->options[j].key, o->key))
         return nn_error_set(err, NN_EPLUGIN,

@@ -35,6 +35,7 @@
 
 #include <nn/math.h>
 #include <nn/registry.h>
+#include <nn/schedule.h>
 #include <nn/sequential.h>
 #include <nn/train.h>
 
@@ -84,6 +85,8 @@ struct nn_trainer {
   const nn_model_fused_step *fst; /* used only with `fused` */
   const nn_optim_parts *parts;    /* the optimizer's, or NULL */
   const nn_optim_sgd_rule *sgd_rule; /* the optimizer's, or NULL */
+  const nn_optim_lr *lr_ext;   /* the optimizer's, or NULL */
+  nn_schedule *schedule;       /* owned; NULL: the configured rate */
   int transpose;               /* batches come with their transpose */
   int fused;                   /* step inside backward */
   int pipeline;                /* next forward inside it too */
@@ -169,6 +172,7 @@ void nn_trainer_free(nn_trainer *t) {
     t->mops->destroy(t->model);
   }
   call_leave(t);
+  nn_schedule_free(t->schedule);
   if (t->best) {
     for (size_t i = 0; i < t->n_weights; i++)
       if (t->best[i]) gsl_matrix_free(t->best[i]);
@@ -320,6 +324,9 @@ static void choose_paths(nn_trainer *t) {
                          NN_EXT_OPTIM_SGD_RULE,
                          NN_EXT_SIZE_TO(nn_optim_sgd_rule, rule));
   if (t->sgd_rule && !t->sgd_rule->rule) t->sgd_rule = NULL;
+  t->lr_ext = find_ext(t, optim, o->extension, t->optim, NN_EXT_OPTIM_LR,
+                       NN_EXT_SIZE_TO(nn_optim_lr, set));
+  if (t->lr_ext && (!t->lr_ext->get || !t->lr_ext->set)) t->lr_ext = NULL;
   t->fst = t->sparse ? find_ext(t, t->model_plugin, t->mops->extension,
                                 t->model, NN_EXT_MODEL_FUSED_STEP,
                                 NN_EXT_SIZE_TO(nn_model_fused_step,
@@ -1012,6 +1019,36 @@ static int watch_stops(nn_trainer *t) {
   return t->watch_fn(t->watch_user, &t->pos) != 0;
 }
 
+/* The schedule's rate for this batch, handed to the optimizer (and to
+ * *lr when non-NULL).  The schedule is asked before each epoch and, when
+ * its rate changes within one, before each batch's step. */
+static int apply_lr(nn_trainer *t, size_t epoch, size_t batch,
+                    size_t n_batches, double *lr, nn_error *err) {
+  double r;
+  call_enter(t, nn_schedule_name(t->schedule), "lr");
+  int rc = nn_schedule_lr(t->schedule, epoch, batch, n_batches, &r, err);
+  call_leave(t);
+  if (rc) return rc;
+  call_enter(t, t->optim_desc->name, "set learning rate");
+  if (err) err->msg[0] = '\0';
+  rc = t->lr_ext->set(t->optim, r, err);
+  call_leave(t);
+  if (rc && err && !err->msg[0])
+    nn_error_set(err, rc, "optimizer %s refused the learning rate %g",
+                 t->optim_desc->name, r);
+  if (!rc && lr) *lr = r;
+  return rc;
+}
+
+/* The rate the optimizer steps with now (NaN: it does not say). */
+static double current_lr(const nn_trainer *t) {
+  if (!t->lr_ext) return NAN;
+  call_enter(t, t->optim_desc->name, "get learning rate");
+  const double r = t->lr_ext->get(t->optim);
+  call_leave(t);
+  return r;
+}
+
 /* One training epoch (feed begun and ended by the caller) from t->pos on,
  * which it keeps up to date batch by batch.  *stopped: the watch stopped
  * it after a batch. */
@@ -1046,6 +1083,10 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
      * this loss, and an epoch that fails leaves no checkpoint. */
     if (!isfinite(batch_loss))
       return loss_failed(t, "training", batch_loss, err);
+    if (p->batch > 0 && t->schedule &&
+        nn_schedule_per_batch(t->schedule, epoch) &&
+        (rc = apply_lr(t, epoch, p->batch, f->n_batches, NULL, err)))
+      return rc;
     batch_slot *next = NULL;
     if (t->pipeline && (next = feed_peek(f, &rc)) && rc)
       return nn_error_set(err, rc, "cannot gather a batch");
@@ -1135,6 +1176,11 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
     for (size_t i = 0; i < train->n; i++) order[i] = i;
     if (t->opts.shuffle)
       gsl_ran_shuffle(t->rng, order, train->n, sizeof *order);
+    m.lr = current_lr(t);
+    if (t->schedule &&
+        (rc = apply_lr(t, e, 0, (train->n + t->opts.batch_size - 1) /
+                                    t->opts.batch_size, &m.lr, err)))
+      break;
     t->in_epoch = 1;
     int stopped;
     rc = train_epoch(t, e, train, order, &m.train_loss, &m.train_accuracy,
@@ -1150,6 +1196,13 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
                      &m.val_accuracy, err);
     m.val_seconds = nn_now_seconds() - t0;
     if (rc) break;
+    if (t->schedule) {
+      call_enter(t, nn_schedule_name(t->schedule), "observe");
+      rc = nn_schedule_observe(t->schedule, e, m.train_loss, m.train_accuracy,
+                               m.val_loss, m.val_accuracy, err);
+      call_leave(t);
+      if (rc) break;
+    }
     if (t->best_epoch < 0 || m.val_accuracy > t->best_val_accuracy) {
       t->best_epoch = (long)e;
       t->best_val_accuracy = m.val_accuracy;
@@ -1213,6 +1266,33 @@ nn_param *nn_trainer_optim_state(nn_trainer *t, size_t *n) {
   call_leave(t);
   if (!s) *n = 0;
   return s;
+}
+
+int nn_trainer_set_schedule(nn_trainer *t, const nn_plugin *plugin,
+                            const nn_value *opts, const nn_warmup *warmup,
+                            nn_error *err) {
+  if (!t->lr_ext)
+    return nn_error_set(err, NN_ECONFIG,
+                        "optimizer %s cannot follow a schedule: it does not "
+                        "offer the learning-rate extension (" NN_EXT_OPTIM_LR
+                        ")", t->optim_desc->name);
+  nn_schedule *s;
+  call_enter(t, plugin ? plugin->name : NULL, "create");
+  int rc = nn_schedule_create(&s, plugin, opts, warmup, current_lr(t), err);
+  call_leave(t);
+  if (rc) return rc;
+  nn_schedule_free(t->schedule);
+  t->schedule = s;
+  return NN_OK;
+}
+
+nn_param *nn_trainer_schedule_state(nn_trainer *t, size_t *n) {
+  *n = 0;
+  if (!t->schedule) return NULL;
+  call_enter(t, nn_schedule_name(t->schedule), "state");
+  nn_param *p = nn_schedule_state(t->schedule, n);
+  call_leave(t);
+  return p;
 }
 
 nn_param *nn_trainer_weights(nn_trainer *t, size_t *n) {
