@@ -322,6 +322,7 @@ START_TEST(test_list_plugins) {
   } fixtures[] = {{"bad_decl", 0},      {"bad_major", 0},
                   {"bad_stepper", 1},   {"crash", 1},
                   {"faulty", 1},        {"faulty_layer", 1},
+                  {"hidden_state", 1},
                   {"killat", 0},        {"marker", 0},
                   {"newer_minor", 0},
                   {"no_symbol", 0},     {"nospace", 0},

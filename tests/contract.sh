@@ -71,6 +71,15 @@ check "prints: silent shows what was printed" \
 check "prints: errors says the message is missing" \
   grep -q '^FAIL  errors .*without a message' "$tmp/out"
 check "prints: nothing reaches the terminal" test ! -s "$tmp/err"
+expect_fail hidden_state "state"
+check "hidden_state: the detail names the epoch where the rates part" \
+  grep -q '^FAIL  state .*restoring the state of epoch 11: epoch 12 batch 0' "$tmp/out"
+check_plugin plateau
+for c in create names rates determinism state errors silent; do
+  check "plateau: check '$c' is reported" grep -q "^ok  *$c  " "$tmp/out"
+done
+check "plateau: its four state matrices are named" \
+  grep -q '^ok  *names .*plateau.lr, plateau.best, plateau.bad_epochs, plateau.cooldown' "$tmp/out"
 
 # Refused by the loader: exit 3 and its message, naming plugin and key.
 check_plugin "$FIX/bad_decl.so"

@@ -2,7 +2,8 @@
  *
  * nn_contract_check makes instances of a loaded plugin with its option
  * defaults, on small shapes (examples of {1, 1, 6}, 4 classes for a model,
- * batches of up to 5), and runs each check on them.  Each check is
+ * batches of up to 5; a schedule gets the base rate 0.1), and runs each
+ * check on them.  Each check is
  * reported once, by name, through the caller's callback:
  *   create       an instance can be made with the defaults (a required
  *                option without one gets a stand-in, named in the detail);
@@ -19,7 +20,12 @@
  *   state        model/layer state: unique names, grad NULL; optimizer:
  *                a step after restoring the saved state and parameters
  *                repeats bit for bit (and a step in parts, when offered,
- *                gives the bits of step())
+ *                gives the bits of step()); schedule: a fresh instance
+ *                given the state of one that ran 12 epochs gives its
+ *                rates from there on, bit for bit
+ *   rates        (schedules) every rate asked for, 30 epochs of 3 batches
+ *                with fixed metrics told after each, is >= 0 and finite,
+ *                and the same when asked twice
  *   errors       bad input is refused with a code and a message
  * The library never prints: what to show, and whether the plugin printed
  * anything, is the caller's business (nnrun check-plugin adds "silent"). */

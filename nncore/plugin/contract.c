@@ -14,6 +14,7 @@
 
 #include <nn/contract.h>
 #include <nn/nn.h>
+#include <nn/registry.h>
 
 #include "plugin/contract_internal.h"
 
@@ -67,24 +68,29 @@ int nn__cc_refused(int rc, const nn_error *e, const char *call, char *d,
 
 /* ------------------------------------------------------------ driver */
 
-/* A check and its two variants: one for models and layers, one for
- * optimizers (NULL: not for that kind). */
+/* A check and its variants: one for models and layers, one for
+ * optimizers, one for schedules (NULL: not for that kind). */
 typedef struct check_entry {
   const char *name;
   nn__cc_check_fn subject;
   nn__cc_check_fn optim;
+  nn__cc_check_fn schedule;
 } check_entry;
 
 /* Run in this order after create (which runs first, on its own: when it
  * fails there is no instance to check). */
 static const check_entry checks[] = {
-    {"names", nn__cc_check_names_subject, nn__cc_check_names_optim},
-    {"gradient", nn__cc_check_gradient, NULL},
-    {"shapes", nn__cc_check_shapes, NULL},
+    {"names", nn__cc_check_names_subject, nn__cc_check_names_optim,
+     nn__cc_check_names_schedule},
+    {"gradient", nn__cc_check_gradient, NULL, NULL},
+    {"shapes", nn__cc_check_shapes, NULL, NULL},
+    {"rates", NULL, NULL, nn__cc_check_rates_schedule},
     {"determinism", nn__cc_check_determinism_subject,
-     nn__cc_check_determinism_optim},
-    {"state", nn__cc_check_state_subject, nn__cc_check_state_optim},
-    {"errors", nn__cc_check_errors_subject, nn__cc_check_errors_optim},
+     nn__cc_check_determinism_optim, nn__cc_check_determinism_schedule},
+    {"state", nn__cc_check_state_subject, nn__cc_check_state_optim,
+     nn__cc_check_state_schedule},
+    {"errors", nn__cc_check_errors_subject, nn__cc_check_errors_optim,
+     nn__cc_check_errors_schedule},
 };
 
 static void run_check(nn__cc_checker *c, const char *name,
@@ -105,15 +111,21 @@ int nn_contract_check(const nn_plugin *p, nn_contract_report report,
     return nn_error_set(err, NN_EINVAL, "contract check: NULL argument");
   const int is_subject = (p->kind == NN_KIND_LAYER && p->layer) ||
                          (p->kind == NN_KIND_MODEL && p->model);
-  if (!is_subject && !(p->kind == NN_KIND_OPTIMIZER && p->optim))
+  const int is_schedule = nn_plugin_schedule_ops(p) != NULL;
+  if (!is_subject && !is_schedule &&
+      !(p->kind == NN_KIND_OPTIMIZER && p->optim))
     return nn_error_set(err, NN_EINVAL,
-                        "contract check: '%s' is not a loaded model, layer "
-                        "or optimizer", p->name ? p->name : "?");
-  /* Only the ops of the plugin's kind are looked at. */
-  nn_plugin view = *p;
+                        "contract check: '%s' is not a loaded model, layer, "
+                        "optimizer or schedule", p->name ? p->name : "?");
+  /* Only the ops of the plugin's kind are looked at; a descriptor built
+   * before ABI 2.2 is copied only as far as its size (schedule stays
+   * NULL). */
+  nn_plugin view = {0};
+  memcpy(&view, p, p->size < sizeof view ? p->size : sizeof view);
   view.model = p->kind == NN_KIND_MODEL ? p->model : NULL;
   view.layer = p->kind == NN_KIND_LAYER ? p->layer : NULL;
   view.optim = p->kind == NN_KIND_OPTIMIZER ? p->optim : NULL;
+  view.schedule = nn_plugin_schedule_ops(p);
   nn__cc_checker c = {.p = &view, .report = report, .user = user};
   c.wrng = gsl_rng_alloc(gsl_rng_mt19937);
   c.drng = gsl_rng_alloc(gsl_rng_mt19937);
@@ -128,13 +140,17 @@ int nn_contract_check(const nn_plugin *p, nn_contract_report report,
   if (nn__cc_build_options(&c, detail, sizeof detail) == 0)
     created = is_subject
                   ? nn__cc_check_create_subject(&c, detail, sizeof detail)
+              : is_schedule
+                  ? nn__cc_check_create_schedule(&c, detail, sizeof detail)
                   : nn__cc_check_create_optim(&c, detail, sizeof detail);
   if (!created)
     c.n_failed++;
   report(user, "create", created, detail);
   /* Without an instance there is nothing more to check. */
   for (size_t i = 0; created && i < sizeof checks / sizeof *checks; i++) {
-    nn__cc_check_fn fn = is_subject ? checks[i].subject : checks[i].optim;
+    nn__cc_check_fn fn = is_subject    ? checks[i].subject
+                         : is_schedule ? checks[i].schedule
+                                       : checks[i].optim;
     if (fn)
       run_check(&c, checks[i].name, fn);
   }

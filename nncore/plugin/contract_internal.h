@@ -14,6 +14,7 @@
  *   contract_optim.c           an optimizer instance and its checks
  *   contract_optim_parts.c     a step in parts gives step()'s bits (part
  *                              of an optimizer's state check)
+ *   contract_schedule.c        a schedule instance and its checks
  *
  * Not a hot path: every check makes its own instances on tiny shapes and
  * its own matrices (kept in a pool, freed at the end of the check), so
@@ -273,5 +274,16 @@ int nn__cc_check_errors_optim(nn__cc_checker *c, char *d, size_t size);
  * checked in modes ("rows, block", "" for none), or 0 with why in d. */
 int nn__cc_check_parts(nn__cc_checker *c, void *o, char *modes,
                        size_t modes_size, char *d, size_t size);
+
+/* ------------------------------------------------------------ schedules
+ * (contract_schedule.c) A schedule made with base rate 0.1, asked for
+ * every batch's rate of 30 epochs of 3 batches and told fixed metrics. */
+int nn__cc_check_create_schedule(nn__cc_checker *c, char *d, size_t size);
+int nn__cc_check_names_schedule(nn__cc_checker *c, char *d, size_t size);
+int nn__cc_check_rates_schedule(nn__cc_checker *c, char *d, size_t size);
+int nn__cc_check_determinism_schedule(nn__cc_checker *c, char *d,
+                                      size_t size);
+int nn__cc_check_state_schedule(nn__cc_checker *c, char *d, size_t size);
+int nn__cc_check_errors_schedule(nn__cc_checker *c, char *d, size_t size);
 
 #endif /* NN_CONTRACT_INTERNAL_H */
