@@ -141,6 +141,25 @@ START_TEST(test_curves_png_and_svg) {
 }
 END_TEST
 
+/* A rate that changes gets a third panel in a wider image; a constant
+ * one (or none known) does not. */
+START_TEST(test_curves_learning_rate_panel) {
+  nn_epoch_metrics m[8];
+  fake_metrics(m, 8);
+  nn_error err = {0};
+  const char *png = tpath("lr.png"), *svg = tpath("lr.svg");
+  for (size_t i = 0; i < 8; i++) m[i].lr = 0.1;
+  ck_assert_int_eq(nn_plot_curves(png, NULL, NULL, m, 8, &err), NN_OK);
+  assert_png(png, NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT);
+  for (size_t i = 0; i < 8; i++) m[i].lr = 0.1 * pow(0.5, (double)(i / 3));
+  m[5].lr = NAN; /* left out, as any non-finite value */
+  ck_assert_msg(nn_plot_curves(png, svg, NULL, m, 8, &err) == NN_OK, "%s",
+                err.msg);
+  assert_png(png, NN_PLOT_CURVES_LR_WIDTH, NN_PLOT_CURVES_HEIGHT);
+  assert_svg(svg, NN_PLOT_CURVES_LR_WIDTH, NN_PLOT_CURVES_HEIGHT);
+}
+END_TEST
+
 START_TEST(test_curves_one_epoch_and_default_title) {
   nn_epoch_metrics m[1];
   fake_metrics(m, 1);
@@ -428,6 +447,7 @@ int main(void) {
   tcase_add_test(tc, test_available);
   tcase_add_test(tc, test_curves_png_and_svg);
   tcase_add_test(tc, test_curves_one_epoch_and_default_title);
+  tcase_add_test(tc, test_curves_learning_rate_panel);
   tcase_add_test(tc, test_compare_png_and_svg);
   tcase_add_test(tc, test_non_finite_values_are_skipped);
   tcase_add_test(tc, test_odd_text_is_drawn_safely);

@@ -27,8 +27,10 @@
 extern "C" {
 #endif
 
-/* Size of nn_plot_curves images: two panels side by side. */
+/* Size of nn_plot_curves images: two panels side by side (three, in the
+ * wider image, with the learning rate). */
 #define NN_PLOT_CURVES_WIDTH 1200
+#define NN_PLOT_CURVES_LR_WIDTH 1700
 #define NN_PLOT_CURVES_HEIGHT 500
 /* Size of nn_plot_compare images: one panel, room for a legend. */
 #define NN_PLOT_COMPARE_WIDTH 1000
@@ -39,7 +41,9 @@ int nn_plot_available(void);
 
 /* Learning curves of one run: a "Loss" panel (train and validation
  * cross-entropy loss) and an "Accuracy" panel (train and validation
- * accuracy), x = m[i].epoch.  `title` goes at the top (NULL: "learning
+ * accuracy), x = m[i].epoch; when the finite m[i].lr are not all equal (a
+ * schedule changed the rate), a third panel, "Learning rate", and the
+ * image is NN_PLOT_CURVES_LR_WIDTH wide.  `title` goes at the top (NULL: "learning
  * curves").  n == 0 or m == NULL gives NN_EINVAL. */
 int nn_plot_curves(const char *png_path, const char *svg_path,
                    const char *title, const nn_epoch_metrics *m, size_t n,

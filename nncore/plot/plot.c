@@ -9,6 +9,7 @@
 
 #ifdef HAVE_CAIRO
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,18 @@ static const double palette[10][3] = {
 };
 
 int nn_plot_available(void) { return 1; }
+
+int nn__plot_lr_varies(const nn_epoch_metrics *m, size_t n) {
+  double first = NAN;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(m[i].lr)) continue;
+    if (isnan(first))
+      first = m[i].lr;
+    else if (m[i].lr != first)
+      return 1;
+  }
+  return 0;
+}
 
 /* cairo's stream writers call this with the encoded bytes. */
 typedef struct sink {
@@ -161,11 +174,27 @@ int nn_plot_curves(const char *png_path, const char *svg_path,
     memcpy(l->rgb, val ? orange : blue, sizeof l->rgb);
     l->marker = val ? NN__MARK_SQUARE : NN__MARK_CIRCLE;
   }
-  const nn__plot_panel panels[2] = {
+  /* A third panel for the learning rate when a schedule changed it: a
+   * constant rate is in the config already. */
+  const double green[3] = {0x2c / 255.0, 0xa0 / 255.0, 0x2c / 255.0};
+  const int lr_varies = nn__plot_lr_varies(m, n);
+  nn__plot_line lr = {0};
+  lr.label = "learning rate";
+  lr.y = &m[0].lr;
+  lr.y_stride = sizeof *m;
+  lr.x = &m[0].epoch;
+  lr.x_stride = sizeof *m;
+  lr.n = n;
+  memcpy(lr.rgb, green, sizeof lr.rgb);
+  lr.marker = NN__MARK_TRIANGLE;
+  const nn__plot_panel panels[3] = {
       {"Loss", "epoch", "cross-entropy loss", loss, 2, NN__LEGEND_INSIDE},
-      {"Accuracy", "epoch", "accuracy", acc, 2, NN__LEGEND_INSIDE}};
-  const nn__plot_figure fig = {NN_PLOT_CURVES_WIDTH, NN_PLOT_CURVES_HEIGHT,
-                               title ? title : "learning curves", panels, 2};
+      {"Accuracy", "epoch", "accuracy", acc, 2, NN__LEGEND_INSIDE},
+      {"Learning rate", "epoch", "learning rate", &lr, 1, NN__LEGEND_AUTO}};
+  const nn__plot_figure fig = {
+      lr_varies ? NN_PLOT_CURVES_LR_WIDTH : NN_PLOT_CURVES_WIDTH,
+      NN_PLOT_CURVES_HEIGHT, title ? title : "learning curves", panels,
+      lr_varies ? 3 : 2};
   return write_figure(&fig, png_path, svg_path, err);
 }
 

@@ -62,4 +62,8 @@ typedef struct nn__plot_figure {
 void nn__plot_draw(cairo_t *cr, const nn__plot_figure *fig);
 #endif /* HAVE_CAIRO */
 
+/* (plot.c) 1 when the finite learning rates of m[0..n) are not all the
+ * same: a schedule changed them (curves then get a third panel). */
+int nn__plot_lr_varies(const nn_epoch_metrics *m, size_t n);
+
 #endif
