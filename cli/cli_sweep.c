@@ -70,8 +70,12 @@ static void sweep_free(sweep *s) {
   free(s->runs);
 }
 
-static const char *const run_sections[] = {"data", "train", "model",
-                                           "optimizer", NULL};
+static const char *const run_sections[] = {"data",     "train",
+                                           "model",    "optimizer",
+                                           "schedule", NULL};
+/* Layer sections ("layer fc1") hold a space and a name of the config's
+ * own. */
+#define LAYER_SECTION "layer "
 
 /* Add or replace the axis KEY with the comma-separated values in list. */
 static int add_axis(sweep *s, const char *key, const char *list,
@@ -80,10 +84,13 @@ static int add_axis(sweep *s, const char *key, const char *list,
   int section_ok = 0;
   for (const char *const *p = run_sections; dot && *p; p++)
     section_ok |= strlen(*p) == (size_t)(dot - key) && !strncmp(*p, key, (size_t)(dot - key));
+  section_ok |= dot && !strncmp(key, LAYER_SECTION, strlen(LAYER_SECTION)) &&
+                dot > key + strlen(LAYER_SECTION);
   if (!dot || !section_ok || !dot[1] || strlen(key) >= sizeof s->axes[0].key)
     return nn_error_set(err, NN_ECONFIG,
                         "%s: sweep key '%s': expected SECTION.KEY with SECTION "
-                        "one of data, train, model, optimizer", where, key);
+                        "one of data, train, model, optimizer, schedule or "
+                        "layer NAME", where, key);
   axis *a = NULL;
   for (size_t i = 0; i < s->n_axes; i++)
     if (!strcmp(s->axes[i].key, key)) a = &s->axes[i]; /* --sweep overrides */
