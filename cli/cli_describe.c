@@ -80,6 +80,9 @@ int cli_describe(const cli_options *opt) {
   printf("trainable parameters: %zu\n", count_values(params, n_params));
   printf("optimizer: %s (%s)\n", nn_loaded_desc(run.optim.loaded)->name,
          nn_loaded_path(run.optim.loaded));
+  if (run.schedule.loaded)
+    printf("schedule: %s (%s)\n", nn_loaded_desc(run.schedule.loaded)->name,
+           nn_loaded_path(run.schedule.loaded));
   cli_run_free(&run);
   return EXIT_OK;
 }
