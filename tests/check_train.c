@@ -227,8 +227,8 @@ START_TEST(test_metrics_csv) {
   ck_assert_ptr_nonnull(mkdtemp(dir));
   char path[256];
   snprintf(path, sizeof path, "%s/metrics.csv", dir);
-  nn_epoch_metrics m[2] = {{0, 2.5, 0.25, 2.0, 0.5, 1.5, 0.1},
-                           {1, 1.0 / 3.0, 0.75, 0.125, 0.875, 2.0, 0.1}};
+  nn_epoch_metrics m[2] = {{0, 2.5, 0.25, 2.0, 0.5, 1.5, 0.1, 0.25},
+                           {1, 1.0 / 3.0, 0.75, 0.125, 0.875, 2.0, 0.1, 0.5}};
   nn_error err = {0};
   ck_assert_int_eq(nn_metrics_write_csv(path, m, 2, &err), NN_OK);
   FILE *f = fopen(path, "r");
@@ -236,9 +236,9 @@ START_TEST(test_metrics_csv) {
   char line[512];
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
   ck_assert_str_eq(line, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,"
-                         "train_seconds\n");
+                         "train_seconds,lr\n");
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-  ck_assert_str_eq(line, "0,2.5,0.25,2,0.5,1.500000\n");
+  ck_assert_str_eq(line, "0,2.5,0.25,2,0.5,1.500000,0.25\n");
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
   double loss;
   ck_assert_int_eq(sscanf(line, "1,%lf,", &loss), 1);
