@@ -430,6 +430,9 @@ static int setup_trainer(cli_run *r, nn_error *err) {
     nn_error e = {0};
     rc = nn_trainer_set_schedule(r->trainer, nn_loaded_desc(r->schedule.loaded),
                                  r->schedule.values, &w, &e);
+    /* Options each valid alone that do not fit together or with the
+     * optimizer's rate (cosine's eta_min above it) are the config's. */
+    if (rc == NN_EINVAL) rc = NN_ECONFIG;
     if (rc)
       nn_error_set(err, rc, "%s: [schedule] type = %s: %s",
                    section_where(r->cfg, "schedule"),

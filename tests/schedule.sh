@@ -147,6 +147,11 @@ printf '%s\n' '[schedule]' 'type = step' 'step_size = 2' 'warmup_start_factor = 
 cat "$tmp/base.ini" "$tmp/typo.ini" >"$tmp/bad.ini"
 nn -q -c "$tmp/bad.ini" -o "$tmp/x"
 check "warmup_start_factor = 0 exits 2" test "$rc" -eq 2
+printf '%s\n' '[schedule]' 'type = cosine' 'T_max = 5' 'eta_min = 0.5' >"$tmp/typo.ini"
+cat "$tmp/base.ini" "$tmp/typo.ini" >"$tmp/bad.ini"
+nn -q -c "$tmp/bad.ini" -o "$tmp/x"
+check "cosine's eta_min above learning_rate exits 2 (got $rc)" test "$rc" -eq 2
+check "naming [schedule] with its line" grep -q "bad.ini:[0-9]*: \[schedule\] type = cosine: cosine: eta_min" "$tmp/err"
 printf '%s\n' '[schedule]' 'type = sgd' >"$tmp/typo.ini"
 cat "$tmp/base.ini" "$tmp/typo.ini" >"$tmp/bad.ini"
 nn -q -c "$tmp/bad.ini" -o "$tmp/x"
