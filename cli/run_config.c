@@ -103,6 +103,14 @@ char *run_config_text(const cli_run *r) {
     snprintf(name, sizeof name, "layer %s", r->layer_specs[i].name);
     add_section(&t, name, ld->name, ld->options, r->layers[i].values);
   }
+  /* A schedule changes the numbers from its first epoch on: a run resumed
+   * with another one would not be the run it continues.  Without one the
+   * text is what it was, so those runs' checkpoints keep their bytes. */
+  if (r->schedule.loaded) {
+    const nn_plugin *sd = nn_loaded_desc(r->schedule.loaded);
+    add_section(&t, "schedule", sd->name, sd->options, r->schedule.values);
+    add_section(&t, "schedule", NULL, nn_warmup_options, r->warmup_v);
+  }
   if (t.failed || !t.s) {
     free(t.s);
     return NULL;
