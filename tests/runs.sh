@@ -68,7 +68,7 @@ for f in "$DATA"/t10k-*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f
 nn eval -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" --weights "$tmp/a/best.safetensors"
 check "eval needs no training file" cmp -s "$tmp/out" "$tmp/test_line"
 nn -q -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" -o "$tmp/notrain"
-check "training without the training file exits 2" test "$rc" -eq 2
+check "training without the training file exits 1" test "$rc" -eq 1
 check "training without the training file names it" grep -q "train-images-idx3-ubyte" "$tmp/err"
 
 # ---- init_from
