@@ -110,8 +110,8 @@ static void usage(FILE *out) {
           "\n"
           "Exit status: 0 success, 1 runtime failure (data missing or wrong,\n"
           "training, I/O, a directory another nnrun holds), 2 usage or\n"
-          "configuration error, 3 plugin error, 130 / 143 stopped by SIGINT /\n"
-          "SIGTERM (resumable).\n",
+          "configuration error, 3 plugin error,\n"
+          "130 / 143 stopped by SIGINT / SIGTERM (resumable).\n",
           cli_config_dir(), nn_plugin_dir(),
           cli_fetch_command(fetch, sizeof fetch), nn_plugin_dir());
 }
