@@ -13,6 +13,7 @@
 #include <nn/safetensors.h>
 
 #include "checkpoint.h"
+#include "cli_paths.h"
 #include "sweep_proc.h"
 #include "gsl_trap.h"
 
@@ -306,16 +307,24 @@ static int setup_data(cli_run *r, int test_only, nn_error *err) {
                          test_only ? NULL : &r->all, &r->test, err);
   r->load_seconds = nn_now_seconds() - t0;
   if (rc) {
-    /* A data directory that does not exist is the config's mistake. */
+    /* Data that is missing or unreadable is a data failure (exit 1), with
+     * where the config asked for it and, when files are missing, the
+     * command that fetches them there. */
     const char *where;
     nn_config_get(r->cfg, "data", "dir", &where);
-    char msg[sizeof err->msg], cwd[1024] = "";
+    char msg[sizeof err->msg], cwd[1024] = "", fetch[1200] = "";
     snprintf(msg, sizeof msg, "%s", err->msg);
     /* Relative paths resolve against the current directory: say which. */
     if (dir[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
-    nn_error_set(err, rc, "%s: [data] dir = %s%s%s%s: %s", where, dir,
-                 cwd[0] ? " (in " : "", cwd, cwd[0] ? ")" : "", msg);
-    return rc == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
+    if (rc == NN_ENOTFOUND) {
+      char cmd[1024];
+      snprintf(fetch, sizeof fetch, "; fetch MNIST into it with: %s %s%s",
+               cli_fetch_command(cmd, sizeof cmd), dir,
+               strcmp(r->data_v[DATA_FORMAT].s, "csv") ? "" : " --csv");
+    }
+    nn_error_set(err, rc, "%s: [data] dir = %s%s%s%s: %s%s", where, dir,
+                 cwd[0] ? " (in " : "", cwd, cwd[0] ? ")" : "", msg, fetch);
+    return EXIT_RUNTIME;
   }
   if (!test_only) nn_dataset_split(&r->all, TRAIN_FRACTION, &r->train, &r->val);
   /* Now, before anything trains or a run directory exists: a bad label

@@ -371,14 +371,16 @@ static void run_all(sweep *s, const cli_options *opt) {
       if (run->status == 0) read_results(run);
       running--;
       done++;
+      /* Numbered by run, as its directory is (08-...), not by when it
+       * finished: with -j the two orders differ. */
       if (opt->verbosity > 0) {
         if (run->status == 0)
           fprintf(stderr, "[%zu/%zu] %s: val %.4f (epoch %ld) test %.4f  %.1fs\n",
-                  done, s->n_runs, run->label, run->best_val, run->best_epoch,
+                  r + 1, s->n_runs, run->label, run->best_val, run->best_epoch,
                   run->test_acc, run->seconds);
         else
           fprintf(stderr, "[%zu/%zu] %s: failed (exit %d), see %s/log.txt\n",
-                  done, s->n_runs, run->label, run->status, run->dir);
+                  r + 1, s->n_runs, run->label, run->status, run->dir);
       }
     }
   }

@@ -8,6 +8,7 @@
 #include <nn/nn.h>
 
 #include "cli.h"
+#include "cli_paths.h"
 
 static const char *option_type(uint32_t type) {
   switch (type) {
@@ -69,8 +70,14 @@ int cli_export_csv(const char *dir, int verbosity) {
   int status = EXIT_OK;
   char path[4200];
   if (nn_mnist_load(dir, "idx", &train, &test, &err)) {
-    status = err.code == NN_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
-    goto done;
+    char cmd[1024];
+    if (err.code == NN_ENOTFOUND)
+      fprintf(stderr, "nnrun: %s; fetch MNIST into it with: %s %s\n", err.msg,
+              cli_fetch_command(cmd, sizeof cmd), dir);
+    else
+      fprintf(stderr, "nnrun: %s\n", err.msg);
+    status = EXIT_RUNTIME;
+    goto out;
   }
   snprintf(path, sizeof path, "%s/mnist_train.csv", dir);
   if (nn_dataset_write_csv(&train, path, &err)) {
@@ -86,6 +93,7 @@ int cli_export_csv(const char *dir, int verbosity) {
   if (verbosity > 0) fprintf(stderr, "nnrun: wrote %s (%zu rows)\n", path, test.n);
 done:
   if (status) fprintf(stderr, "nnrun: %s\n", err.msg);
+out:
   nn_dataset_free(&train);
   nn_dataset_free(&test);
   return status;

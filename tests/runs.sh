@@ -68,7 +68,7 @@ for f in "$DATA"/t10k-*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f
 nn eval -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" --weights "$tmp/a/best.safetensors"
 check "eval needs no training file" cmp -s "$tmp/out" "$tmp/test_line"
 nn -q -c "$tmp/base.ini" --set "data.dir=$tmp/testonly" -o "$tmp/notrain"
-check "training without the training file exits 2" test "$rc" -eq 2
+check "training without the training file exits 1" test "$rc" -eq 1
 check "training without the training file names it" grep -q "train-images-idx3-ubyte" "$tmp/err"
 
 # ---- init_from
@@ -157,6 +157,15 @@ done
 check "report.md has the table" grep -q '^| \*\*1\*\* | \*\*0\.' "$tmp/sw/report.md"
 check "report.md embeds the charts" grep -q '!\[validation accuracy per epoch\](sweep_val_accuracy.png)' "$tmp/sw/report.md"
 check "the sweep prints the best run" grep -q '^best learning_rate=' "$tmp/out"
+# Progress lines carry the run's number (its directory's), in whatever
+# order the runs finish.
+nn -c "$tmp/base.ini" -o "$tmp/swn" --sweep optimizer.learning_rate=0.5,0.1,0.05 -j 3
+k=0
+for v in 0.5 0.1 0.05; do
+  k=$((k + 1))
+  check "sweep progress line [$k/3] is run $k's (learning_rate=$v)" \
+    sh -c "grep -q '^\[$k/3\] learning_rate=$v: val ' '$tmp/err' && test -d '$tmp/swn/0$k-learning_rate=$v'"
+done
 sed 's/^seed = 11$/seed = 11\nthreads = 3/' "$tmp/base.ini" >"$tmp/thr.ini"
 nn -q -c "$tmp/thr.ini" -o "$tmp/swt" --sweep train.epochs=1,2 -j 2
 check "with -j 2 a thread count set in the config file stays" grep -q '"threads": 3' "$tmp/swt/01-epochs=1/summary.json"

@@ -41,9 +41,11 @@ int nn_plot_available(void);
 
 /* Learning curves of one run: a "Loss" panel (train and validation
  * cross-entropy loss) and an "Accuracy" panel (train and validation
- * accuracy), x = m[i].epoch; when the finite m[i].lr are not all equal (a
- * schedule changed the rate), a third panel, "Learning rate", and the
- * image is NN_PLOT_CURVES_LR_WIDTH wide.  `title` goes at the top (NULL: "learning
+ * accuracy, with the best epoch - the first with the highest validation
+ * accuracy - ringed and labelled "best: epoch E, A"), x = m[i].epoch; when
+ * the finite m[i].lr are not all equal (a schedule changed the rate), a
+ * third panel, "Learning rate", and the image is NN_PLOT_CURVES_LR_WIDTH
+ * wide.  `title` goes at the top (NULL: "learning
  * curves").  n == 0 or m == NULL gives NN_EINVAL. */
 int nn_plot_curves(const char *png_path, const char *svg_path,
                    const char *title, const nn_epoch_metrics *m, size_t n,
@@ -61,9 +63,10 @@ typedef struct nn_plot_series {
 /* Several runs in one panel, one line per series (10 colours, then the
  * colours repeat with dashes and other markers).  The legend sits in a
  * corner of the plot for up to 4 series when one is free of data, else in
- * a column on the right.  Labels sharing a "key=" prefix (a sweep's
- * "learning_rate=0.1", "learning_rate=0.5") are listed by value under the
- * key as heading.  `title` and `y_label` may be NULL.  NN_EINVAL when there is no series, a series has n > 0 but y ==
+ * a column on the right.  Labels that are all lists of the same keys
+ * ("learning_rate=0.1, reg=0.001", "learning_rate=0.5, reg=0.01": a
+ * sweep's) name the keys once, as the legend's heading ("learning_rate,
+ * reg"), and list each series by its values ("0.1, 0.001").  `title` and `y_label` may be NULL.  NN_EINVAL when there is no series, a series has n > 0 but y ==
  * NULL, or every series is empty. */
 int nn_plot_compare(const char *png_path, const char *svg_path,
                     const char *title, const char *y_label,

@@ -263,8 +263,7 @@ static int mnist_find(const char *dir, const char *name, char *out,
                           strerror(errno));
   }
   return nn_error_set(err, NN_ENOTFOUND,
-                      "MNIST file %s not found: tried %s and %s (run "
-                      "data/get_data.sh to download MNIST)",
+                      "MNIST file %s not found: tried %s and %s",
                       name, out, gz);
 }
 

@@ -10,6 +10,7 @@
 #ifdef HAVE_CAIRO
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,17 @@ int nn_plot_curves(const char *png_path, const char *svg_path,
     memcpy(l->rgb, val ? orange : blue, sizeof l->rgb);
     l->marker = val ? NN__MARK_SQUARE : NN__MARK_CIRCLE;
   }
+  /* The epoch a run keeps: the first with the highest validation
+   * accuracy, the trainer's rule; marked on the validation curve. */
+  size_t best = n;
+  for (size_t i = 0; i < n; i++)
+    if (isfinite(m[i].val_accuracy) &&
+        (best == n || m[i].val_accuracy > m[best].val_accuracy))
+      best = i;
+  char best_text[80];
+  if (best < n)
+    snprintf(best_text, sizeof best_text, "best: epoch %zu, %.4f",
+             m[best].epoch, m[best].val_accuracy);
   /* A third panel for the learning rate when a schedule changed it: a
    * constant rate is in the config already. */
   const double green[3] = {0x2c / 255.0, 0xa0 / 255.0, 0x2c / 255.0};
@@ -188,9 +200,13 @@ int nn_plot_curves(const char *png_path, const char *svg_path,
   memcpy(lr.rgb, green, sizeof lr.rgb);
   lr.marker = NN__MARK_TRIANGLE;
   const nn__plot_panel panels[3] = {
-      {"Loss", "epoch", "cross-entropy loss", loss, 2, NN__LEGEND_INSIDE},
-      {"Accuracy", "epoch", "accuracy", acc, 2, NN__LEGEND_INSIDE},
-      {"Learning rate", "epoch", "learning rate", &lr, 1, NN__LEGEND_AUTO}};
+      {"Loss", "epoch", "cross-entropy loss", loss, 2, NN__LEGEND_INSIDE, NULL,
+       0, 0},
+      {"Accuracy", "epoch", "accuracy", acc, 2, NN__LEGEND_INSIDE,
+       best < n ? best_text : NULL, best < n ? (double)m[best].epoch : 0,
+       best < n ? m[best].val_accuracy : 0},
+      {"Learning rate", "epoch", "learning rate", &lr, 1, NN__LEGEND_AUTO,
+       NULL, 0, 0}};
   const nn__plot_figure fig = {
       lr_varies ? NN_PLOT_CURVES_LR_WIDTH : NN_PLOT_CURVES_WIDTH,
       NN_PLOT_CURVES_HEIGHT, title ? title : "learning curves", panels,
@@ -240,7 +256,9 @@ int nn_plot_compare(const char *png_path, const char *svg_path,
   const nn__plot_panel panel = {
       NULL,     "epoch",
       y_label,  lines,
-      n_series, n_series > 4 ? NN__LEGEND_OUTSIDE : NN__LEGEND_AUTO};
+      n_series, n_series > 4 ? NN__LEGEND_OUTSIDE : NN__LEGEND_AUTO,
+      NULL,     0,
+      0};
   const nn__plot_figure fig = {NN_PLOT_COMPARE_WIDTH, NN_PLOT_COMPARE_HEIGHT,
                                title, &panel, 1};
   int rc = write_figure(&fig, png_path, svg_path, err);

@@ -48,6 +48,10 @@ typedef struct nn__plot_panel {
   const nn__plot_line *lines;
   size_t n_lines;
   int legend;         /* enum nn__plot_legend */
+  /* A point to point out (the best epoch): a ring at (mark_x, mark_y) in
+   * data units and mark_text next to it.  NULL mark_text: none. */
+  const char *mark_text;
+  double mark_x, mark_y;
 } nn__plot_panel;
 
 typedef struct nn__plot_figure {

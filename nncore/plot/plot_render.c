@@ -47,7 +47,8 @@ typedef struct axes {
 
 typedef struct legend {
   size_t n;     /* entries */
-  size_t cut;   /* bytes of shared "key=" label prefix shown once on top */
+  char keys[TEXT_CAP]; /* the labels' shared keys, shown once on top
+                          ("learning_rate, reg"); "" when they share none */
   size_t shown; /* entries drawn; any rest becomes one "+k more" row */
   size_t cols, rows;
   double col_w, row_h, w, h, x, y;
@@ -133,19 +134,20 @@ static double text_width(ctx *c, const char *s, double px, int bold) {
   return width_of(c, buf, px, bold);
 }
 
-/* Sanitize s into buf, cutting it to max_w with "..." if it is wider. */
+/* Sanitize s into buf, cutting it to max_w with "..." if it is wider (in
+ * the weight it will be drawn in). */
 static void fit_text(ctx *c, char *buf, size_t cap, const char *s, double px,
-                     double max_w) {
+                     int bold, double max_w) {
   char full[TEXT_CAP];
   sanitize(full, sizeof full, s);
   snprintf(buf, cap, "%s", full);
-  if (width_of(c, buf, px, 0) <= max_w) return;
+  if (width_of(c, buf, px, bold) <= max_w) return;
   size_t len = strlen(full);
   while (len > 0) {
     do len--; /* back to the start of a character */
     while (len > 0 && ((unsigned char)full[len] & 0xc0) == 0x80);
     snprintf(buf, cap, "%.*s...", (int)len, full);
-    if (width_of(c, buf, px, 0) <= max_w) return;
+    if (width_of(c, buf, px, bold) <= max_w) return;
   }
   snprintf(buf, cap, "...");
 }
@@ -200,40 +202,63 @@ static const char *line_label(const nn__plot_line *l, size_t k, char *buf,
   return buf;
 }
 
-/* Sweeps label their runs "learning_rate=0.1", "learning_rate=0.5", ...:
- * the part up to the last '=' that every label shares is then shown once,
- * as the legend's heading, and the entries keep just the values.  Returns
- * its length in bytes (including the '='), 0 when there is none. */
-static size_t shared_key_prefix(const nn__plot_panel *p) {
-  if (p->n_lines < 2) return 0;
+/* Sweeps label their runs "learning_rate=0.1, reg=0.01", ...: when every
+ * label is such a list of KEY=VALUE with the same keys in the same order,
+ * the keys are shown once, as the legend's heading ("learning_rate, reg"),
+ * and the entries keep just the values ("0.1, 0.01"), so that the legend
+ * of a sweep over several keys stays narrow enough to read whole.  Writes
+ * the heading into keys (cap bytes); "" when the labels do not qualify. */
+static void shared_keys(const nn__plot_panel *p, char *keys, size_t cap) {
+  keys[0] = '\0';
+  if (p->n_lines < 2 || !p->lines[0].label) return;
   const char *first = p->lines[0].label;
-  if (!first) return 0;
-  size_t common = strlen(first);
-  for (size_t k = 1; k < p->n_lines; k++) {
-    const char *s = p->lines[k].label;
-    if (!s) return 0;
-    size_t i = 0;
-    while (i < common && s[i] == first[i]) i++;
-    common = i;
-  }
-  size_t cut = 0;
-  for (size_t i = 0; i < common; i++)
-    if (first[i] == '=') cut = i + 1;
-  if (cut < 2) return 0; /* "=x": no key to show */
   for (size_t k = 0; k < p->n_lines; k++) {
-    const char *rest = p->lines[k].label + cut;
-    /* Nothing left, or more keys follow ("0.1, hidden_size=16"): the
-     * heading would name only the first key, so keep the labels whole. */
-    if (*rest == '\0' || strchr(rest, '=')) return 0;
+    const char *s = p->lines[k].label, *f = first;
+    if (!s) return;
+    for (;;) { /* one "KEY=VALUE" of s against the same part of first */
+      const char *eq = strchr(s, '=');
+      const char *end = strstr(s, ", ");
+      if (!end) end = s + strlen(s);
+      const size_t key_len = eq ? (size_t)(eq - s) : 0;
+      if (!eq || eq > end || key_len == 0 || eq + 1 == end ||
+          strncmp(s, f, key_len + 1))
+        return;
+      const char *f_end = strstr(f, ", ");
+      if (!*end) {
+        if (f_end) return; /* first has more keys */
+        break;
+      }
+      if (!f_end) return;
+      s = end + 2;
+      f = f_end + 2;
+    }
   }
-  return cut;
+  size_t len = 0;
+  for (const char *f = first; f && len < cap;) {
+    const char *eq = strchr(f, '=');
+    len += (size_t)snprintf(keys + len, cap - len, "%s%.*s", len ? ", " : "",
+                            (int)(eq - f), f);
+    f = strstr(eq, ", ");
+    if (f) f += 2;
+  }
 }
 
-/* The text of legend entry k (without the shared prefix). */
+/* The text of legend entry k: the label, or its values alone under shared
+ * keys. */
 static const char *entry_label(const nn__plot_panel *p, const legend *lg,
                                size_t k, char *buf, size_t cap) {
   const char *s = line_label(&p->lines[k], k, buf, cap);
-  return lg->cut ? s + lg->cut : s;
+  if (!lg->keys[0]) return s;
+  size_t len = 0;
+  buf[0] = '\0';
+  while (s && len < cap) {
+    const char *v = strchr(s, '=') + 1, *end = strstr(v, ", ");
+    const int n = end ? (int)(end - v) : (int)strlen(v);
+    len += (size_t)snprintf(buf + len, cap - len, "%s%.*s", len ? ", " : "",
+                            n, v);
+    s = end ? end + 2 : NULL;
+  }
+  return buf;
 }
 
 /* Markers on every point while a panel stays readable; beyond that only
@@ -386,19 +411,17 @@ static void legend_layout(ctx *c, const nn__plot_panel *p, double max_w,
   lg->n = p->n_lines;
   if (lg->n == 0) return;
   lg->row_h = LEGEND_PX * 1.5;
-  lg->cut = shared_key_prefix(p);
+  shared_keys(p, lg->keys, sizeof lg->keys);
   double widest = 0;
   for (size_t k = 0; k < lg->n; k++) {
-    char tmp[32];
+    char tmp[TEXT_CAP];
     widest = fmax(widest, text_width(c, entry_label(p, lg, k, tmp, sizeof tmp),
                                      LEGEND_PX, 0));
   }
   double full_col = LEG_SWATCH + LEG_GAP + widest + LEG_PAD;
   double head = 0; /* heading row */
-  if (lg->cut) {
-    char key[TEXT_CAP];
-    snprintf(key, sizeof key, "%.*s", (int)(lg->cut - 1), p->lines[0].label);
-    full_col = fmax(full_col, text_width(c, key, LEGEND_PX, 1) + LEG_PAD);
+  if (lg->keys[0]) {
+    full_col = fmax(full_col, text_width(c, lg->keys, LEGEND_PX, 1) + LEG_PAD);
     head = lg->row_h;
   }
   size_t rows_fit = 1;
@@ -434,10 +457,9 @@ static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
   size_t entries = lg->shown + (lg->shown < lg->n);
   double y0 = lg->y + LEG_PAD;
   char text[TEXT_CAP];
-  if (lg->cut) {
-    char key[TEXT_CAP];
-    snprintf(key, sizeof key, "%.*s", (int)(lg->cut - 1), p->lines[0].label);
-    fit_text(c, text, sizeof text, key, LEGEND_PX, lg->w - 2 * LEG_PAD);
+  if (lg->keys[0]) {
+    fit_text(c, text, sizeof text, lg->keys, LEGEND_PX, 1,
+             lg->w - 2 * LEG_PAD);
     draw_text(c, lg->x + LEG_PAD, y0 + lg->row_h / 2, text, LEGEND_PX, 1, 0,
               VA_MIDDLE, 0);
     y0 += lg->row_h;
@@ -448,7 +470,8 @@ static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
     if (k == lg->shown) {
       char more[64];
       snprintf(more, sizeof more, "+%zu more", lg->n - lg->shown);
-      fit_text(c, text, sizeof text, more, LEGEND_PX, label_w + LEG_SWATCH);
+      fit_text(c, text, sizeof text, more, LEGEND_PX, 0,
+               label_w + LEG_SWATCH);
       draw_text(c, x, y, text, LEGEND_PX, 0, 0, VA_MIDDLE, 0);
       break;
     }
@@ -459,9 +482,9 @@ static void legend_draw(ctx *c, const nn__plot_panel *p, const legend *lg) {
     set_line_style(cr, l, 2.5);
     cairo_stroke(cr);
     if (all_markers(p, l)) draw_marker(cr, l, x + LEG_SWATCH / 2, y, 4);
-    char tmp[32];
+    char tmp[TEXT_CAP];
     fit_text(c, text, sizeof text, entry_label(p, lg, k, tmp, sizeof tmp),
-             LEGEND_PX, label_w);
+             LEGEND_PX, 0, label_w);
     draw_text(c, x + LEG_SWATCH + LEG_GAP, y, text, LEGEND_PX, 0, 0,
               VA_MIDDLE, 0);
   }
@@ -523,6 +546,11 @@ static void legend_fit(ctx *c, const nn__plot_panel *p, axes *a, legend *lg,
   a->right = right;
   if (outside) {
     legend_layout(c, p, fig_w * 0.35, a->bottom - a->top, lg);
+    /* A heading of several keys may take a little more, to be read whole. */
+    const double head_w = lg->keys[0]
+        ? text_width(c, lg->keys, LEGEND_PX, 1) + 3 * LEG_PAD : 0;
+    if (head_w > lg->w)
+      legend_layout(c, p, fmin(head_w, fig_w * 0.42), a->bottom - a->top, lg);
     a->right -= lg->w + 6;
     lg->x = a->right + 16, lg->y = a->top;
   } else {
@@ -530,6 +558,37 @@ static void legend_fit(ctx *c, const nn__plot_panel *p, axes *a, legend *lg,
                   (a->bottom - a->top) * 0.6, lg);
   }
   if (a->right < a->left + 40) a->right = a->left + 40; /* absurd labels */
+}
+
+/* ------------------------------------------------------------------ mark */
+
+/* The panel's marked point: a dark ring around it and its text on a white
+ * box beside it, below the point when there is room (a best accuracy is
+ * near the top), towards the middle of the plot. */
+static void draw_mark(ctx *c, const nn__plot_panel *p, const axes *a) {
+  if (!p->mark_text || !isfinite(p->mark_x) || !isfinite(p->mark_y)) return;
+  const double X = map_x(a, p->mark_x), Y = map_y(a, p->mark_y);
+  if (X < a->left || X > a->right || Y < a->top || Y > a->bottom) return;
+  cairo_t *cr = c->cr;
+  cairo_new_path(cr);
+  cairo_set_dash(cr, NULL, 0, 0);
+  cairo_arc(cr, X, Y, 9, 0, 2 * PI);
+  cairo_set_line_width(cr, 2);
+  set_hex(cr, 0x222222);
+  cairo_stroke(cr);
+  if (!c->text_ok) return;
+  char text[TEXT_CAP];
+  fit_text(c, text, sizeof text, p->mark_text, LEGEND_PX, 1,
+           (a->right - a->left) * 0.9);
+  const double w = text_width(c, text, LEGEND_PX, 1), h = LEGEND_PX * 1.4;
+  const int left_of = X > (a->left + a->right) / 2;
+  double tx = left_of ? X - 12 - w : X + 12;
+  tx = fmin(fmax(tx, a->left + 4), a->right - 4 - w);
+  double ty = Y + 14 + h < a->bottom ? Y + 14 : Y - 14 - h;
+  cairo_rectangle(cr, tx - 3, ty, w + 6, h);
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
+  cairo_fill(cr);
+  draw_text(c, tx, ty + h / 2, text, LEGEND_PX, 1, 0, VA_MIDDLE, 0);
 }
 
 /* ----------------------------------------------------------------- panel */
@@ -630,6 +689,7 @@ static void draw_panel(ctx *c, const nn__plot_panel *p, double px, double py,
     draw_line(c, &a, p, &p->lines[k], many ? 2.0 : 2.5, many ? 3.2 : 4.2);
   cairo_restore(cr);
 
+  draw_mark(c, p, &a);
   legend_draw(c, p, &lg);
 }
 

@@ -7,6 +7,7 @@
  * mode hides them. */
 #define _XOPEN_SOURCE 700
 #include <config.h>
+#include <nn_paths.h>
 
 #include <stddef.h>
 
