@@ -141,9 +141,14 @@ cp -R "$tmp/usr" "$tmp/usr_copy"
 kill -CONT "$pid"
 wait "$pid"
 check "SIGUSR1: the run goes on to exit 0" test $? -eq 0
-check "it says where it saved" grep -q "^nnrun: checkpoint at epoch 1, batch [1-9][0-9]* in $tmp/usr/last.safetensors$" "$tmp/usr.err"
+# Where the signal lands depends on the machine's speed: any batch
+# boundary will do, as long as the message and the checkpoint agree.
+check "it says where it saved" grep -q "^nnrun: checkpoint at epoch [0-9]*, batch [0-9]* in $tmp/usr/last.safetensors$" "$tmp/usr.err"
 check "the run is the uninterrupted one" same_run "$tmp/slow_ref" "$tmp/usr"
-check "the checkpoint records its batch" test "$(get_meta "$tmp/usr_copy/last.safetensors" batch)" -gt 0
+usr_batch=$(sed -n 's/^nnrun: checkpoint at epoch [0-9]*, batch \([0-9]*\) in .*/\1/p' "$tmp/usr.err" | head -1)
+usr_meta=$(get_meta "$tmp/usr_copy/last.safetensors" batch)
+check "the checkpoint records its batch (${usr_batch:-?})" \
+  test "${usr_meta:-0}" = "${usr_batch:-none}"
 # shellcheck disable=SC2086
 nn -q -c "$tmp/base.ini" --resume "$tmp/usr_copy" $slow
 check "a copy taken then resumes to the uninterrupted run" same_run "$tmp/slow_ref" "$tmp/usr_copy"
