@@ -1,7 +1,8 @@
 /* What the element-wise activation layers (relu, sigmoid, tanh) share: the
  * output has the input's shape, there are no parameters, and an instance
  * holds only its sizes and name.  Each plugin includes this header and
- * writes its own forward and backward loops. */
+ * writes its own forward and backward loops.  flatten, which passes the
+ * values through and changes only the shape, uses it too. */
 #ifndef NN_PLUGINS_ELEMENTWISE_H
 #define NN_PLUGINS_ELEMENTWISE_H
 

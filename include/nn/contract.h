@@ -1,9 +1,9 @@
 /* The contract checks every plugin must pass (`nnrun check-plugin`).
  *
  * nn_contract_check makes instances of a loaded plugin with its option
- * defaults, on small shapes (examples of {1, 1, 6}, 4 classes for a model,
- * batches of up to 5; a schedule gets the base rate 0.1), and runs each
- * check on them.  Each check is
+ * defaults, on small shapes (a layer's examples are 2 x 4 x 6 images, a
+ * model's 6 values with 4 classes; batches of up to 5; a schedule gets
+ * the base rate 0.1), and runs each check on them.  Each check is
  * reported once, by name, through the caller's callback:
  *   create       an instance can be made with the defaults (a required
  *                option without one gets a stand-in, named in the detail);

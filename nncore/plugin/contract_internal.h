@@ -43,8 +43,15 @@
 
 /* The shapes the checks run on: small enough for finite differences on
  * every value, large enough to catch a transposed index. */
-#define CC_N_IN 6
+#define CC_N_IN 6      /* a model's inputs */
 #define CC_N_OUT 4     /* a model's classes */
+/* A layer's examples are small images, so that layers that read the
+ * image's structure (conv2d, maxpool2d) are checked too: channels, height
+ * and width all unequal, so a swapped index shows, and height and width
+ * even, so the usual 2 x 2 window tiles them. */
+#define CC_LAYER_C 2
+#define CC_LAYER_H 4
+#define CC_LAYER_W 6
 #define CC_MAX_BATCH 5 /* every batch size 1..this is run */
 
 #define CC_SEED_WEIGHTS 20240501UL /* the rng lent to create */

@@ -272,8 +272,8 @@ int nn__cc_check_shapes(nn__cc_checker *c, char *d, size_t size) {
     goto out;
   char io[64];
   if (s.layer)
-    snprintf(io, sizeof io, "1x1x%d -> %ux%ux%u", CC_N_IN,
-             (unsigned)s.out_shape.c, (unsigned)s.out_shape.h,
+    snprintf(io, sizeof io, "%dx%dx%d -> %ux%ux%u", CC_LAYER_C, CC_LAYER_H,
+             CC_LAYER_W, (unsigned)s.out_shape.c, (unsigned)s.out_shape.h,
              (unsigned)s.out_shape.w);
   else
     snprintf(io, sizeof io, "%d inputs -> %d scores", CC_N_IN, CC_N_OUT);

@@ -12,9 +12,11 @@ const nn_context nn__cc_eval = {(uint32_t)sizeof(nn_context), 0, 0, 0, NULL};
 
 int nn__cc_subject_create(nn__cc_checker *c, nn__cc_subject *s,
                           nn_error *err) {
-  *s = (nn__cc_subject){c->p->layer, c->p->model, NULL, CC_N_IN, 0,
+  const nn_shape in = c->p->layer
+                         ? (nn_shape){CC_LAYER_C, CC_LAYER_H, CC_LAYER_W}
+                         : (nn_shape){1, 1, CC_N_IN};
+  *s = (nn__cc_subject){c->p->layer, c->p->model, NULL, nn_shape_size(in), 0,
                         {0, 0, 0}};
-  const nn_shape in = {1, 1, CC_N_IN};
   gsl_rng_set(c->wrng, CC_SEED_WEIGHTS);
   nn__cc_err_clear(err);
   int rc;

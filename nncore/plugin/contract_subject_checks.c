@@ -19,8 +19,8 @@ int nn__cc_check_create_subject(nn__cc_checker *c, char *d, size_t size) {
   nn__cc_subject s;
   int rc = nn__cc_subject_create(c, &s, &e);
   if (c->p->layer)
-    snprintf(kind, sizeof kind, "input 1x1x%d, batches up to %d", CC_N_IN,
-             CC_MAX_BATCH);
+    snprintf(kind, sizeof kind, "input %dx%dx%d, batches up to %d",
+             CC_LAYER_C, CC_LAYER_H, CC_LAYER_W, CC_MAX_BATCH);
   else
     snprintf(kind, sizeof kind, "%d inputs, %d classes, batches up to %d",
              CC_N_IN, CC_N_OUT, CC_MAX_BATCH);
