@@ -6,8 +6,8 @@ The network, layer for layer as in configs/cnn.ini:
   conv 3x3, padding 1, C2 filters -> ReLU -> max pool 2x2
   flatten -> dense to HIDDEN units -> ReLU (left out with --hidden 0)
   -> dense to 10 scores
-He initialisation for the convolutions (std sqrt(2 / fan_in)), Glorot
-(Xavier) normal for the dense layers, biases start at 0; Adam, learning
+He initialisation (std sqrt(2 / fan_in)) for the convolutions and the
+hidden dense layer, Glorot (Xavier) normal for the last, biases start at 0; Adam, learning
 rate 0.001, no weight decay; batch 64, mean cross-entropy, the first
 48,000 training images train (pixels / 255, as 1x28x28 images),
 reshuffled every epoch.  The data is preloaded as tensors, so an epoch's
@@ -19,7 +19,7 @@ OMP_NUM_THREADS = n (a thread pool is sized from the environment when its
 library loads).  Each child runs a warm-up epoch, then --epochs timed
 epochs, and prints one line:
 
-  torch model=cnn c1=16 c2=32 hidden=0 dtype=float32 threads=1 median=... min=... acc=...
+  torch model=cnn c1=16 c2=32 hidden=128 dtype=float32 threads=1 median=... min=... acc=...
 
 (acc: the training accuracy of the last epoch, counted during it.)
 bench/run parses these lines and keeps the best thread setting.
@@ -60,8 +60,8 @@ def build(args, dtype, gen):
     w2 = normal((2.0 / (9 * c1)) ** 0.5, c2, c1, 3, 3)
     flat = c2 * 7 * 7
     dims = [flat, hidden, 10] if hidden else [flat, 10]
-    dense = [normal((2.0 / (a + b)) ** 0.5, b, a)
-             for a, b in zip(dims, dims[1:])]
+    dense = [normal((2.0 / a) ** 0.5, b, a) for a, b in zip(dims, dims[1:-1])]
+    dense.append(normal((2.0 / (dims[-2] + dims[-1])) ** 0.5, 10, dims[-2]))
     biases = [zeros(c1), zeros(c2)] + [zeros(b) for b in dims[1:]]
     weights = [w1, w2] + dense
 
@@ -111,7 +111,7 @@ def main():
     p.add_argument("--data", default=os.path.join(here, "..", "data"))
     p.add_argument("--c1", type=int, default=16)
     p.add_argument("--c2", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--dtype", default="float32",
                    choices=["float32", "float64"])
