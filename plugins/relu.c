@@ -7,9 +7,8 @@
  *
  * Both loops select with a bit mask instead of a branch: after a
  * convolution the signs of X are close to random, and a branch per value
- * is then mispredicted every other time (the loops ran several times
- * slower as branches).  The mask keeps the rules' exact bits: +0.0 where
- * they write 0, the value itself otherwise. */
+ * would be mispredicted every other time.  The mask keeps the rules'
+ * exact bits: +0.0 where they write 0, the value itself otherwise. */
 #include <config.h>
 
 #include <stdint.h>
