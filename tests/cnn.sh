@@ -89,7 +89,7 @@ kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 check "the killed cnn run had finished its first epoch" \
   test "$(lines "$tmp/killed/metrics.csv")" -ge 2
-check "the killed cnn run did not finish" test ! -f "$tmp/killed/summary.json"
+check "the killed cnn run did not finish" not_finished "$tmp/killed"
 cnn -q --resume "$tmp/killed" >"$tmp/out" 2>"$tmp/err"
 check "resuming the cnn run exits 0" test $? -eq 0
 check "the resumed cnn run has the uninterrupted run's metrics.csv (but train_seconds)" \
