@@ -4,8 +4,8 @@
 The network, layer for layer as in configs/cnn.ini:
   conv 3x3, padding 1, C1 filters -> ReLU -> max pool 2x2
   conv 3x3, padding 1, C2 filters -> ReLU -> max pool 2x2
-  flatten -> dense to HIDDEN units -> ReLU (left out with --hidden 0)
-  -> dense to 10 scores
+  flatten -> dropout 0.25 -> dense to HIDDEN units -> ReLU -> dropout 0.5
+  (these three left out with --hidden 0) -> dense to 10 scores
 He initialisation (std sqrt(2 / fan_in)) for the convolutions and the
 hidden dense layer, Glorot (Xavier) normal for the last, biases start at 0; Adam, learning
 rate 0.001, no weight decay; batch 64, mean cross-entropy, the first
@@ -70,9 +70,11 @@ def build(args, dtype, gen):
         h = F.max_pool2d(F.relu(F.conv2d(h, w2, biases[1], padding=1)), 2)
         h = h.flatten(1)
         for k, w in enumerate(dense):
-            h = F.linear(h, w, biases[2 + k])
             if k + 1 < len(dense):
-                h = F.relu(h)
+                h = F.dropout(F.relu(F.linear(F.dropout(h, 0.25), w,
+                                              biases[2 + k])), 0.5)
+            else:
+                h = F.linear(h, w, biases[2 + k])
         return h
     return weights, biases, forward
 
