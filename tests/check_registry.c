@@ -383,7 +383,7 @@ START_TEST(test_open_layer) {
                                   test_plugin_path(), &err), NN_ENOTFOUND);
   ck_assert_msg(strstr(err.msg, "did you mean 'dense'?") &&
                 strstr(err.msg, "available: dense, ") &&
-                strstr(err.msg, "sigmoid"), "%s", err.msg);
+                strstr(err.msg, "tanh"), "%s", err.msg);
 }
 END_TEST
 
