@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Compare two nnrun metrics.csv files: the same epochs, the same hit counts
 # (accuracy = hits / samples, so equal hits give the identical printed
 # double), and losses equal to a relative tolerance (default 1e-9).

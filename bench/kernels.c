@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnbench kernels: how close the first layer's sparse products come to
  * one core's arithmetic peak.
  *

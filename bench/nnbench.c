@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnbench: the measurements behind `make bench` that nnrun itself does not
  * print.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What the parts of nnbench share (see nnbench.c for the commands). */
 #ifndef NNBENCH_H
 #define NNBENCH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnbench pingpong: how far apart the first two CPUs are right now.
  *
  * Two threads, pinned to CPUs 0 and 1, hand a cache line back and forth;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnbench split: can the two-layer model's first layer run on two cores?
  *
  * Each half of the 128 hidden units gets the work twolayer does on W1 in a

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Train configs/cnn.ini's network in PyTorch, the same way, and time the epochs.
 
 The network, layer for layer as in configs/cnn.ini:

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Train nnrun's two models in PyTorch, the same way, and time the epochs.
 
 Same models and hyper-parameters as configs/mlp.ini, configs/softmax.ini and

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """PyTorch's optimizers on fixed gradients: the reference that
 tests/check_optim.c holds nnrun's optimizer plugins to.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """PyTorch's learning-rate schedulers on fixed settings: the reference that
 tests/check_sched.c holds nnrun's schedule plugins (and libnn's warm-up) to.
 

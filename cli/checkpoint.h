@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: a run's checkpoints in safetensors form.
  *
  *   DIR/best.safetensors  the parameters of the best epoch so far

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the nnrun CLI: the commands main() dispatches to.  Only the CLI
  * prints and chooses exit codes; the library returns errors. */
 #ifndef NN_CLI_H

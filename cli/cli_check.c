@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun check-plugin NAME|PATH: libnn's contract checks on one plugin, one
  * line per check, plus the one check only a program can make: "silent",
  * that the plugin wrote nothing to stdout or stderr.  For that, fds 1 and

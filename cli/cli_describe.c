@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun --describe -c FILE: the model a config builds, layer by layer
  * (shapes, parameter counts, plugin files), without data or training. */
 #include <config.h>

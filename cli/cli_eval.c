@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun eval -c FILE --weights W: the test-set loss and accuracy of saved
  * weights, computed exactly as at the end of training (same batches), so
  * the line agrees with the run that wrote them. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Installed paths and config lookup: see cli_paths.h. */
 /* realpath is XSI. */
 #define _XOPEN_SOURCE 700

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: where the installed configs and the MNIST fetcher
  * are, and finding a config the user named. */
 #ifndef NN_CLI_PATHS_H

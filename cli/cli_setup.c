@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Setting up a run from its config: see cli_setup.h. */
 #include <config.h>
 

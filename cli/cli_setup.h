@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: turning a config file (plus --set overrides) into a
  * ready-to-train run: validated sections, loaded plugins, loaded data and a
  * trainer.  Shared by training, evaluation and sweeps. */

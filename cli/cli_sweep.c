@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Sweeps: one training run per combination of values ([sweep] section and
  * --sweep options; several keys give their Cartesian product), N at a time
  * in child processes, each in its own subdirectory; then DIR/sweep.csv,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun's small commands: --list-plugins (the one command that loads every
  * plugin on the path) and export-csv. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun -c FILE: set up the run, train (or resume), keep the best epoch,
  * test, and keep the run's outputs current (run_outputs.h).  Every
  * failure is reported with where it comes from and mapped to an exit

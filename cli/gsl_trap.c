@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* GSL's error handler for nnrun: see gsl_trap.h. */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: GSL's errors caught instead of ignored.
  *
  * GSL reports an error by calling one process-wide handler, so only the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun: command-line entry point.  Parses arguments and dispatches; the
  * commands live in the other cli_*.c files.  It also installs the
  * fatal-signal handler that names a plugin that crashes. */

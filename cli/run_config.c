@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* A run's configuration as text: see run_config.h. */
 #include <config.h>
 

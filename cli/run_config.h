@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: a run's resolved configuration as text, recorded in
  * its checkpoint so that --resume continues the same run, and the
  * comparison of two such records. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Output directories of runs: see run_dir.h. */
 #define _DEFAULT_SOURCE /* flock, realpath, mkstemp */
 #include <config.h>

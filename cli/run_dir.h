@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: choosing, creating and claiming a run's output
  * directory. */
 #ifndef NN_RUN_DIR_H

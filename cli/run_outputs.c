@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The files of a run: see run_outputs.h. */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: the state of one training run (cli_train) and the
  * files it keeps current in its directory: metrics.csv, best and last
  * checkpoints, summary.json (with the run's status) and the learning

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* --resume: see run_resume.h. */
 #include <config.h>
 

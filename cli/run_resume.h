@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: --resume DIR, continuing the run in DIR as the same
  * run: its recorded configuration, then its checkpoints. */
 #ifndef NN_RUN_RESUME_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Signals of a run or a sweep: see run_signals.h. */
 #define _POSIX_C_SOURCE 200809L /* sigaction, kill */
 #include <config.h>

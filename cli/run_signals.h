@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: the signals a training run or a sweep acts on.
  *
  *   SIGINT, SIGTERM  stop after the current batch with a checkpoint that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* summary.json: see run_summary.h. */
 #include <config.h>
 

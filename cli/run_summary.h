@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: DIR/summary.json, everything about a run in one
  * machine-readable file (written with jansson, atomically), rewritten
  * after every epoch and when the run ends. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* A sweep's child processes: see sweep_proc.h. */
 #define _GNU_SOURCE /* prctl */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to the CLI: a sweep's runs as child processes that never
  * outlive the sweep, and the values each run keeps in its directory. */
 #ifndef NN_SWEEP_PROC_H

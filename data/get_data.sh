@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Fetch the four raw MNIST IDX files into DIR, verifying their SHA-256 sums;
 # with --csv also write mnist_train.csv and mnist_test.csv.
 #

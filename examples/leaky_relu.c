@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Example out-of-tree layer plugin: the leaky ReLU,
  *
  *   y = x          where x > 0

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* An example schedule plugin: the learning rate falls in a straight line
  * from the optimizer's learning_rate to end_factor times it over `epochs`
  * epochs, and stays there.  Build it against the installed headers:

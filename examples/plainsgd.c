@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Example out-of-tree optimizer plugin (shown in the README): plain SGD with
  * the course's L2 rule.  `make installcheck` builds it against the installed
  * headers and library and loads it with the installed nnrun. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: nnrun's checkpoint reader (checkpoint.c of the CLI) on a
  * run directory's pair of files: one input carries last.safetensors and
  * best.safetensors (split by fuzz_split; an empty second part means no

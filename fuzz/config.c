@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: the INI config loader (nn_config_load) and everything a
  * run does with a loaded config before any plugin sees it: walking the
  * sections and keys, checking section names, a --set, and strict

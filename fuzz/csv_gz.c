@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: the CSV reader on .gz files, the fuzzed bytes compressed,
  * so lines reach the parser through zlib's inflate. */
 #include "csv.h"

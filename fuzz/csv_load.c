@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared by the CSV fuzz targets: see csv.h. */
 #include "csv.h"
 

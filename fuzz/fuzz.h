@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared by the fuzz targets (fuzz/TARGET.c, built by `make fuzz`): the
  * parsers under test take file names, so each input is written to a file
  * in a private temporary directory first.

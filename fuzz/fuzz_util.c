@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Temporary files for the fuzz targets: see fuzz.h. */
 #define _POSIX_C_SOURCE 200809L
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: the IDX reader on the bytes as given (plain files, and
  * gzip files when the seeds or mutations make them). */
 #include "idx.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: the IDX reader on .gz files, the fuzzed bytes compressed,
  * so the parser sees them through zlib's inflate. */
 #include "idx.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared by the IDX fuzz targets: see idx.h. */
 #include "idx.h"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Write the fuzz targets' seed inputs into fuzz/corpus/TARGET/.
 
 Small valid inputs of each format and a few near-valid ones (one field

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Parameters shaped like a file's tensors: see params.h. */
 #include "params.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* For the safetensors and checkpoint fuzz targets: parameters shaped like
  * an opened file's tensors, as a model that fits the file would have. */
 #ifndef NN_FUZZ_PARAMS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Fuzz target: the safetensors reader (nn_safetensors_open) and every
  * query a caller makes of an opened file, including copying each tensor
  * out and loading a model's parameters from it. */

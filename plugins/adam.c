@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `adam` optimizer plugin: Adam (Kingma & Ba) as torch.optim.Adam computes
  * it, with L2 (`reg`, PyTorch's weight_decay) added to the gradient of
  * weights only.  The rule, its rounding and the step in parts are in

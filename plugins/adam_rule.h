@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The Adam rule shared by the adam and adamw plugins, which differ only in
  * how weight decay enters (and in their option tables).  The including
  * file defines ADAM_NAME (the plugin's name, also its state prefix) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `adamw` optimizer plugin: Adam with decoupled weight decay (Loshchilov &
  * Hutter) as torch.optim.AdamW computes it: weights shrink by
  * 1 - learning_rate * weight_decay before the Adam update; biases are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `conv2d` layer plugin: a 2-D convolution (cross-correlation, as in every
  * framework) of c x h x w images with out_channels square filters.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `cosine` schedule plugin: torch.optim.lr_scheduler.CosineAnnealingLR.
  *     lr(e) = eta_min + (base_lr - eta_min) * (1 + cos(pi * e / T_max)) / 2
  * PyTorch's own closed form (the one SequentialLR starts it with); its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `dense` layer plugin: the fully connected layer Y = X W + b.
  *
  *   W: n_in x units (NN_PARAM_WEIGHT), b: 1 x units (NN_PARAM_BIAS, absent

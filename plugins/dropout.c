@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `dropout` layer plugin: inverted dropout.
  *
  * While training, each unit of each example is kept with probability

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What the element-wise activation layers (relu, sigmoid, tanh) share: the
  * output has the input's shape, there are no parameters, and an instance
  * holds only its sizes and name.  Each plugin includes this header and

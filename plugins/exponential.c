@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `exponential` schedule plugin: torch.optim.lr_scheduler.ExponentialLR.
  *     lr(e) = base_lr * gamma ^ e
  * in closed form from the epoch: no state. */

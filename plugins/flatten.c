@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `flatten` layer plugin: c x h x w examples become 1 x 1 x (c h w)
  * vectors, the values in the same (c, h, w) order.
  *

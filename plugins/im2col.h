@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The two data movements of a convolution computed as a matrix product
  * (conv2d.c): im2col lays out every window of one image as a column, so
  * that the convolution is W (out_channels x K) times the columns

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `maxpool2d` layer plugin: the maximum of each size x size window, moved
  * by stride, channel by channel (c x h x w -> c x oh x ow).  No padding:
  * the windows must tile the image (window.h says why).

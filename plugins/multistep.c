@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `multistep` schedule plugin: torch.optim.lr_scheduler.MultiStepLR.  The
  * rate is multiplied by gamma at each milestone epoch:
  *     lr(e) = base_lr * gamma ^ (number of milestones <= e)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What the adam, adamw and rmsprop optimizer plugins share: buffers
  * shaped like each parameter (moments, velocities), an optional step
  * counter, their exposure as checkpoint state, and the checks every call

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `plateau` schedule plugin: torch.optim.lr_scheduler.ReduceLROnPlateau.
  * After each epoch the monitored metric (mode min: the validation loss;
  * mode max: the validation accuracy) is compared with the best so far; an

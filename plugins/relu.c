@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `relu` layer plugin: Y = max(X, 0), element by element.
  *
  * dense (no bias) -> relu must give the bits of the softmax model, so the

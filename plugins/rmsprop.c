@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `rmsprop` optimizer plugin: RMSprop (Hinton) as torch.optim.RMSprop
  * computes it (centered = false), with L2 (`reg`, PyTorch's weight_decay)
  * added to the gradient of weights only:

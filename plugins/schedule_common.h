@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What the schedule plugins share: the checks every create and every lr
  * call makes.  Header-only (static inline) so that each plugin stays one
  * shared object exporting nn_plugin_desc alone. */

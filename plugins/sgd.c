@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `sgd` optimizer plugin: stochastic gradient descent with the course's L2
  * rule and optional momentum.
  *

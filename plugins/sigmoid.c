@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `sigmoid` layer plugin: Y = 1 / (1 + exp(-X)), element by element.
  *
  * dense -> sigmoid must give the bits of twolayer, whose hidden layer

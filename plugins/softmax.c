@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `softmax` model plugin: softmax regression with a ReLU in front of the
  * softmax, the course's first network.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `step` schedule plugin: torch.optim.lr_scheduler.StepLR.  The rate is
  * multiplied by gamma every step_size epochs:
  *     lr(e) = base_lr * gamma ^ floor(e / step_size)

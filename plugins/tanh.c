@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `tanh` layer plugin: Y = tanh(X), element by element; backward uses the
  * stored output, d * (1 - y^2), so it needs no second tanh. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `twolayer` model plugin: the course's two-layer network.
  *
  *   H      = sigmoid(X W1 + b1)     W1: n_in x h, b1: 1 x h

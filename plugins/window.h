@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What the sliding-window layers (conv2d, maxpool2d) share: the geometry of
  * a square window moved over an image with a stride, on zero padding, and
  * the checks that refuse a geometry that does not fit the input.

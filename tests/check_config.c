@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Configuration: parsing with provenance, --set overrides, and strict
  * validation against option tables. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests of the image layers (conv2d, maxpool2d, flatten), loaded straight
  * from $NN_PLUGIN_PATH: forward values against small examples worked out
  * by hand, conv2d against a direct six-loop convolution on random data

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Datasets: IDX and CSV loading (real MNIST fixtures and malformed files),
  * CSV writing, views, the split and batch gathering, nn_mnist_load. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The sparse kernels and the aligned allocator against plain definitions:
  * nn_csr_matmul against a dense triple loop (wide and narrow outputs, with
  * bias and sigmoid), row views (nn_csr_rows) against the whole product,

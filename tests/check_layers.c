@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests of the layer plugins (dense, relu, sigmoid, tanh, dropout), loaded
  * straight from $NN_PLUGIN_PATH with dlopen: descriptors and options,
  * shapes, forward values against hand-computed numbers, finite-difference

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests of the shared numerics (<nn/math.h>) against the course's
  * published values, plus the properties the trainer relies on: stability,
  * aliasing, the fused softmax + cross-entropy and the L2 rule. */

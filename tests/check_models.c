@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests of the built model and optimizer plugins, loaded straight from
  * $NN_PLUGIN_PATH with dlopen (independent of the core's registry):
  * gradient checks, parameter layout, initialisation, batch handling,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests of the optimizer plugins adam, adamw, rmsprop and sgd (with
  * Nesterov momentum) against PyTorch: tests/data/optim_ref.txt holds the
  * final parameters of torch.optim's optimizers after 50 steps on fixed

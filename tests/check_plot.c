@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Charts: learning curves and comparisons come out as well-formed PNG and
  * SVG files of the documented size, survive NaN/inf values and odd labels,
  * reject empty input, report unwritable paths and replace files

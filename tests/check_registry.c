@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Plugin loading: search path, ABI checks, kind checks and the messages a
  * user sees when something is wrong. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* safetensors checkpoints: round trips, the exact byte layout, name/shape
  * mismatches, files from other writers, and refusal of malformed files. */
 #include <config.h>

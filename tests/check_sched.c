@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Learning-rate schedules: each schedule plugin, behind libnn's warm-up,
  * against PyTorch's schedulers (tests/data/sched_ref.txt, made by
  * bench/torch_sched_ref.py; PyTorch is not needed here), the plateau's

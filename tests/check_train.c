@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The training loop on the shipped MNIST fixture: learning happens,
  * results reproduce bit for bit from the seed, the best epoch is kept, and
  * metrics.csv is written as documented. */

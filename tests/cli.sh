@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end tests of the nnrun command line (TAP output for automake).
 # Each broken config must exit with the documented status and a message that
 # names the file and line; a good run must write metrics.csv and the test

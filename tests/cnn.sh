@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end tests of convolutional networks (TAP): a small configs/cnn.ini
 # (fewer filters) trains on the shipped MNIST fixture (tests/data),
 # --describe shows the image shapes layer by layer, `nnrun eval` repeats

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # `nnrun check-plugin`: every shipped plugin passes the contract checks,
 # and each fixture plugin fails exactly the check it was written to fail
 # (TAP output for automake).

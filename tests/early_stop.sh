@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Early stopping ([train] patience), end to end (TAP): a run stops where
 # the rule applied to its own metrics says, says so on stderr and in
 # summary.json, keeps only the epochs it ran; resumed (at an epoch boundary

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Exit statuses, one case per class of the README's list that the other
 # scripts do not already cover: 1 for data that is missing (training, eval,
 # export-csv) or not MNIST, and for a sweep with a failed run; 2 for usage

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Fault injection (TAP): a run killed at each rename and each fsync of its
 # writes resumes to exactly the files of a run never interrupted, with no
 # temporary file left and best/last agreeing; damaged checkpoint metadata

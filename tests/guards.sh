@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Guard rails around plugins (TAP): a mistyped plugin name loads nothing,
 # plugin files other users could replace are refused, a plugin that
 # crashes is named with the operation it was in, and a model too large for

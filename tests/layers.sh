@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end tests of networks built from layer plugins (TAP):
 # [model] type = sequential with [layer NAME] sections gives the numbers of
 # the built-in models, --describe, the config errors of layer sections, and

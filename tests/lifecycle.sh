@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # A run's life (TAP): one run per directory (the lock, -o into a run's
 # directory, --force, --resume with -o); a resumed run is the same run
 # (the configuration its checkpoint records); summary.json and the curves

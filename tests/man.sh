@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The manual pages render without a warning (man --warnings: groff's
 # complaints about macros, escapes and line breaks) and each has the
 # sections a reader looks for.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Never a silent wrong result (TAP): a run whose numbers stop being finite
 # stops at once, saying where and why, and keeps its last good checkpoint;
 # weights that are not finite are not evaluated; plugins that fail, fail

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Checks before training (TAP): bad data (labels outside 0-9 in the
 # training, validation or test part, too few examples to split, training
 # and test images of different sizes, a missing data directory) and an

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end tests of a run's outputs (TAP): checkpoints, summary.json,
 # learning curves, eval, init_from, resume (at an epoch boundary and after
 # a kill mid-epoch), shuffle, sweeps and the progress line.  Uses the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Learning-rate schedules through nnrun (TAP): [schedule] configs and their
 # errors, the lr column and summary.json, a schedule that keeps the rate
 # equal to a run without one, and resumes after kill -9 that repeat the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # shellcheck shell=sh
 # Shared by the shell tests that edit checkpoints (sourced after tap.sh,
 # whose $tmp they use): reading and rewriting the JSON header of a

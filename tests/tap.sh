@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # shellcheck shell=sh
 # Shared by the shell tests (sourced): TAP output and a scratch directory.
 # Sets $tmp (removed on exit); `ok`, `not_ok` and `check` print TAP lines,

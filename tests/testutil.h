@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared helpers for the Check test binaries. */
 #ifndef NN_TESTUTIL_H
 #define NN_TESTUTIL_H

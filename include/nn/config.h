@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* INI configuration: parsed with inih, remembered with file and line so that
  * every error can say where it comes from, and validated against option
  * tables (the core's own for [data] and [train], each plugin's for [model]

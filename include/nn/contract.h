@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The contract checks every plugin must pass (`nnrun check-plugin`).
  *
  * nn_contract_check makes instances of a loaded plugin with its option

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Datasets: MNIST-style images as compact bytes, loaded from IDX or CSV.
  *
  * Images stay as uint8 (1 byte per pixel: 47 MB for MNIST's training file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared numerics of nnrun (the course's `_base_network`), written once in
  * libnn and used by the core and by plugins.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* libnn: the nnrun core library (umbrella header). */
 #ifndef NN_NN_H
 #define NN_NN_H

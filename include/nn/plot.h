@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Learning-curve and comparison charts, written as PNG and/or SVG.
  *
  * Drawn with cairo when nnrun was built with it (nn_plot_available() says

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun plugin ABI 2: the one header a plugin author needs.
  *
  * A plugin is a shared object that exports one data symbol, `nn_plugin_desc`

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* nnrun plugin ABI 2: extensions, the optional fast paths.
  *
  * An ops table's `extension(self, id)` returns the struct for an id it

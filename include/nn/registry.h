@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Finding, validating and unloading plugins (the only user of dlopen).
  *
  * Search order for a plugin name: a name containing '/' is a path to a .so;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Checkpoints in the safetensors format: save model parameters, read them
  * back, and read files written by other safetensors writers.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Learning-rate schedules: a schedule plugin (ABI 2.2) behind the core's
  * linear warm-up.  The trainer owns one when the config has [schedule]
  * (nn_trainer_set_schedule); tests and tools can drive one directly.

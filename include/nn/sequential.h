@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* `sequential`: a model made of layer plugins applied in order, the first
  * to the batch, each to the output of the one before; the last layer gives
  * the class scores.  Part of libnn (it loads nothing itself: the caller

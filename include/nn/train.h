@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The training loop: batching, softmax + cross-entropy, optimizer steps,
  * validation, best-model tracking, evaluation.  Owns the seeded RNG. */
 #ifndef NN_TRAIN_H

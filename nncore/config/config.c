@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* INI configuration: parsing (inih), provenance of every value, and strict
  * validation against option tables.  See <nn/config.h>. */
 #include <config.h>

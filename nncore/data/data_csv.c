@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* CSV datasets: nn_dataset_load_csv and nn_dataset_write_csv (<nn/data.h>).
  *
  * Format: one example per line, `label,p0,...,pD-1`, every value a decimal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* IDX reader (MNIST's native format): see nn_dataset_load_idx in <nn/data.h>.
  *
  * An IDX file is a big-endian header -- magic 0x00000800 | ndims, then ndims

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Dataset lifetime, views, the train/validation split, batch gathering and
  * the MNIST directory layout: see <nn/data.h>.  The file formats live in
  * data_idx.c and data_csv.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared zlib helpers of the data readers: see gzio.h. */
 #include <config.h>
 

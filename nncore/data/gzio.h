@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: opening data files through zlib (plain or gzip, transparently)
  * with the error reporting both data readers share. */
 #ifndef NN_GZIO_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Atomic file replacement: see atomic_file.h. */
 #define _GNU_SOURCE /* O_TMPFILE */
 #include <config.h>

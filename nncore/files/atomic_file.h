@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: write a file so that readers see either the old file or the
  * complete new one, never half of it, and so that a crash leaves nothing
  * a later run cannot recognize and remove.

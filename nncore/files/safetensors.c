@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* safetensors checkpoints: see <nn/safetensors.h> for the format and API.
  *
  * Byte order: values are moved between doubles/floats and file bytes by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Sparse batches (nn_csr_buffer, see <nn/math.h>): allocation, conversion
  * from a dense matrix, transposition and validation. */
 #include <config.h>

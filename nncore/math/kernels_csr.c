@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* ------------------------------------------------------------------------
  * Sparse batches and the products of the first layer.
  *

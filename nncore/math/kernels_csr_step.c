@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* ------------------------------------------------------------------------
  * A sparse weight gradient and the plain SGD step in one pass:
  *

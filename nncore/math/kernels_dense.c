@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Small dense products (nn_dense_matmul): the output layer's 64x128 by
  * 128x10 and the like, where a dgemm call costs more to start than to
  * compute. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The elementwise backward and update kernels: the sigmoid's backward pass
  * (dZ = dH * H(1-H) with the bias gradient in the same pass) and the SGD
  * update with L2 and momentum, each with AVX-512, AVX2 and portable paths

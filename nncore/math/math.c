@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Shared numerics (see <nn/math.h>): activations, softmax, cross-entropy,
  * the fused softmax + cross-entropy used by the training loop, and the L2
  * rule.  Every function works on caller-owned matrices (views included,

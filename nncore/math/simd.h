@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private to libnn: what the numeric kernels share.  Row access for GSL
  * matrices (views included), the scalar sigmoid, the instruction-set
  * switch (NN_X86, NN_AVX2, NN_AVX512, picked per call from the CPU's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Learning-curve and comparison charts: the public API (nn/plot.h).  This
  * file checks the arguments, describes the figure and writes the files;
  * plot_render.c lays it out and draws it. */

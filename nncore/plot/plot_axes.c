@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Axis arithmetic for the charts: nice tick values and their labels.  Pure
  * math with no cairo, so it builds (and is testable) either way. */
 #include <config.h>

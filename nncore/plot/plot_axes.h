@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: axis arithmetic of the charts (plot_axes.c), apart from the
  * cairo-dependent parts so that tests can use it without cairo's headers. */
 #ifndef NN_PLOT_AXES_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: the chart description shared by plot.c (public API, files) and
  * plot_render.c (layout and drawing).  A figure is a title over panels laid
  * out side by side; a panel is axes with lines and a legend.  Everything is

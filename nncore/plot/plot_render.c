@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Chart layout and drawing with cairo: see plot_internal.h.
  *
  * Everything is laid out in device units (px) from the font sizes, so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The contract checks every plugin must pass (see <nn/contract.h>):
  * nn_contract_check, which runs them in order and reports each, and the
  * verdict helpers every check writes its detail with.  The checks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The gradient check (layers and models): backward's gradients, every
  * parameter's and a layer's dX, against central differences of a fixed
  * loss. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: what the contract check files share (see <nn/contract.h>).
  *
  *   contract.c                 nn_contract_check: the order of the checks,

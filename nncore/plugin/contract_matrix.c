@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The contract checks' matrices: each check keeps the ones it makes in a
  * pool and frees them together at its end; test data are drawn from the
  * checker's seeded streams; results are compared bit for bit.  Plain

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* An optimizer under check, and its checks: create, names, determinism,
  * state and errors (an optimizer has no forward: no gradient or shapes).
  * It is stepped on two small parameters whose values and gradients come

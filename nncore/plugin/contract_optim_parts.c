@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Part of an optimizer's state check: a step in parts (the step-parts
  * extension, driven by rows or by blocks of columns, or the plain SGD
  * rule where the optimizer hands it over) gives the bits of step().  The

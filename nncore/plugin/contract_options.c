@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The option values the contract checks make every instance with: the
  * plugin's defaults, and a stand-in for each required option (one
  * without a default), so that any loadable plugin can be checked.  The

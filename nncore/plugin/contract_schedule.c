@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* A schedule under check, and its checks: create, names, rates,
  * determinism, state and errors.  A schedule has no matrices to compute
  * on: it is asked for the rate of every batch of CC_SCHED_EPOCHS epochs

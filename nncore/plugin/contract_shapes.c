@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The shapes check (layers and models): params() is stable; every batch
  * size from 1 to CC_MAX_BATCH runs forward and backward, writing every
  * output and gradient and leaving the caller's matrices as they were;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* A layer or a model instance under check (a "subject"), behind one
  * interface, so that every check of a layer is also one of a model: the
  * two differ only in create's arguments, a layer's dX and a model's

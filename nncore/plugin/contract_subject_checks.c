@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The checks of a layer or model instance other than gradient and shapes
  * (which have files of their own): create, names, determinism, state and
  * errors. */

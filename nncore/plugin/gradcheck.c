@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Central-difference gradient check of a model plugin (see <nn/train.h>).
  *
  * Not a hot path: it allocates its own buffers and runs two forward passes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Plugin discovery, loading and validation: the only file that calls
  * dlopen/dlsym/dlclose.  See <nn/registry.h>.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Plugin failures with their context, the parameters' matrices held to
  * what create made, and the scan for values that are not finite.  See
  * train/guard.h. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Private: holding plugins to their contract while they run, and the
  * numbers they produce to being finite.  Shared by the trainer and the
  * sequential network.

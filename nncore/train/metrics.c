@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* metrics.csv: the per-epoch learning curves, written atomically so that a
  * reader (or a crash) never sees half a file. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Learning-rate schedules: a plugin behind the core's warm-up.  See
  * <nn/schedule.h>. */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The `sequential` model: layer plugins in order.  See <nn/sequential.h>.
  *
  * Every layer writes its output into a buffer of its own (Y) and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The training loop.  See <nn/train.h>.
  *
  * Per batch: gather (bytes -> doubles), model forward -> scores, fused

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* A helper thread (see worker.h).
  *
  * Jobs are counted: job n is posted when `posted` reaches n, claimed by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* One helper thread that runs a job while its caller does something else
  * (libnn-internal: the trainer gathers the next batch on it).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Error names and texts, generated from the one NN_ERRNO_MAP in
  * <nn/plugin.h>, plus the library's version facts. */
 #include <config.h>

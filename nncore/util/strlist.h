@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Small string-list helpers shared inside libnn (not installed). */
 #ifndef NN_STRLIST_H
 #define NN_STRLIST_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* What libnn asks of the system, in one place: a monotonic clock for
  * timings, and how many CPUs this process may run on. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Strict UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF),
  * shared inside libnn (not installed): jansson refuses invalid strings only
  * with a NULL that looks like out-of-memory, and cairo by erroring the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Regenerate the MNIST test fixtures in this directory from the full MNIST
 # files: the first 3000 training and the first 200 test examples as IDX, and
 # the first 500 training and the 200 test examples as CSV (3000 IDX examples
