@@ -16,19 +16,7 @@ KILLAT=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/killat.so
 # shellcheck source=tests/st_header.sh
 . "$(dirname "$0")/st_header.sh"
 
-# In a build tree $NNRUN is libtool's wrapper script, which takes longer to
-# start than a whole run of this test's config, and the test starts nnrun
-# some 80 times: run the program behind it, with the library path the
-# wrapper would set.
-real_nnrun=$(dirname "$NNRUN")/.libs/$(basename "$NNRUN")
-if [ -x "$real_nnrun" ] && grep -q 'libtool' "$NNRUN" 2>/dev/null; then
-  libdir=$(sed -n 's/^ *LD_LIBRARY_PATH="\([^:"]*\):.*/\1/p' "$NNRUN" | head -n 1)
-  if [ -n "$libdir" ]; then
-    LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export LD_LIBRARY_PATH
-    NNRUN=$real_nnrun
-  fi
-fi
+unwrap_nnrun
 
 # Three epochs of which the last is not the best: every kind of epoch end
 # (best rewritten or not) and a best epoch that is not the last.

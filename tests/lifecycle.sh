@@ -17,17 +17,7 @@ NOSPACE=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/nospace.so
 # shellcheck source=tests/st_header.sh
 . "$(dirname "$0")/st_header.sh"
 
-# The program behind libtool's wrapper script (see faults.sh): the lock
-# and signal tests need the pid of nnrun itself.
-real_nnrun=$(dirname "$NNRUN")/.libs/$(basename "$NNRUN")
-if [ -x "$real_nnrun" ] && grep -q 'libtool' "$NNRUN" 2>/dev/null; then
-  libdir=$(sed -n 's/^ *LD_LIBRARY_PATH="\([^:"]*\):.*/\1/p' "$NNRUN" | head -n 1)
-  if [ -n "$libdir" ]; then
-    LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export LD_LIBRARY_PATH
-    NNRUN=$real_nnrun
-  fi
-fi
+unwrap_nnrun
 
 cat >"$tmp/base.ini" <<INI
 [data]

@@ -14,17 +14,7 @@ KILLAT=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/killat.so
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"
 
-# As tests/faults.sh: the program behind libtool's wrapper, so that the
-# kill below reaches nnrun itself and runs start quickly.
-real_nnrun=$(dirname "$NNRUN")/.libs/$(basename "$NNRUN")
-if [ -x "$real_nnrun" ] && grep -q 'libtool' "$NNRUN" 2>/dev/null; then
-  libdir=$(sed -n 's/^ *LD_LIBRARY_PATH="\([^:"]*\):.*/\1/p' "$NNRUN" | head -n 1)
-  if [ -n "$libdir" ]; then
-    LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export LD_LIBRARY_PATH
-    NNRUN=$real_nnrun
-  fi
-fi
+unwrap_nnrun
 
 # same_run DIR1 DIR2: metrics.csv equal but for the seconds column (lr
 # included), and both checkpoints byte for byte.

@@ -32,3 +32,18 @@ tap_end() {
   echo "1..$n"
   [ "$fails" -eq 0 ]
 }
+# unwrap_nnrun: in a build tree $NNRUN is libtool's wrapper script, which
+# takes longer to start than a small run and is not the process that
+# trains (the tests that signal or time it need that one): point NNRUN at
+# the program behind it, with the library path the wrapper would set.
+unwrap_nnrun() {
+  real_nnrun=$(dirname "$NNRUN")/.libs/$(basename "$NNRUN")
+  if [ -x "$real_nnrun" ] && grep -q 'libtool' "$NNRUN" 2>/dev/null; then
+    libdir=$(sed -n 's/^ *LD_LIBRARY_PATH="\([^:"]*\):.*/\1/p' "$NNRUN" | head -n 1)
+    if [ -n "$libdir" ]; then
+      LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+      export LD_LIBRARY_PATH
+      NNRUN=$real_nnrun
+    fi
+  fi
+}
