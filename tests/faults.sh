@@ -20,24 +20,7 @@ unwrap_nnrun
 
 # Three epochs of which the last is not the best: every kind of epoch end
 # (best rewritten or not) and a best epoch that is not the last.
-cat >"$tmp/base.ini" <<INI
-[data]
-dir = $DATA
-
-[train]
-epochs = 3
-batch_size = 8
-seed = 11
-
-[model]
-type = twolayer
-hidden_size = 16
-
-[optimizer]
-type = sgd
-learning_rate = 2
-momentum = 0.5
-INI
+three_epoch_ini "$tmp/base.ini"
 
 # same_run DIR1 DIR2: metrics.csv equal but for the seconds column, and
 # both checkpoints byte for byte.

@@ -19,24 +19,7 @@ NOSPACE=${NN_FIXTURE_DIR:-tests/fixtures/.libs}/nospace.so
 
 unwrap_nnrun
 
-cat >"$tmp/base.ini" <<INI
-[data]
-dir = $DATA
-
-[train]
-epochs = 3
-batch_size = 8
-seed = 11
-
-[model]
-type = twolayer
-hidden_size = 16
-
-[optimizer]
-type = sgd
-learning_rate = 2
-momentum = 0.5
-INI
+three_epoch_ini "$tmp/base.ini"
 # Slow enough (seconds per epoch) for a signal to land inside an epoch.
 slow="--set model.hidden_size=400 --set train.batch_size=1"
 

@@ -47,3 +47,26 @@ unwrap_nnrun() {
     fi
   fi
 }
+# three_epoch_ini FILE: a small run on the fixture data in $DATA (three
+# epochs of which the last is not the best), for the tests that kill,
+# signal or resume runs.
+three_epoch_ini() {
+  cat >"$1" <<INI
+[data]
+dir = $DATA
+
+[train]
+epochs = 3
+batch_size = 8
+seed = 11
+
+[model]
+type = twolayer
+hidden_size = 16
+
+[optimizer]
+type = sgd
+learning_rate = 2
+momentum = 0.5
+INI
+}
