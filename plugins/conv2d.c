@@ -22,7 +22,15 @@
  * than keeping the batch's from forward: a batch's columns (14 MB for the
  * same layer at batch 64) would make the round trip through memory,
  * while one image's stay in cache and cost one copy of the image per
- * filter position. */
+ * filter position.
+ *
+ * Threads (NN_EXT_LAYER_PARALLEL): a batch is cut into at most CONV_TASKS
+ * runs of consecutive images, by its size alone.  Each run is a task with
+ * the scratch of the slot it runs on; forward and the input's gradient
+ * are per image anyway, and the parameters' gradients are summed per run
+ * into a buffer of the run's own, then the runs' sums are added in run
+ * order.  So the bits depend on the batch and not on the threads, and one
+ * thread (no par, or par with one slot) computes the very same sums. */
 #include <config.h>
 
 #include <limits.h>
@@ -37,9 +45,14 @@
 #include <nn/plugin.h>
 
 #include "im2col.h"
+#include "rows_parallel.h"
 #include "window.h"
 
 #define CONV_MAX_CHANNELS 65536
+/* Runs of images per batch: enough for a few threads to share the work
+ * evenly when one of them starts late; each costs a partial sum of the
+ * gradients (o K + o values). */
+#define CONV_TASKS 16
 
 enum { CONV_W, CONV_B }; /* parameter indices */
 enum { OPT_OUT, OPT_KERNEL, OPT_STRIDE, OPT_PADDING, OPT_BIAS, OPT_INIT };
@@ -60,7 +73,7 @@ static const nn_option conv_options[] = {
     {NULL, 0, NULL, NULL, 0, 0.0, 0.0},
 };
 
-/* Owns its parameters, cols and dcols (freed by conv_destroy). */
+/* Owns its parameters, cols, dcols and part (freed by conv_destroy). */
 typedef struct conv_layer {
   window_geom g;
   uint32_t c, o;           /* input and output channels */
@@ -68,8 +81,11 @@ typedef struct conv_layer {
   size_t n_in, n_out, max_batch;
   size_t n_params;         /* 2, or 1 (W alone) without bias */
   nn_param params[2];      /* W, b */
-  double *cols;            /* K x P: one image's columns */
-  double *dcols;           /* K x P: their gradients */
+  uint32_t slots;          /* scratch sets in cols and dcols */
+  double *cols;            /* slots x (K x P): one image's columns */
+  double *dcols;           /* slots x (K x P): their gradients */
+  double *part;            /* CONV_TASKS x (o K + o): a run's dW, db sums */
+  const nn_parallel *par;  /* lent by attach, or NULL: one thread */
 } conv_layer;
 
 static void conv_destroy(void *self) {
@@ -82,6 +98,7 @@ static void conv_destroy(void *self) {
   }
   free(l->cols);
   free(l->dcols);
+  free(l->part);
   free(l);
 }
 
@@ -137,6 +154,7 @@ static int conv_memory(const nn_value *opts, nn_shape in, size_t n_out,
     weights = nn_mem_add(weights, nn_mem_doubles(1, l.o)); /* b */
   uint64_t bytes = nn_mem_mul(weights, 2); /* values and gradients */
   bytes = nn_mem_add(bytes, nn_mem_mul(nn_mem_doubles(l.K, l.P), 2));
+  bytes = nn_mem_add(bytes, nn_mem_doubles(CONV_TASKS, l.o * (l.K + 1)));
   *need = (nn_memory){.bytes = nn_mem_add(bytes, sizeof(conv_layer)),
                       .weights = weights,
                       .out = {l.o, l.g.oh, l.g.ow}};
@@ -171,8 +189,12 @@ static int conv_create(const nn_value *opts, nn_shape in, size_t max_batch,
                                    NN_PARAM_BIAS};
     ok &= l->params[CONV_B].value && l->params[CONV_B].grad;
   }
+  l->slots = 1;
+  l->par = NULL;
   ok &= (l->cols = malloc(l->K * l->P * sizeof(double))) != NULL;
   ok &= (l->dcols = malloc(l->K * l->P * sizeof(double))) != NULL;
+  ok &= (l->part = malloc(CONV_TASKS * l->o * (l->K + 1) * sizeof(double))) !=
+        NULL;
   if (!ok) {
     conv_destroy(l);
     return nn_error_set(err, NN_ENOMEM,
@@ -211,19 +233,33 @@ static int conv_check(const conv_layer *l, const gsl_matrix *X,
                         s, cols_s, what, err);
 }
 
-static int conv_forward(void *self, const nn_context *ctx,
-                        const gsl_matrix *X, gsl_matrix *Y, nn_error *err) {
-  conv_layer *l = self;
-  (void)ctx;
-  int rc = conv_check(l, X, Y, l ? l->n_out : 0, "Y", err);
-  if (rc != NN_OK)
-    return rc;
+/* One forward or backward call, shared by its tasks. */
+typedef struct conv_job {
+  conv_layer *l;
+  const gsl_matrix *X;
+  gsl_matrix *Y;  /* forward */
+  gsl_matrix *dY; /* backward */
+  gsl_matrix *dX; /* backward; NULL: not wanted */
+  size_t n_tasks;
+} conv_job;
+
+/* Run every task of job j: on the lent threads, or here in order. */
+static void conv_run(const conv_layer *l, conv_job *j, rows_task_fn task) {
+  /* a product per image: always worth a thread */
+  rows_run(l->par, j->n_tasks, SIZE_MAX, task, j);
+}
+
+static void conv_forward_task(void *arg, size_t t, uint32_t slot) {
+  const conv_job *j = arg;
+  const conv_layer *l = j->l;
   const gsl_matrix *W = l->params[CONV_W].value;
   const double *b = l->n_params == 2 ? l->params[CONV_B].value->data : NULL;
-  for (size_t i = 0; i < X->size1; i++) {
-    double *cols = l->cols;
-    double *y = Y->data + i * Y->tda;
-    im2col(&l->g, l->c, X->data + i * X->tda, cols);
+  double *cols = l->cols + (size_t)slot * l->K * l->P;
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++) {
+    double *y = j->Y->data + i * j->Y->tda;
+    im2col(&l->g, l->c, j->X->data + i * j->X->tda, cols);
     /* Y_i (o x P) = W (o x K) cols (K x P) + b, the bias first. */
     for (size_t o = 0; o < l->o; o++) {
       const double v = b ? b[o] : 0.0;
@@ -234,7 +270,53 @@ static int conv_forward(void *self, const nn_context *ctx,
                 (int)l->P, (int)l->K, 1.0, W->data, (int)W->tda, cols,
                 (int)l->P, 1.0, y, (int)l->P);
   }
+}
+
+static int conv_forward(void *self, const nn_context *ctx,
+                        const gsl_matrix *X, gsl_matrix *Y, nn_error *err) {
+  conv_layer *l = self;
+  (void)ctx;
+  int rc = conv_check(l, X, Y, l ? l->n_out : 0, "Y", err);
+  if (rc != NN_OK)
+    return rc;
+  conv_job j = {l, X, Y, NULL, NULL, rows_tasks(X->size1, CONV_TASKS)};
+  conv_run(l, &j, conv_forward_task);
   return NN_OK;
+}
+
+/* Task t's images: their share of dW and db into the run's own part, and
+ * their rows of dX. */
+static void conv_backward_task(void *arg, size_t t, uint32_t slot) {
+  const conv_job *j = arg;
+  const conv_layer *l = j->l;
+  const gsl_matrix *W = l->params[CONV_W].value;
+  double *cols = l->cols + (size_t)slot * l->K * l->P;
+  double *dcols = l->dcols + (size_t)slot * l->K * l->P;
+  double *dW = l->part + t * l->o * (l->K + 1), *db = dW + l->o * l->K;
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++) {
+    const double *dy = j->dY->data + i * j->dY->tda;
+    im2col(&l->g, l->c, j->X->data + i * j->X->tda, cols);
+    for (size_t o = 0; o < l->o; o++) {
+      double s = 0.0;
+      for (size_t q = 0; q < l->P; q++)
+        s += dy[o * l->P + q];
+      db[o] = i == i0 ? s : db[o] + s;
+    }
+    /* dW (o x K) (+)= dY_i (o x P) cols^T (P x K): the run's first image
+     * overwrites. */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l->o, (int)l->K,
+                (int)l->P, 1.0, dy, (int)l->P, cols, (int)l->P,
+                i == i0 ? 0.0 : 1.0, dW, (int)l->K);
+    if (!j->dX)
+      continue;
+    /* dcols (K x P) = W^T (K x o) dY_i (o x P), then back onto the image */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->K,
+                (int)l->P, (int)l->o, 1.0, W->data, (int)W->tda, dy,
+                (int)l->P, 0.0, dcols, (int)l->P);
+    col2im(&l->g, l->c, dcols, j->dX->data + i * j->dX->tda);
+  }
 }
 
 static int conv_backward(void *self, const gsl_matrix *X, const gsl_matrix *Y,
@@ -246,35 +328,70 @@ static int conv_backward(void *self, const gsl_matrix *X, const gsl_matrix *Y,
     rc = conv_check(l, X, dX, l->n_in, "dX", err);
   if (rc != NN_OK)
     return rc;
-  gsl_matrix *W = l->params[CONV_W].value, *dW = l->params[CONV_W].grad;
+  gsl_matrix *dW = l->params[CONV_W].grad;
   double *db = l->n_params == 2 ? l->params[CONV_B].grad->data : NULL;
-  if (db)
-    memset(db, 0, l->o * sizeof *db);
-  for (size_t i = 0; i < X->size1; i++) {
-    const double *cols = l->cols;
-    const double *dy = dY->data + i * dY->tda;
-    im2col(&l->g, l->c, X->data + i * X->tda, l->cols);
-    if (db)
-      for (size_t o = 0; o < l->o; o++) {
-        double s = 0.0;
-        for (size_t q = 0; q < l->P; q++)
-          s += dy[o * l->P + q];
-        db[o] += s;
-      }
-    /* dW (o x K) (+)= dY_i (o x P) cols^T (P x K): the first image
-     * overwrites, so dW is never accumulated across calls. */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l->o, (int)l->K,
-                (int)l->P, 1.0, dy, (int)l->P, cols, (int)l->P,
-                i ? 1.0 : 0.0, dW->data, (int)dW->tda);
-    if (!dX)
-      continue;
-    /* dcols (K x P) = W^T (K x o) dY_i (o x P), then back onto the image */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->K,
-                (int)l->P, (int)l->o, 1.0, W->data, (int)W->tda, dy,
-                (int)l->P, 0.0, l->dcols, (int)l->P);
-    col2im(&l->g, l->c, l->dcols, dX->data + i * dX->tda);
+  conv_job j = {l, X, NULL, dY, dX, rows_tasks(X->size1, CONV_TASKS)};
+  conv_run(l, &j, conv_backward_task);
+  /* The runs' sums, added in run order (an empty batch: zeros). */
+  const size_t stride = l->o * (l->K + 1);
+  for (size_t o = 0; o < l->o; o++) {
+    double *w = dW->data + o * dW->tda;
+    for (size_t k = 0; k < l->K; k++) {
+      double s = 0.0;
+      for (size_t t = 0; t < j.n_tasks; t++)
+        s = t ? s + l->part[t * stride + o * l->K + k]
+              : l->part[o * l->K + k];
+      w[k] = s;
+    }
+    if (db) {
+      double s = 0.0;
+      for (size_t t = 0; t < j.n_tasks; t++)
+        s = t ? s + l->part[t * stride + l->o * l->K + o]
+              : l->part[l->o * l->K + o];
+      db[o] = s;
+    }
   }
   return NN_OK;
+}
+
+/* Take the threads: scratch for each slot (kept when par goes away). */
+static int conv_attach(void *self, const nn_parallel *par, nn_error *err) {
+  conv_layer *l = self;
+  if (!l)
+    return nn_error_set(err, NN_EINVAL, "conv2d: NULL layer");
+  if (!(par = rows_parallel_usable(par))) {
+    l->par = NULL;
+    return NN_OK;
+  }
+  if (par->slots > l->slots) {
+    const size_t each = l->K * l->P * sizeof(double);
+    if (par->slots > SIZE_MAX / each)
+      return nn_error_set(err, NN_ENOMEM, "conv2d: %u threads' scratch is "
+                          "too large", (unsigned)par->slots);
+    double *cols = realloc(l->cols, par->slots * each);
+    if (cols)
+      l->cols = cols;
+    double *dcols = cols ? realloc(l->dcols, par->slots * each) : NULL;
+    if (dcols)
+      l->dcols = dcols;
+    if (!cols || !dcols)
+      return nn_error_set(err, NN_ENOMEM,
+                          "conv2d: out of memory for %u threads' scratch",
+                          (unsigned)par->slots);
+    l->slots = par->slots;
+  }
+  l->par = par;
+  return NN_OK;
+}
+
+static const nn_parallel_attach conv_parallel = {
+    .size = sizeof(nn_parallel_attach),
+    .attach = conv_attach,
+};
+
+static const void *conv_extension(void *self, const char *id) {
+  (void)self;
+  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &conv_parallel : NULL;
 }
 
 static const nn_layer_ops conv_ops = {
@@ -285,6 +402,7 @@ static const nn_layer_ops conv_ops = {
     .params = conv_params,
     .forward = conv_forward,
     .backward = conv_backward,
+    .extension = conv_extension,
     .memory = conv_memory,
 };
 

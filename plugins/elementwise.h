@@ -3,21 +3,32 @@
  * output has the input's shape, there are no parameters, and an instance
  * holds only its sizes and name.  Each plugin includes this header and
  * writes its own forward and backward loops.  flatten, which passes the
- * values through and changes only the shape, uses it too. */
+ * values through and changes only the shape, uses it too.  A plugin that
+ * offers ELEMENTWISE_PARALLEL spreads large batches over the threads the
+ * core lends (rows_parallel.h): every row is computed on its own, so the
+ * bits are the same. */
 #ifndef NN_PLUGINS_ELEMENTWISE_H
 #define NN_PLUGINS_ELEMENTWISE_H
 
 #include <stdlib.h>
 
+#include <string.h>
+
 #include <nn/math.h>
 #include <nn/plugin.h>
+
+#include "rows_parallel.h"
 
 /* One instance; owns nothing but itself (freed by elementwise_destroy). */
 typedef struct elementwise_layer {
   const char *name; /* the plugin's, for messages (static storage) */
   size_t n;         /* values per example */
   size_t max_batch;
+  const nn_parallel *par; /* lent by attach, or NULL: one thread */
 } elementwise_layer;
+
+/* Runs of rows per batch for the threads. */
+#define ELEMENTWISE_TASKS 8
 
 static inline int elementwise_create(const char *name, nn_shape in,
                                      size_t max_batch, nn_shape *out_shape,
@@ -30,7 +41,7 @@ static inline int elementwise_create(const char *name, nn_shape in,
                         "%s: input size and max_batch must be positive", name);
   elementwise_layer *l = malloc(sizeof *l);
   if (!l) return nn_error_set(err, NN_ENOMEM, "%s: out of memory", name);
-  *l = (elementwise_layer){name, nn_shape_size(in), max_batch};
+  *l = (elementwise_layer){name, nn_shape_size(in), max_batch, NULL};
   *out_shape = in;
   *out = l;
   return NN_OK;
@@ -83,5 +94,41 @@ static inline int elementwise_check_backward(const elementwise_layer *l,
     (void)opts, (void)rng;                                                   \
     return elementwise_create(#name_, in, max_batch, out_shape, out, err);   \
   }
+
+/* One forward or backward call over a batch, cut into runs of rows. */
+typedef struct elementwise_job {
+  const elementwise_layer *l;
+  const gsl_matrix *X, *Y, *dY;
+  gsl_matrix *out; /* Y in forward, dX in backward */
+  size_t n_tasks;
+} elementwise_job;
+
+/* rows(job, i0, i1) for every row of the batch: in runs on the lent
+ * threads when the batch is large, else here. */
+static inline void elementwise_rows(elementwise_job *j, rows_task_fn task) {
+  j->n_tasks = rows_tasks(j->X->size1, ELEMENTWISE_TASKS);
+  rows_run(j->l->par, j->n_tasks, j->X->size1 * j->l->n, task, j);
+}
+
+static inline int elementwise_attach(void *self, const nn_parallel *par,
+                                     nn_error *err) {
+  elementwise_layer *l = self;
+  if (!l) return nn_error_set(err, NN_EINVAL, "layer: NULL instance");
+  l->par = rows_parallel_usable(par);
+  return NN_OK;
+}
+
+/* The threads extension of an element-wise plugin: its ops table's
+ * `.extension = elementwise_extension`. */
+static const nn_parallel_attach elementwise_parallel = {
+    .size = sizeof(nn_parallel_attach),
+    .attach = elementwise_attach,
+};
+
+static inline const void *elementwise_extension(void *self, const char *id) {
+  (void)self;
+  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &elementwise_parallel
+                                                  : NULL;
+}
 
 #endif /* NN_PLUGINS_ELEMENTWISE_H */

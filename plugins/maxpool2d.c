@@ -8,7 +8,10 @@
  * each output's gradient to that input alone: the gradient of the max
  * where it is unique, and the choice every framework makes on ties.  A
  * NaN in a window is never the maximum unless it comes first (comparisons
- * with NaN are false). */
+ * with NaN are false).
+ *
+ * Every image is pooled on its own, so the batch's images are spread over
+ * the threads the core lends (rows_parallel.h) with the same bits. */
 #include <config.h>
 
 #include <stdint.h>
@@ -18,6 +21,7 @@
 #include <nn/math.h>
 #include <nn/plugin.h>
 
+#include "rows_parallel.h"
 #include "window.h"
 
 enum { OPT_SIZE, OPT_STRIDE };
@@ -38,7 +42,11 @@ typedef struct pool_layer {
   uint32_t *arg;    /* max_batch x n_out: the index within the example of
                        the input each output of the last forward took */
   size_t last_rows; /* rows of the last forward; 0 = none */
+  const nn_parallel *par; /* lent by attach, or NULL: one thread */
 } pool_layer;
+
+/* Runs of images per batch for the threads. */
+#define POOL_TASKS 8
 
 static void pool_destroy(void *self) {
   pool_layer *l = self;
@@ -148,6 +156,25 @@ static void pool_image(const pool_layer *l, const double *x, double *y,
   }
 }
 
+/* One forward or backward call, shared by its tasks. */
+typedef struct pool_job {
+  const pool_layer *l;
+  const gsl_matrix *X;
+  gsl_matrix *Y, *dY, *dX; /* Y: forward; dY, dX: backward */
+  size_t n_tasks;
+} pool_job;
+
+static void pool_forward_task(void *arg, size_t t, uint32_t slot) {
+  const pool_job *j = arg;
+  const pool_layer *l = j->l;
+  (void)slot; /* no scratch */
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++)
+    pool_image(l, j->X->data + i * j->X->tda, j->Y->data + i * j->Y->tda,
+               l->arg + i * l->n_out);
+}
+
 static int pool_forward(void *self, const nn_context *ctx,
                         const gsl_matrix *X, gsl_matrix *Y, nn_error *err) {
   pool_layer *l = self;
@@ -157,11 +184,27 @@ static int pool_forward(void *self, const nn_context *ctx,
   int rc = pool_check(l, X, Y, l ? l->n_out : 0, "Y", err);
   if (rc != NN_OK)
     return rc;
-  for (size_t i = 0; i < X->size1; i++)
-    pool_image(l, X->data + i * X->tda, Y->data + i * Y->tda,
-               l->arg + i * l->n_out);
+  pool_job j = {l, X, Y, NULL, NULL, rows_tasks(X->size1, POOL_TASKS)};
+  rows_run(l->par, j.n_tasks, X->size1 * l->n_in, pool_forward_task, &j);
   l->last_rows = X->size1;
   return NN_OK;
+}
+
+static void pool_backward_task(void *arg, size_t t, uint32_t slot) {
+  const pool_job *j = arg;
+  const pool_layer *l = j->l;
+  (void)slot;
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++) {
+    double *dx = j->dX->data + i * j->dX->tda;
+    const double *dy = j->dY->data + i * j->dY->tda;
+    const uint32_t *arg_i = l->arg + i * l->n_out;
+    memset(dx, 0, l->n_in * sizeof *dx);
+    /* += : overlapping windows (stride < size) may pick the same input */
+    for (size_t k = 0; k < l->n_out; k++)
+      dx[arg_i[k]] += dy[k];
+  }
 }
 
 static int pool_backward(void *self, const gsl_matrix *X, const gsl_matrix *Y,
@@ -178,16 +221,27 @@ static int pool_backward(void *self, const gsl_matrix *X, const gsl_matrix *Y,
                         "maxpool2d: backward on %zu rows needs a forward on "
                         "the same batch first",
                         X->size1);
-  for (size_t i = 0; i < X->size1; i++) {
-    double *dx = dX->data + i * dX->tda;
-    const double *dy = dY->data + i * dY->tda;
-    const uint32_t *arg = l->arg + i * l->n_out;
-    memset(dx, 0, l->n_in * sizeof *dx);
-    /* += : overlapping windows (stride < size) may pick the same input */
-    for (size_t j = 0; j < l->n_out; j++)
-      dx[arg[j]] += dy[j];
-  }
+  pool_job j = {l, X, NULL, dY, dX, rows_tasks(X->size1, POOL_TASKS)};
+  rows_run(l->par, j.n_tasks, X->size1 * l->n_in, pool_backward_task, &j);
   return NN_OK;
+}
+
+static int pool_attach(void *self, const nn_parallel *par, nn_error *err) {
+  pool_layer *l = self;
+  if (!l)
+    return nn_error_set(err, NN_EINVAL, "maxpool2d: NULL layer");
+  l->par = rows_parallel_usable(par);
+  return NN_OK;
+}
+
+static const nn_parallel_attach pool_parallel = {
+    .size = sizeof(nn_parallel_attach),
+    .attach = pool_attach,
+};
+
+static const void *pool_extension(void *self, const char *id) {
+  (void)self;
+  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &pool_parallel : NULL;
 }
 
 static const nn_layer_ops pool_ops = {
@@ -197,6 +251,7 @@ static const nn_layer_ops pool_ops = {
     .destroy = pool_destroy,
     .forward = pool_forward,
     .backward = pool_backward,
+    .extension = pool_extension,
     .memory = pool_memory,
 };
 

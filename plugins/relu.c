@@ -28,35 +28,52 @@ static inline double relu_select(double v, int keep) {
 
 ELEMENTWISE_CREATE(relu)
 
+static void relu_forward_task(void *arg, size_t t, uint32_t slot) {
+  const elementwise_job *j = arg;
+  (void)slot;
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++) {
+    const double *x = j->X->data + i * j->X->tda;
+    double *y = j->out->data + i * j->out->tda;
+    for (size_t k = 0; k < j->l->n; k++)
+      y[k] = relu_select(x[k], !(x[k] < 0.0));
+  }
+}
+
 static int relu_forward(void *self, const nn_context *ctx, const gsl_matrix *X,
                         gsl_matrix *Y, nn_error *err) {
   (void)ctx;
   int rc = elementwise_check(self, X, Y, "Y", err);
   if (rc != NN_OK)
     return rc;
-  const elementwise_layer *l = self;
-  for (size_t i = 0; i < X->size1; i++) {
-    const double *x = X->data + i * X->tda;
-    double *y = Y->data + i * Y->tda;
-    for (size_t j = 0; j < l->n; j++)
-      y[j] = relu_select(x[j], !(x[j] < 0.0));
-  }
+  elementwise_job j = {.l = self, .X = X, .out = Y};
+  elementwise_rows(&j, relu_forward_task);
   return NN_OK;
+}
+
+static void relu_backward_task(void *arg, size_t t, uint32_t slot) {
+  const elementwise_job *j = arg;
+  (void)slot;
+  size_t i0, i1;
+  rows_of_task(j->X->size1, j->n_tasks, t, &i0, &i1);
+  for (size_t i = i0; i < i1; i++) {
+    const double *x = j->X->data + i * j->X->tda;
+    const double *d = j->dY->data + i * j->dY->tda;
+    double *o = j->out->data + i * j->out->tda;
+    for (size_t k = 0; k < j->l->n; k++)
+      o[k] = relu_select(d[k], x[k] > 0.0);
+  }
 }
 
 static int relu_backward(void *self, const gsl_matrix *X, const gsl_matrix *Y,
                          gsl_matrix *dY, gsl_matrix *dX, nn_error *err) {
-  const elementwise_layer *l = self;
   (void)Y; /* the rule reads X */
-  int rc = elementwise_check_backward(l, X, NULL, dY, dX, err);
+  int rc = elementwise_check_backward(self, X, NULL, dY, dX, err);
   if (rc != NN_OK || !dX)
     return rc;
-  for (size_t i = 0; i < X->size1; i++) {
-    const double *x = X->data + i * X->tda, *d = dY->data + i * dY->tda;
-    double *o = dX->data + i * dX->tda;
-    for (size_t j = 0; j < l->n; j++)
-      o[j] = relu_select(d[j], x[j] > 0.0);
-  }
+  elementwise_job j = {.l = self, .X = X, .dY = dY, .out = dX};
+  elementwise_rows(&j, relu_backward_task);
   return NN_OK;
 }
 
@@ -67,6 +84,7 @@ static const nn_layer_ops relu_ops = {
     .memory = elementwise_memory,
     .forward = relu_forward,
     .backward = relu_backward,
+    .extension = elementwise_extension,
 };
 
 NN_LAYER_PLUGIN("relu", "0.1.0", "rectified linear unit, element-wise", NULL,

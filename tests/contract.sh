@@ -75,6 +75,9 @@ check "prints: nothing reaches the terminal" test ! -s "$tmp/err"
 expect_fail hidden_state "state"
 check "hidden_state: the detail names the epoch where the rates part" \
   grep -q '^FAIL  state .*restoring the state of epoch 11: epoch 12 batch 0' "$tmp/out"
+expect_fail slot_order "determinism"
+check "slot_order: the detail says threads changed the bits" \
+  grep -q '^FAIL  determinism .*with threads lent' "$tmp/out"
 check_plugin plateau
 for c in create names rates determinism state errors silent; do
   check "plateau: check '$c' is reported" grep -q "^ok  *$c  " "$tmp/out"

@@ -55,8 +55,9 @@ extern "C" {
 #endif
 
 #define NN_ABI_MAJOR 2u
-#define NN_ABI_MINOR 2u /* 2.1: the optional memory operation;
-                          2.2: the schedule kind */
+#define NN_ABI_MINOR 3u /* 2.1: the optional memory operation;
+                          2.2: the schedule kind;
+                          2.3: threads lent to layers (nn_parallel) */
 #define NN_PLUGIN_SYMBOL "nn_plugin_desc"
 
 #define NN_KIND_MODEL 1u

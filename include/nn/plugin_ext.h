@@ -128,6 +128,38 @@ typedef struct nn_layer_sparse {
                        const nn_stepper *st, nn_error *err);
 } nn_layer_sparse;
 
+/* ------------------------------------------------------------ threads */
+
+/* Lent by the core (ABI 2.3): runs a layer's independent tasks on the
+ * trainer's threads.  run calls task(arg, i, slot) once for every i in
+ * [0, n) and returns when all have returned.  Tasks may run at the same
+ * time, in any order, on any thread; two tasks running at once never share
+ * a slot (slot < slots), so a layer keeps scratch per slot.  Which tasks
+ * share a slot is not fixed: a layer whose results must not depend on the
+ * thread count (every layer's) writes disjoint outputs from its tasks and
+ * adds partial sums in task order afterwards, never in slot order. */
+typedef struct nn_parallel {
+  uint32_t size;
+  uint32_t slots; /* >= 1 */
+  void *ctx;
+  void (*run)(void *ctx, size_t n,
+              void (*task)(void *arg, size_t i, uint32_t slot), void *arg);
+} nn_parallel;
+
+/* A layer (NN_EXT_LAYER_PARALLEL) or model (NN_EXT_MODEL_PARALLEL) that
+ * spreads its forward and backward over threads.  attach lends par until
+ * the next attach (NULL: back to one thread, before the core frees its
+ * threads); the layer may allocate per-slot scratch there (and then fail
+ * with NN_ENOMEM).  The results must be the same bits with any par or
+ * none: the core runs a network on one thread, or on several, or
+ * evaluates it after training without par, and expects one answer. */
+#define NN_EXT_LAYER_PARALLEL "nn.layer.parallel/1"
+#define NN_EXT_MODEL_PARALLEL "nn.model.parallel/1"
+typedef struct nn_parallel_attach {
+  uint32_t size;
+  int (*attach)(void *self, const nn_parallel *par, nn_error *err);
+} nn_parallel_attach;
+
 /* ------------------------------------------------------------ optimizers */
 
 /* The step in parts, for a backward pass that steps as it goes.  A step

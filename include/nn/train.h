@@ -43,8 +43,9 @@ typedef struct nn_train_opts {
   uint64_t seed; /* seeds the RNG used for weights, then for shuffling */
   int shuffle;   /* reshuffle training batches every epoch */
   size_t threads;/* >= 2: gather the next batch on a second thread while
-                    the model computes (0 or 1: one thread); the results
-                    do not depend on it */
+                    the model computes, and lend layers that take threads
+                    (NN_EXT_LAYER_PARALLEL) this many to compute on (0 or
+                    1: one thread); the results do not depend on it */
   nn_call_record *calls; /* optional (NULL: none), lent: must outlive the
                             trainer, which records its plugin calls in it */
   size_t patience; /* early stopping (0: off): end the run once this many

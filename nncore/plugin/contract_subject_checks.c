@@ -100,6 +100,45 @@ static const char *det_diff(const gsl_matrix *Ya, const gsl_matrix *Yb,
   return "";
 }
 
+/* A stand-in for the core's threads (nn_parallel): the tasks one after
+ * another, the last first, on slots that change from task to task, so
+ * that a plugin whose bits depend on the order of its tasks or on the
+ * slot shows it, without a thread. */
+#define CC_PAR_SLOTS 3u
+static void cc_par_run(void *ctx, size_t n,
+                       void (*task)(void *arg, size_t i, uint32_t slot),
+                       void *arg) {
+  (void)ctx;
+  for (size_t i = n; i-- > 0;) task(arg, i, (uint32_t)(i % CC_PAR_SLOTS));
+}
+static const nn_parallel cc_par = {(uint32_t)sizeof(nn_parallel),
+                                   CC_PAR_SLOTS, NULL, cc_par_run};
+
+/* s's threads extension, or NULL. */
+static const nn_parallel_attach *det_attach_ext(const nn__cc_subject *s) {
+  const void *(*ext)(void *, const char *) =
+      s->layer ? s->layer->extension : s->model->extension;
+  if (!ext) return NULL;
+  const nn_parallel_attach *a =
+      ext(s->self, s->layer ? NN_EXT_LAYER_PARALLEL : NN_EXT_MODEL_PARALLEL);
+  return a && a->size >= NN_EXT_SIZE_TO(nn_parallel_attach, attach) &&
+                 a->attach
+             ? a
+             : NULL;
+}
+
+/* With threads lent (cc_par), one more run of s on (X, dY) into Y and g;
+ * the threads are taken back after it. */
+static int det_run_threads(nn__cc_checker *c, nn__cc_pool *pl,
+                           nn__cc_subject *s, const nn_parallel_attach *a,
+                           const gsl_matrix *X, const gsl_matrix *dY,
+                           gsl_matrix *Y, gsl_matrix **g, nn_error *err) {
+  int rc = a->attach(s->self, &cc_par, err);
+  if (rc == NN_OK) rc = det_run(c, pl, s, X, dY, Y, g, err);
+  const int rc_back = a->attach(s->self, NULL, NULL);
+  return rc != NN_OK ? rc : rc_back;
+}
+
 int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
                                      size_t size) {
   nn__cc_pool pl = {0};
@@ -107,7 +146,7 @@ int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
   nn_error e;
   char et[600];
   int passed = 0;
-  gsl_matrix **g1 = NULL, **g2 = NULL, **g3 = NULL;
+  gsl_matrix **g1 = NULL, **g2 = NULL, **g3 = NULL, **g4 = NULL;
   if (!nn__cc_subject_open(c, &a, "create", d, size))
     return 0;
   nn_param *p = NULL;
@@ -128,6 +167,7 @@ int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
   g1 = calloc(n + 1, sizeof *g1);
   g2 = calloc(n + 1, sizeof *g2);
   g3 = calloc(n + 1, sizeof *g3);
+  g4 = calloc(n + 1, sizeof *g4);
   gsl_rng_set(c->drng, CC_SEED_DATA);
   const size_t B = CC_MAX_BATCH;
   gsl_matrix *X = nn__cc_pool_random(&pl, B, a.n_in, c->drng);
@@ -135,7 +175,8 @@ int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
   gsl_matrix *Y1 = nn__cc_pool_mat(&pl, B, a.n_out);
   gsl_matrix *Y2 = nn__cc_pool_mat(&pl, B, a.n_out);
   gsl_matrix *Y3 = nn__cc_pool_mat(&pl, B, a.n_out);
-  if (!g1 || !g2 || !g3 || pl.oom) {
+  gsl_matrix *Y4 = nn__cc_pool_mat(&pl, B, a.n_out);
+  if (!g1 || !g2 || !g3 || !g4 || pl.oom) {
     passed = nn__cc_oom_verdict(c, d, size);
     goto out;
   }
@@ -144,6 +185,9 @@ int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
     rc = det_run(c, &pl, &a, X, dY, Y2, g2, &e);
   if (rc == NN_OK)
     rc = det_run(c, &pl, &b, X, dY, Y3, g3, &e);
+  const nn_parallel_attach *threads = det_attach_ext(&a);
+  if (rc == NN_OK && threads)
+    rc = det_run_threads(c, &pl, &a, threads, X, dY, Y4, g4, &e);
   if (rc == NN_ENOMEM && pl.oom) {
     passed = nn__cc_oom_verdict(c, d, size);
     goto out;
@@ -169,12 +213,21 @@ int nn__cc_check_determinism_subject(nn__cc_checker *c, char *d,
                             what, stochastic ? " and random stream" : "");
     goto out;
   }
+  if (threads && *(what = det_diff(Y1, Y4, g1, g4, p, n))) {
+    passed = nn__cc_verdict(d, size, 0,
+                            "with threads lent (%u slots, its tasks run in "
+                            "another order) it differs from one thread in %s",
+                            CC_PAR_SLOTS, what);
+    goto out;
+  }
   passed = nn__cc_verdict(d, size, 1,
                           "outputs and gradients bit-identical across runs "
-                          "and instances (%s)",
+                          "and instances%s (%s)",
+                          threads ? " and with threads lent" : "",
                           stochastic ? "training, the same random stream"
                                      : "evaluation");
 out:
+  free(g4);
   free(g1);
   free(g2);
   free(g3);

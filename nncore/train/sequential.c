@@ -39,6 +39,7 @@ typedef struct seq_layer {
                                  network's they start */
   gsl_matrix *Y, *dY;         /* owned: max_batch x size(out) */
   const nn_layer_sparse *sparse; /* first layer only, or NULL */
+  const nn_parallel_attach *par; /* its threads extension, or NULL */
 } seq_layer;
 
 typedef struct sequential {
@@ -52,6 +53,7 @@ typedef struct sequential {
   char *names;       /* owned: the "layer.name" strings of both arrays */
   nn_model_sparse sparse_ext;    /* offered when the first layer takes CSR */
   nn_model_fused_step fused_ext; /* offered when it also steps itself */
+  nn_parallel_attach par_ext;    /* offered when a layer takes threads */
   nn_call_record *calls;         /* lent, may be NULL: see nn_call_record */
   nn__guard *guard;              /* lent by the trainer, or own_guard */
   nn__guard own_guard;           /* for a network made on its own */
@@ -220,6 +222,15 @@ static int layer_create(sequential *m, size_t i, const nn_layer_spec *spec,
         s->forward && s->backward)
       l->sparse = s;
   }
+  if (ops->extension) {
+    call_enter(m, l, "extension");
+    const nn_parallel_attach *a =
+        ops->extension(l->self, NN_EXT_LAYER_PARALLEL);
+    call_leave(m);
+    if (a && a->size >= NN_EXT_SIZE_TO(nn_parallel_attach, attach) &&
+        a->attach)
+      l->par = a;
+  }
   return NN_OK;
 }
 
@@ -271,8 +282,32 @@ static int gather_names(sequential *m, nn_error *err) {
   return NN_OK;
 }
 
+/* Lend par to every layer that takes threads (NULL: take them back).  A
+ * layer that cannot take them leaves the network as it was: none keeps
+ * them. */
+static int seq_attach(void *self, const nn_parallel *par, nn_error *err) {
+  sequential *m = self;
+  for (size_t i = 0; i < m->n; i++) {
+    seq_layer *l = &m->layers[i];
+    if (!l->par) continue;
+    call_enter(m, l, "attach");
+    int rc = l->par->attach(l->self, par, err);
+    call_leave(m);
+    rc = layer_failed(m, l, rc, "attach", err);
+    if (rc && par) {
+      for (size_t j = 0; j < i; j++)
+        if (m->layers[j].par)
+          m->layers[j].par->attach(m->layers[j].self, NULL, NULL);
+      return rc;
+    }
+  }
+  return NN_OK;
+}
+
 static const void *seq_extension(void *self, const char *id) {
   sequential *m = self;
+  if (m->par_ext.size && !strcmp(id, NN_EXT_MODEL_PARALLEL))
+    return &m->par_ext;
   if (m->sparse_ext.size && !strcmp(id, NN_EXT_MODEL_SPARSE))
     return &m->sparse_ext;
   if (m->fused_ext.size && !strcmp(id, NN_EXT_MODEL_FUSED_STEP))
@@ -358,9 +393,13 @@ int nn__sequential_create_guarded(void **out, const nn_model_ops **ops,
       m->fused_ext = (nn_model_fused_step){
           (uint32_t)sizeof(nn_model_fused_step), seq_backward_step, NULL};
   }
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     if (m->layers[i].plugin->layer->flags & NN_STOCHASTIC)
       *ops = &seq_ops_stochastic;
+    if (m->layers[i].par)
+      m->par_ext = (nn_parallel_attach){(uint32_t)sizeof(nn_parallel_attach),
+                                        seq_attach};
+  }
   *out = m;
   return NN_OK;
 }

@@ -41,6 +41,7 @@
 #include <nn/train.h>
 
 #include "train/guard.h"
+#include "train/parallel.h"
 #include "train/worker.h"
 
 /* One batch as the model takes it.  The trainer has up to three, used in
@@ -100,6 +101,9 @@ struct nn_trainer {
   gsl_matrix *scores;          /* owned: batch_size x n_out (and dscores) */
   gsl_matrix *scores_next;     /* owned, pipeline only: the next batch's */
   nn_worker *worker;           /* owned; NULL with threads <= 1 */
+  nn__pool *pool;              /* owned; NULL with threads <= 1 or a model
+                                  that takes no threads (attached to it) */
+  const nn_parallel_attach *par_ext; /* the model's, or NULL */
   size_t gather_backoff;       /* batches to gather inline after the next
                                   take-over (0: the helper keeps up) */
   size_t gather_skip;          /* batches left to gather inline */
@@ -184,6 +188,7 @@ void nn_trainer_free(nn_trainer *t) {
   if (t->epoch_rng) gsl_rng_free(t->epoch_rng);
   if (t->batch_rng) gsl_rng_free(t->batch_rng);
   nn_worker_free(t->worker); /* first: it may be writing a slot */
+  nn__pool_free(t->pool);     /* after the model, which used it */
   for (int k = 0; k < TRAINER_MAX_SLOTS; k++) {
     batch_slot *b = &t->slot[k];
     if (b->X) gsl_matrix_free(b->X);
@@ -328,6 +333,10 @@ static void choose_paths(nn_trainer *t) {
   t->lr_ext = find_ext(t, optim, o->extension, t->optim, NN_EXT_OPTIM_LR,
                        NN_EXT_SIZE_TO(nn_optim_lr, set));
   if (t->lr_ext && (!t->lr_ext->get || !t->lr_ext->set)) t->lr_ext = NULL;
+  t->par_ext = find_ext(t, t->model_plugin, t->mops->extension, t->model,
+                        NN_EXT_MODEL_PARALLEL,
+                        NN_EXT_SIZE_TO(nn_parallel_attach, attach));
+  if (t->par_ext && !t->par_ext->attach) t->par_ext = NULL;
   t->fst = t->sparse ? find_ext(t, t->model_plugin, t->mops->extension,
                                 t->model, NN_EXT_MODEL_FUSED_STEP,
                                 NN_EXT_SIZE_TO(nn_model_fused_step,
@@ -375,9 +384,16 @@ static int setup_batches(nn_trainer *t, nn_error *err) {
   }
   if (!batch_ok || !t->scores)
     return nn_error_set(err, NN_ENOMEM, "out of memory for batch buffers");
-  if (t->opts.threads > 1) /* the helper thread fills a slot ahead */
-    return nn_worker_create(&t->worker, err);
-  return NN_OK;
+  if (t->opts.threads <= 1) return NN_OK;
+  int rc = nn_worker_create(&t->worker, err); /* fills a slot ahead */
+  if (rc || !t->par_ext) return rc;
+  /* The model computes on `threads` threads (the caller's and helpers of
+   * the pool's own: the gather's helper stays free for the gather). */
+  if ((rc = nn__pool_create(&t->pool, t->opts.threads, err))) return rc;
+  call_enter(t, t->model_plugin, "attach");
+  rc = t->par_ext->attach(t->model, nn__pool_parallel(t->pool), err);
+  call_leave(t);
+  return nn__guard_call(&t->guard, t->model_plugin, "attach", rc, err);
 }
 
 int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
