@@ -328,7 +328,7 @@ START_TEST(test_list_plugins) {
                   {"newer_minor", 0},
                   {"no_symbol", 0},     {"nospace", 0},
                   {"nostate", 1},
-                  {"prints", 1},
+                  {"prints", 1},         {"slot_order", 1},
                   {"unstable_shapes", 1}, {"wrong_grad", 1}};
   const size_t n_fixtures = sizeof fixtures / sizeof fixtures[0];
   char dir[2048];
