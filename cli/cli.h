@@ -30,6 +30,7 @@ typedef struct cli_options {
   const char *weights;    /* eval --weights FILE */
   int verbosity;          /* 0 quiet, 1 normal, 2 verbose */
   int single_run;         /* ignore [sweep]: one run of a sweep */
+  size_t sweep_run;       /* --sweep-run I: run I (from 1) alone; 0: none */
 } cli_options;
 
 /* nnrun -c FILE: train, validate, test (or a sweep of such runs).  Returns
@@ -39,6 +40,12 @@ int cli_train(const cli_options *opt);
 int cli_eval(const cli_options *opt);
 /* Runs of a sweep ([sweep] section or --sweep); called by cli_train. */
 int cli_sweep(const cli_options *opt);
+/* nnrun -c FILE --sweep-run I -o DIR: run I of the sweep (from 1) in its
+ * directory inside DIR, for a batch scheduler's job array; done already:
+ * nothing; interrupted: resumed.  nnrun collect DIR: the sweep's report
+ * from the runs finished there (cli_sweep_dist.c). */
+int cli_sweep_run(const cli_options *opt);
+int cli_sweep_collect(const char *dir, int verbosity);
 /* nnrun --describe -c FILE: the model the config builds (layers, shapes,
  * parameter counts, plugin files). */
 int cli_describe(const cli_options *opt);

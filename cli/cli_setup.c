@@ -2,6 +2,7 @@
 /* Setting up a run from its config: see cli_setup.h. */
 #include <config.h>
 
+#include "cli_mpi.h"
 #include "cli_setup.h"
 
 #include <stdio.h>
@@ -151,7 +152,9 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
                              .threads = (size_t)r->train_v[TRAIN_THREADS].i,
                              .calls = &cli_plugin_call,
                              .gsl_trap = cli_gsl_trap_take,
-                             .patience = (size_t)r->train_v[TRAIN_PATIENCE].i};
+                             .patience = (size_t)r->train_v[TRAIN_PATIENCE].i,
+                             /* under mpirun: the ranks train it together */
+                             .comm = cli_mpi_comm()};
   return EXIT_OK;
 }
 

@@ -3,6 +3,8 @@
  * --sweep options; several keys give their Cartesian product), N at a time
  * in child processes, each in its own subdirectory; then DIR/sweep.csv,
  * comparison charts and DIR/report.md. */
+/* realpath is XSI. */
+#define _XOPEN_SOURCE 700
 #include <config.h>
 
 #include <errno.h>
@@ -21,6 +23,7 @@
 
 #include "files/atomic_file.h"
 #include "cli.h"
+#include "cli_mpi.h"
 #include "cli_setup.h"
 #include "run_dir.h"
 #include "run_signals.h"
@@ -327,6 +330,28 @@ static void read_results(sweep_run *run) {
   json_decref(root);
 }
 
+/* Run r ended with exit status `status` after `seconds`: its results, and
+ * the progress line, numbered by run as its directory is (08-...), not by
+ * when it finished: with -j or several ranks the two orders differ. */
+static void run_ended(sweep *s, size_t r, int status, double seconds,
+                      const cli_options *opt) {
+  sweep_run *run = &s->runs[r];
+  run->status = status;
+  run->seconds = seconds;
+  /* A failed run's directory may hold a summary.json from an earlier
+   * sweep into the same -o: only a finished run's is its own. */
+  if (run->status == 0) read_results(run);
+  if (opt->verbosity > 0) {
+    if (run->status == 0)
+      fprintf(stderr, "[%zu/%zu] %s: val %.4f (epoch %ld) test %.4f  %.1fs\n",
+              r + 1, s->n_runs, run->label, run->best_val, run->best_epoch,
+              run->test_acc, run->seconds);
+    else
+      fprintf(stderr, "[%zu/%zu] %s: failed (exit %d), see %s/log.txt\n",
+              r + 1, s->n_runs, run->label, run->status, run->dir);
+  }
+}
+
 /* Run everything, at most opt->jobs at a time; after a stop signal, no
  * new run starts and the running ones stop with a checkpoint (they got
  * the signal too). */
@@ -365,27 +390,59 @@ static void run_all(sweep *s, const cli_options *opt) {
     for (size_t r = 0; r < s->n_runs; r++) {
       sweep_run *run = &s->runs[r];
       if (run->pid != pid || run->status != -1) continue;
-      run->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : EXIT_RUNTIME;
-      run->seconds = start ? nn_now_seconds() - start[r] : NAN;
-      /* A failed run's directory may hold a summary.json from an earlier
-       * sweep into the same -o: only a finished run's is its own. */
-      if (run->status == 0) read_results(run);
       running--;
+      run_ended(s, r, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : EXIT_RUNTIME,
+                start ? nn_now_seconds() - start[r] : NAN, opt);
       done++;
-      /* Numbered by run, as its directory is (08-...), not by when it
-       * finished: with -j the two orders differ. */
-      if (opt->verbosity > 0) {
-        if (run->status == 0)
-          fprintf(stderr, "[%zu/%zu] %s: val %.4f (epoch %ld) test %.4f  %.1fs\n",
-                  r + 1, s->n_runs, run->label, run->best_val, run->best_epoch,
-                  run->test_acc, run->seconds);
-        else
-          fprintf(stderr, "[%zu/%zu] %s: failed (exit %d), see %s/log.txt\n",
-                  r + 1, s->n_runs, run->label, run->status, run->dir);
-      }
     }
   }
   free(start);
+}
+
+/* ---- under MPI: the runs spread over the ranks (cli_farm_run) */
+
+typedef struct farm_ctx {
+  sweep *s;
+  const cli_options *opt;
+  size_t *todo; /* owned by farm_runs: the runs not finished yet */
+} farm_ctx;
+
+static void farm_child(void *arg) {
+  cli_mpi_detach(); /* the run is a process of its own, MPI-free */
+  run_child(arg);
+}
+
+static pid_t farm_start(void *ctx, size_t i) {
+  farm_ctx *c = ctx;
+  child_args args = {c->s, &c->s->runs[c->todo[i]], c->opt};
+  fflush(NULL); /* the child must not inherit unwritten output */
+  return sweep_spawn(farm_child, &args);
+}
+
+static void farm_reaped(void *ctx, pid_t pid) {
+  (void)ctx;
+  sweep_reaped(pid);
+}
+
+static void farm_finished(void *ctx, size_t i, int status, double seconds,
+                          size_t rank) {
+  (void)rank;
+  farm_ctx *c = ctx;
+  run_ended(c->s, c->todo[i], status, seconds, c->opt);
+}
+
+/* The runs not finished yet (every rank finds the same) over the ranks. */
+static void farm_runs(sweep *s, const cli_options *opt) {
+  farm_ctx c = {s, opt, calloc(s->n_runs ? s->n_runs : 1, sizeof(size_t))};
+  size_t n = 0;
+  for (size_t r = 0; c.todo && r < s->n_runs; r++)
+    if (s->runs[r].status == -1) c.todo[n++] = r;
+  /* Out of memory: no tasks, on this rank alone; the others' tasks still
+   * end, and the runs not run are reported failed. */
+  const cli_farm farm = {n, opt->jobs, &c, farm_start, farm_finished,
+                         farm_reaped};
+  cli_farm_run(&farm);
+  free(c.todo);
 }
 
 static int write_csv(const sweep *s, nn_error *err) {
@@ -495,7 +552,9 @@ static int write_report(const sweep *s, const cli_options *opt, const char *name
       fprintf(o, " %s%.4f%s | %ld | %.4f | %.4f | %.1f |", mark, run->best_val,
               mark, run->best_epoch, run->test_acc, run->final_loss, run->seconds);
     else
-      fprintf(o, " failed (exit %d) | | | | %.1f |", run->status, run->seconds);
+      fprintf(o, run->status < 0 ? " not finished | | | | |"
+                                 : " failed (exit %d) | | | | %.1f |",
+              run->status, run->seconds);
     fprintf(o, " [%s](%s/curves.png) |\n", run->name, run->name);
   }
   if (s->n_runs && order[0]->status == 0)
@@ -573,10 +632,13 @@ int cli_sweep(const cli_options *opt) {
    * bad value leaves no empty sweep directory behind (the checks do not
    * need the run directories). */
   if ((status = validate_runs(&s, opt, &err))) goto done;
-  /* The sweep directory, claimed, then the run directories inside it. */
-  if ((status = claim_sweep_dir(&s, opt, nn_config_name(base.cfg), &lock_fd,
-                                &err)))
-    goto done;
+  /* The sweep directory, claimed (by rank 0 under MPI: the other ranks
+   * learn it from rank 0), then the run directories inside it. */
+  if (cli_mpi_lead())
+    status = claim_sweep_dir(&s, opt, nn_config_name(base.cfg), &lock_fd,
+                             &err);
+  if ((status = cli_mpi_agree(status, &err))) goto done;
+  cli_mpi_bcast(s.dir, sizeof s.dir);
   place_runs(&s);
   size_t finished = 0;
   for (size_t r = 0; opt->resume_dir && r < s.n_runs; r++) {
@@ -591,10 +653,15 @@ int cli_sweep(const cli_options *opt) {
     }
   }
   if (opt->verbosity > 0)
-    fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time, in %s%s\n",
-            s.n_runs, opt->jobs, s.dir,
+    fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time%s, in %s%s\n",
+            s.n_runs, opt->jobs, cli_mpi_size() > 1 ? " per rank" : "", s.dir,
             finished ? " (resumed: the finished ones are kept)" : "");
-  run_all(&s, opt);
+  if (cli_mpi_size() > 1) {
+    farm_runs(&s, opt);
+    if (!cli_mpi_lead()) goto done; /* rank 0 writes the report */
+  } else {
+    run_all(&s, opt);
+  }
   if (run_signals_stop()) {
     fprintf(stderr, "nnrun: sweep interrupted; resume with: nnrun -c %s",
             opt->config);
@@ -625,9 +692,214 @@ int cli_sweep(const cli_options *opt) {
     status = EXIT_RUNTIME;
   }
 done:
-  if (status && status < 128) fprintf(stderr, "nnrun: %s\n", err.msg);
+  if (status && status < 128 && cli_mpi_lead())
+    fprintf(stderr, "nnrun: %s\n", err.msg);
   if (lock_fd >= 0) close(lock_fd);
   cli_run_free(&base);
   sweep_free(&s);
+  return status;
+}
+
+/* ---- for batch schedulers: one run by its number, and the report of the
+ * runs finished so far (nnrun -c FILE --sweep-run I -o DIR, nnrun collect
+ * DIR).  DIR/sweep.args keeps the command line that defines the sweep, so
+ * collect rebuilds the same runs. */
+
+#define SWEEP_ARGS "sweep.args"
+
+/* DIR/sweep.args: the config (an absolute path: collect may run elsewhere)
+ * and the overrides, one per line.  Every run of a job array writes the
+ * same bytes, atomically. */
+static int write_args(const sweep *s, const cli_options *opt, nn_error *err) {
+  char config[4096], path[4200];
+  if (!realpath(opt->config, config))
+    return nn_error_set(err, NN_EIO, "%s: %s", opt->config, strerror(errno));
+  snprintf(path, sizeof path, "%s/" SWEEP_ARGS, s->dir);
+  nn__atomic_file f;
+  int rc = nn__atomic_open(&f, path, err);
+  if (rc) return rc;
+  fprintf(f.fp, "config=%s\n", config);
+  for (size_t i = 0; i < opt->n_sets; i++) fprintf(f.fp, "set=%s\n", opt->sets[i]);
+  for (size_t i = 0; i < opt->n_sweeps; i++)
+    fprintf(f.fp, "sweep=%s\n", opt->sweeps[i]);
+  return nn__atomic_commit(&f, err);
+}
+
+/* The sweep of config and overrides in opt, its runs placed in dir. */
+static int plan(sweep *s, cli_run *base, const cli_options *opt,
+                const char *dir, nn_error *err) {
+  int status = cli_run_setup(base, opt, SETUP_CONFIG, err);
+  if (status) return status;
+  if (collect_axes(s, opt, base->cfg, err) || enumerate(s, err))
+    return EXIT_USAGE;
+  if (!s->n_axes) {
+    nn_error_set(err, NN_ECONFIG, "%s has no [sweep] section (and there is "
+                 "no --sweep)", opt->config);
+    return EXIT_USAGE;
+  }
+  snprintf(s->dir, sizeof s->dir, "%s", dir);
+  place_runs(s);
+  return EXIT_OK;
+}
+
+int cli_sweep_run(const cli_options *opt) {
+  nn_error err = {0};
+  sweep s = {0};
+  cli_run base = {0};
+  int status = EXIT_OK;
+  char msg[512], dir[4096];
+  if (!opt->output_dir || !*opt->output_dir) {
+    nn_error_set(&err, NN_ECONFIG, "--sweep-run needs -o SWEEP_DIR, the same "
+                                   "for every run of the sweep");
+    status = EXIT_USAGE;
+  } else if (opt->resume_dir) {
+    nn_error_set(&err, NN_ECONFIG, "--sweep-run resumes an interrupted run "
+                                   "by itself: drop --resume");
+    status = EXIT_USAGE;
+  }
+  if (!status) status = plan(&s, &base, opt, opt->output_dir, &err);
+  if (!status && opt->sweep_run > s.n_runs) {
+    nn_error_set(&err, NN_ECONFIG, "--sweep-run %zu: the sweep has %zu runs "
+                 "(1 to %zu)", opt->sweep_run, s.n_runs, s.n_runs);
+    status = EXIT_USAGE;
+  }
+  if (!status && cli_mpi_lead() &&
+      run_dir_create(opt->output_dir, "", dir, sizeof dir, msg, sizeof msg)) {
+    nn_error_set(&err, NN_EIO, "%s", msg);
+    status = EXIT_RUNTIME;
+  }
+  if (!status && cli_mpi_lead() && write_args(&s, opt, &err))
+    status = EXIT_RUNTIME;
+  if ((status = cli_mpi_agree(status, &err))) goto done;
+  sweep_run *run = &s.runs[opt->sweep_run - 1];
+  if (run_finished(run->dir)) {
+    if (opt->verbosity > 0)
+      fprintf(stderr, "nnrun: sweep run %zu (%s) has finished already: "
+              "%s/summary.json\n", opt->sweep_run, run->label, run->dir);
+    goto done;
+  }
+  const char **sets = malloc((opt->n_sets + MAX_AXES) * sizeof *sets);
+  char(*buf)[400] = malloc(MAX_AXES * sizeof *buf);
+  if (!sets || !buf) {
+    nn_error_set(&err, NN_ENOMEM, "out of memory");
+    status = EXIT_RUNTIME;
+  } else {
+    cli_options child;
+    run_options(&s, run, opt, &child, sets, buf);
+    child.verbosity = opt->verbosity;
+    child.sweep_run = 0;
+    /* Started before (a requeued task): it continues where it stopped. */
+    if (run_dir_started(run->dir)) {
+      child.resume_dir = run->dir;
+      child.output_dir = NULL;
+    }
+    if (opt->verbosity > 0)
+      fprintf(stderr, "nnrun: sweep run %zu of %zu: %s\n", opt->sweep_run,
+              s.n_runs, run->label);
+    status = cli_train(&child);
+  }
+  free(sets);
+  free(buf);
+  cli_run_free(&base);
+  sweep_free(&s);
+  return status; /* cli_train said why */
+done:
+  if (status && cli_mpi_lead()) fprintf(stderr, "nnrun: %s\n", err.msg);
+  cli_run_free(&base);
+  sweep_free(&s);
+  return status;
+}
+
+/* Read DIR/sweep.args into opt; the strings go to *text (owned by the
+ * caller), the arrays to opt (owned by the caller). */
+static int read_args(const char *dir, cli_options *opt, char **text,
+                     nn_error *err) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" SWEEP_ARGS, dir);
+  FILE *fp = fopen(path, "r");
+  if (!fp)
+    return nn_error_set(err, NN_EIO, "%s: %s (not a sweep directory of "
+                        "--sweep-run runs?)", path, strerror(errno));
+  size_t cap = 0, len = 0, lines = 0;
+  *text = NULL;
+  for (int c; (c = fgetc(fp)) != EOF;) {
+    if (len + 2 > cap) {
+      char *t = realloc(*text, cap = cap ? 2 * cap : 4096);
+      if (!t) {
+        fclose(fp);
+        return nn_error_set(err, NN_ENOMEM, "out of memory");
+      }
+      *text = t;
+    }
+    (*text)[len++] = (char)c;
+    lines += c == '\n';
+  }
+  fclose(fp);
+  if (!*text) return nn_error_set(err, NN_EFORMAT, "%s is empty", path);
+  (*text)[len] = '\0';
+  opt->sets = calloc(lines + 1, sizeof *opt->sets);
+  opt->sweeps = calloc(lines + 1, sizeof *opt->sweeps);
+  if (!opt->sets || !opt->sweeps)
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  for (char *line = *text, *nl; *line; line = nl + 1) {
+    if (!(nl = strchr(line, '\n'))) nl = line + strlen(line) - 1;
+    else *nl = '\0';
+    if (!strncmp(line, "config=", 7)) opt->config = line + 7;
+    else if (!strncmp(line, "set=", 4)) opt->sets[opt->n_sets++] = line + 4;
+    else if (!strncmp(line, "sweep=", 6)) opt->sweeps[opt->n_sweeps++] = line + 6;
+    else if (*line)
+      return nn_error_set(err, NN_EFORMAT, "%s: unexpected line '%s'", path,
+                          line);
+  }
+  if (!opt->config)
+    return nn_error_set(err, NN_EFORMAT, "%s names no config", path);
+  return NN_OK;
+}
+
+int cli_sweep_collect(const char *dir, int verbosity) {
+  nn_error err = {0};
+  sweep s = {0};
+  cli_run base = {0};
+  cli_options opt = {.verbosity = verbosity, .jobs = 1};
+  char *text = NULL;
+  int status = read_args(dir, &opt, &text, &err) ? EXIT_USAGE : EXIT_OK;
+  if (!status) status = plan(&s, &base, &opt, dir, &err);
+  if (status) goto done;
+  size_t missing = 0;
+  for (size_t r = 0; r < s.n_runs; r++) {
+    sweep_run *run = &s.runs[r];
+    if (!run_finished(run->dir)) {
+      missing++;
+      continue;
+    }
+    run->status = 0;
+    run->seconds = NAN; /* read_results takes the run's own */
+    read_results(run);
+  }
+  int charts = draw_comparisons(&s, nn_config_name(base.cfg));
+  if (write_csv(&s, &err) ||
+      write_report(&s, &opt, nn_config_name(base.cfg), charts, &err)) {
+    status = EXIT_RUNTIME;
+    goto done;
+  }
+  size_t best = 0;
+  for (size_t r = 0; r < s.n_runs; r++)
+    if (rank_key(&s.runs[r]) > rank_key(&s.runs[best])) best = r;
+  if (rank_key(&s.runs[best]) >= 0)
+    printf("best %s val_accuracy=%.4f test accuracy=%.4f report=%s/report.md\n",
+           s.runs[best].label, s.runs[best].best_val, s.runs[best].test_acc,
+           s.dir);
+  if (missing) {
+    nn_error_set(&err, NN_EIO, "%zu of %zu sweep runs have not finished "
+                 "(report.md lists them)", missing, s.n_runs);
+    status = EXIT_RUNTIME;
+  }
+done:
+  if (status) fprintf(stderr, "nnrun: %s\n", err.msg);
+  cli_run_free(&base);
+  sweep_free(&s);
+  free(opt.sets);
+  free(opt.sweeps);
+  free(text);
   return status;
 }

@@ -16,6 +16,7 @@
 #include <nn/nn.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 #include "cli_setup.h"
 #include "run_config.h"
 #include "run_dir.h"
@@ -51,7 +52,7 @@ static void on_batch(void *user, size_t epoch, size_t batch, size_t n_batches,
 }
 
 /* After each epoch: the epoch line, then the files (run_outputs_epoch). */
-static int on_epoch(void *user, const nn_epoch_metrics *m) {
+static int save_epoch(void *user, const nn_epoch_metrics *m) {
   run_state *st = user;
   st->metrics[m->epoch] = *m;
   st->n_epochs_done = m->epoch + 1;
@@ -71,6 +72,19 @@ static int on_epoch(void *user, const nn_epoch_metrics *m) {
   return 0;
 }
 
+/* After each epoch.  Under MPI the ranks first compare their weights, so
+ * that no checkpoint is saved of ranks that diverged; rank 0 alone saves,
+ * and every rank stops when that failed. */
+static int on_epoch(void *user, const nn_epoch_metrics *m) {
+  run_state *st = user;
+  int stop = cli_mpi_check_weights(st->run->trainer, m->epoch,
+                                   &st->write_err) != NN_OK;
+  if (!stop && cli_mpi_lead()) stop = save_epoch(user, m);
+  stop = cli_mpi_agree(stop ? EXIT_RUNTIME : EXIT_OK, &st->write_err) != 0;
+  st->write_failed |= stop;
+  return stop;
+}
+
 /* A signal came (run_signals.h): checkpoint where training stands; stop
  * for SIGINT / SIGTERM, go on for SIGHUP / SIGUSR1. */
 static int on_signal(void *user, const nn_train_position *pos) {
@@ -78,6 +92,7 @@ static int on_signal(void *user, const nn_train_position *pos) {
   run_signal_raised = 0; /* before reading: a signal from now on raises it */
   const int stop = run_signals_stop() != 0, save = run_signals_take_save();
   if (!stop && !save) return 0;
+  if (!cli_mpi_lead()) return stop; /* rank 0 saves (the ranks agree) */
   if (st->live) fputs("\r\033[K", stderr);
   if (run_outputs_position(st, pos, &st->write_err)) {
     st->write_failed = 1;
@@ -168,7 +183,10 @@ static int prepare(run_state *st, cli_run *run, nn_error *err) {
     nn_error_set(err, NN_ENOMEM, "out of memory");
     return EXIT_RUNTIME;
   }
-  if ((status = claim_existing(st, &started, err))) return status;
+  /* Under MPI rank 0 alone claims and makes the run directory. */
+  started = 0;
+  if (cli_mpi_lead() && (status = claim_existing(st, &started, err)))
+    return status;
   if (opt->resume_dir &&
       (status = run_resume_check_config(opt->resume_dir, st->config,
                                         opt->verbosity, err)))
@@ -187,7 +205,9 @@ static int prepare(run_state *st, cli_run *run, nn_error *err) {
   /* A resumed run takes its weights from its checkpoint instead. */
   if (!opt->resume_dir && (status = cli_init_weights(run, err)))
     return status;
-  if (!st->out_dir[0]) {
+  if (!cli_mpi_lead()) {
+    /* Rank 0 reads the checkpoint; the others take its state (cli_train). */
+  } else if (!st->out_dir[0]) {
     if (run_dir_create(opt->output_dir, nn_config_name(run->cfg), st->out_dir,
                        sizeof st->out_dir, msg, sizeof msg) ||
         (st->lock_fd = run_dir_claim(st->out_dir, msg, sizeof msg)) < 0) {
@@ -217,7 +237,7 @@ static int prepare(run_state *st, cli_run *run, nn_error *err) {
     fprintf(stderr, "nnrun: model %s, optimizer %s, CBLAS %s, seed %llu\n",
             cli_model_file(run), nn_loaded_path(run->optim.loaded),
             nn_cblas_name(), (unsigned long long)run->topts.seed);
-  if (opt->resume_dir) return run_resume(st, err);
+  if (opt->resume_dir) return cli_mpi_lead() ? run_resume(st, err) : EXIT_OK;
   nn_error why;
   if (opt->verbosity > 0 && nn_trainer_resumable(run->trainer, &why))
     fprintf(stderr, "nnrun: warning: this run cannot be resumed: %s\n",
@@ -233,7 +253,18 @@ int cli_train(const cli_options *opt) {
                   .bar_epoch = (size_t)-1};
   run_end end = {"failed", -1, NAN, NAN, NN_STOP_NONE, -1};
   int status = prepare(&st, &run, &err);
+  /* Every rank ready, training the same run, from rank 0's state; or none. */
+  status = cli_mpi_agree(status, &err);
+  if (!status &&
+      cli_mpi_check_plan(run.trainer, &run.topts, run.train.n, &err))
+    status = EXIT_USAGE;
+  if (!status && cli_mpi_size() > 1 && nn_trainer_broadcast(run.trainer, &err))
+    status = EXIT_RUNTIME;
   if (status) goto done;
+  if (cli_mpi_size() > 1 && opt->verbosity > 0)
+    fprintf(stderr, "nnrun: data-parallel on %zu ranks: each takes 1/%zu of "
+            "every batch of %zu\n", cli_mpi_size(), cli_mpi_size(),
+            run.topts.batch_size);
   if (run_signals_install()) {
     nn_error_set(&err, NN_EIO, "cannot install the signal handlers");
     status = EXIT_RUNTIME;
@@ -250,6 +281,7 @@ int cli_train(const cli_options *opt) {
     status = rc == NN_EPLUGIN ? EXIT_PLUGIN : EXIT_RUNTIME;
     goto done;
   }
+  if (!cli_mpi_lead()) goto done; /* rank 0 tests and writes the results */
   end.why = nn_trainer_stopped(run.trainer, &end.stopped_after);
   if (end.why == NN_STOP_REQUEST) {
     nn_train_position pos;
@@ -291,7 +323,8 @@ int cli_train(const cli_options *opt) {
   }
 
 done:
-  if (status && status < 128) fprintf(stderr, "nnrun: %s\n", err.msg);
+  if (status && status < 128 && cli_mpi_lead())
+    fprintf(stderr, "nnrun: %s\n", err.msg);
   /* A run that trained and then failed says so in its summary, if the
    * disk lets it: the error above is what counts. */
   if (status && status < 128 && st.metrics && st.lock_fd >= 0 &&

@@ -20,6 +20,7 @@
 #include <nn/nn.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 #include "cli_paths.h"
 #include "cli_setup.h"
 #include "gsl_trap.h"
@@ -31,6 +32,9 @@ static void usage(FILE *out) {
           "       nnrun -c FILE --resume DIR\n"
           "       nnrun -c FILE --sweep SECTION.KEY=V1,V2,... [-j N] [-o DIR]\n"
           "       nnrun eval -c FILE --weights FILE.safetensors\n"
+          "       nnrun -c FILE --sweep-run I -o SWEEP_DIR\n"
+          "       nnrun collect SWEEP_DIR\n"
+          "       mpirun -np N nnrun -c FILE ...\n"
           "       nnrun --describe -c FILE\n"
           "       nnrun check-plugin NAME|PATH.so\n"
           "       nnrun --list-plugins [-v]\n"
@@ -58,7 +62,12 @@ static void usage(FILE *out) {
           "                           results)\n"
           "      --sweep SEC.KEY=V1,V2,...  train once per value (repeatable: the\n"
           "                           Cartesian product); adds to [sweep]\n"
-          "  -j, --jobs N             sweep runs at a time (default 1)\n"
+          "  -j, --jobs N             sweep runs at a time (default 1; under\n"
+          "                           mpirun: per rank)\n"
+          "      --sweep-run I        run I (1, 2, ...) of the sweep alone, in\n"
+          "                           SWEEP_DIR/<its name> (-o SWEEP_DIR): for a\n"
+          "                           job array; a finished run is not run again,\n"
+          "                           an interrupted one resumes\n"
           "      --weights FILE       eval: the safetensors weights to test\n"
           "  -q, --quiet              no progress lines on stderr\n"
           "  -v, --verbose            more detail (plugin files, CBLAS, options)\n"
@@ -73,6 +82,8 @@ static void usage(FILE *out) {
           "\n"
           "Subcommands:\n"
           "  eval                     test-set loss and accuracy of --weights\n"
+          "  collect SWEEP_DIR        sweep.csv, charts and report.md of the\n"
+          "                           finished --sweep-run runs in SWEEP_DIR\n"
           "  check-plugin NAME|PATH   run the checks every plugin must pass\n"
           "                           (gradients, shapes, determinism, state,\n"
           "                           errors) and print one line per check\n"
@@ -108,6 +119,10 @@ static void usage(FILE *out) {
           "world-writable, or owned by someone other than you or root) is\n"
           "refused unless NN_PLUGIN_ALLOW_WRITABLE=1.  A plugin that crashes\n"
           "is named, with the operation it was in.\n"
+          "\n"
+          "Under mpirun (built with MPI) the ranks train one run data-parallel\n"
+          "(batch_size stays the global batch), or share a sweep's runs; rank 0\n"
+          "writes the files and prints.\n"
           "\n"
           "Exit status: 0 success, 1 runtime failure (data missing or wrong,\n"
           "training, I/O, a directory another nnrun holds), 2 usage or\n"
@@ -193,7 +208,7 @@ int main(int argc, char **argv) {
   install_crash_handler();
 
   enum { OPT_LIST = 1000, OPT_RESUME, OPT_SWEEP, OPT_WEIGHTS, OPT_DESCRIBE,
-         OPT_FORCE };
+         OPT_FORCE, OPT_SWEEP_RUN };
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
       {"set", required_argument, NULL, 's'},
@@ -209,6 +224,7 @@ int main(int argc, char **argv) {
       {"sweep", required_argument, NULL, OPT_SWEEP},
       {"jobs", required_argument, NULL, 'j'},
       {"weights", required_argument, NULL, OPT_WEIGHTS},
+      {"sweep-run", required_argument, NULL, OPT_SWEEP_RUN},
       {NULL, 0, NULL, 0}};
   cli_options opt = {.verbosity = 1, .jobs = 1};
   int list = 0, describe = 0, c;
@@ -236,6 +252,15 @@ int main(int argc, char **argv) {
         if (*end || opt.jobs < 1 || opt.jobs > 64) {
           fprintf(stderr, "nnrun: -j %s: expected a number of jobs, 1 to 64\n",
                   optarg);
+          free_options(&opt);
+          return EXIT_USAGE;
+        }
+        break;
+      case OPT_SWEEP_RUN:
+        opt.sweep_run = strtoul(optarg, &end, 10);
+        if (*end || opt.sweep_run < 1 || *optarg == '-') {
+          fprintf(stderr, "nnrun: --sweep-run %s: expected a run number "
+                          "(1 for the sweep's first run)\n", optarg);
           free_options(&opt);
           return EXIT_USAGE;
         }
@@ -272,7 +297,16 @@ int main(int argc, char **argv) {
     }
     opt.config = config_path;
   }
-  int status;
+  /* One rank of an MPI job, when mpirun started this process as one: rank 0
+   * alone talks. */
+  nn_error mpi_err = {0};
+  int status = cli_mpi_start(&argc, &argv, &mpi_err);
+  if (status) {
+    fprintf(stderr, "nnrun: %s\n", mpi_err.msg);
+    free_options(&opt);
+    return status;
+  }
+  if (!cli_mpi_lead()) opt.verbosity = 0;
   if (eval) {
     if (optind < argc) {
       fprintf(stderr, "nnrun: unexpected argument '%s'\n", argv[optind]);
@@ -306,6 +340,13 @@ int main(int argc, char **argv) {
     } else {
       status = cli_export_csv(argv[optind + 1], opt.verbosity);
     }
+  } else if (optind < argc && !strcmp(argv[optind], "collect")) {
+    if (argc - optind != 2) {
+      fprintf(stderr, "nnrun: usage: nnrun collect SWEEP_DIR\n");
+      status = EXIT_USAGE;
+    } else {
+      status = cli_sweep_collect(argv[optind + 1], opt.verbosity);
+    }
   } else if (optind < argc) {
     fprintf(stderr, "nnrun: unexpected argument '%s'\nTry 'nnrun --help'.\n",
             argv[optind]);
@@ -314,9 +355,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nnrun: no configuration given (-c FILE)\n"
                     "Try 'nnrun --help'.\n");
     status = EXIT_USAGE;
+  } else if (opt.sweep_run) {
+    status = cli_sweep_run(&opt);
   } else {
     status = cli_wants_sweep(&opt) ? cli_sweep(&opt) : cli_train(&opt);
   }
+  cli_mpi_end();
   free_options(&opt);
   return status;
 }

@@ -5,6 +5,7 @@
 
 #include <nn/config.h>
 #include <nn/data.h>
+#include <nn/dist.h>
 #include <nn/math.h>
 #include <nn/plugin.h>
 #include <nn/plot.h>

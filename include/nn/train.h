@@ -53,6 +53,9 @@ typedef struct nn_train_opts {
                       than the best so far (see nn_early_stop) */
   nn_gsl_trap_fn gsl_trap; /* optional (NULL: GSL errors are not asked
                               about); see nn_gsl_trap_fn */
+  const struct nn_comm *comm; /* optional (NULL: one process), lent: the
+                      ranks of a data-parallel run (<nn/dist.h>); must
+                      outlive the trainer */
 } nn_train_opts;
 
 /* The CPUs this process may run on (its affinity mask, else the CPUs
@@ -289,6 +292,16 @@ typedef int (*nn_watch_fn)(void *user, const nn_train_position *pos);
  * no handler itself. */
 void nn_trainer_watch(nn_trainer *t, const volatile sig_atomic_t *flag,
                       nn_watch_fn fn, void *user);
+
+/* ---- Data-parallel runs (nn_train_opts.comm with 2+ ranks). ---- */
+/* Every rank's weights, optimizer state, schedule state, best epoch and
+ * its weights and RNG state become rank 0's.  Called by every rank after the weights are
+ * set (initial weights, init_from or a resumed checkpoint); NN_OK at once
+ * without a communicator. */
+int nn_trainer_broadcast(nn_trainer *t, nn_error *err);
+/* A checksum (FNV-1a) of the weights, the optimizer's state and the
+ * schedule's, for ranks to compare: equal on every rank unless something went wrong. */
+uint64_t nn_trainer_checksum(nn_trainer *t);
 
 /* Write metrics as CSV (header epoch,train_loss,train_accuracy,val_loss,
  * val_accuracy,train_seconds,lr) atomically: temp file, fsync, rename. */

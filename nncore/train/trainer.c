@@ -40,6 +40,7 @@
 #include <nn/sequential.h>
 #include <nn/train.h>
 
+#include "dist/dist.h"
 #include "train/guard.h"
 #include "train/parallel.h"
 #include "train/worker.h"
@@ -124,6 +125,8 @@ struct nn_trainer {
   nn__guard_snap *snap;        /* owned: per weight, its matrices at create */
   int at_phase;                /* where the loop is, for messages: */
   size_t at_epoch, at_batch;   /* PHASE_* below, epoch and batch */
+  nn__dist *dist;              /* owned: a data-parallel run's reduction
+                                  (opts.comm of 2+ ranks), else NULL */
 };
 
 enum { PHASE_CREATE, PHASE_TRAIN, PHASE_VALIDATION, PHASE_EVALUATION,
@@ -202,6 +205,7 @@ void nn_trainer_free(nn_trainer *t) {
   free(t->best_params);
   free(t->stepped);
   free(t->snap);
+  nn__dist_free(t->dist);
   free(t);
 }
 
@@ -343,6 +347,9 @@ static void choose_paths(nn_trainer *t) {
                                                backward_step_forward))
                      : NULL;
   t->fused = t->fst && t->fst->backward_step && t->parts;
+  /* Data-parallel: a step needs the gradients of every rank, summed, so
+   * no step inside backward (train_feed_dist below). */
+  if (t->opts.comm && t->opts.comm->size > 1) t->fused = 0;
   /* A stochastic model's next batch would need its own random stream
    * while the current one's is in use: no pipeline for it. */
   t->pipeline = t->fused && t->fst->backward_step_forward &&
@@ -449,6 +456,8 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
     choose_paths(t);
     rc = setup_batches(t, err);
   }
+  if (!rc && opts->comm && opts->comm->size > 1)
+    rc = nn__dist_create(&t->dist, opts->comm, t->params, t->n_params, err);
   if (rc) {
     rc = nn__guard_report(&t->guard, "", rc, err);
     nn_trainer_free(t);
@@ -481,6 +490,8 @@ typedef struct batch_feed {
   size_t handed;       /* batches feed_next has returned */
   size_t filled;       /* batches gathered or being gathered */
   int peeks;           /* 1 if the pass uses feed_peek */
+  int slice;           /* data-parallel training: this rank's slice of each
+                          batch */
   int pending;         /* the worker is gathering batch filled - 1 */
   /* The posted gather's arguments (read by the worker: they live here,
    * in the caller's frame, for the whole pass). */
@@ -493,6 +504,10 @@ typedef struct batch_feed {
  * the helper thread). */
 static void gather_slot(nn_trainer *t, const nn_dataset *ds, batch_slot *b,
                         const size_t *idx) {
+  if (!b->count) { /* a data-parallel rank's empty slice */
+    b->rc = NN_OK;
+    return;
+  }
   b->rc = t->sparse
               ? nn_dataset_gather_csr(ds, idx, b->count, &b->Xs, b->labels)
               : nn_dataset_gather(ds, idx, b->count, b->X, b->labels);
@@ -515,9 +530,20 @@ static void feed_fill(batch_feed *f, int post) {
   batch_slot *b = feed_slot(f, f->filled++);
   const size_t bs = t->opts.batch_size, left = f->ds->n - f->next;
   b->count = left < bs ? left : bs;
-  const size_t *idx = f->order ? f->order + f->next : b->idx;
+  size_t first = f->next; /* of the batch's examples, this slot's first */
+  if (f->slice) {
+    /* Rank r of N takes [g r / N, g (r + 1) / N) of the g examples: the
+     * global batches, their examples and order are the one-process run's
+     * whatever N is. */
+    const nn_comm *c = t->opts.comm;
+    const size_t g = b->count, lo = g * c->rank / c->size;
+    b->count = g * (c->rank + 1) / c->size - lo;
+    first += lo;
+    f->next += g - b->count;
+  }
+  const size_t *idx = f->order ? f->order + first : b->idx;
   if (!f->order)
-    for (size_t i = 0; i < b->count; i++) b->idx[i] = f->next + i;
+    for (size_t i = 0; i < b->count; i++) b->idx[i] = first + i;
   f->next += b->count;
   f->job_slot = b;
   f->job_idx = idx;
@@ -573,9 +599,11 @@ static void feed_begin(batch_feed *f, nn_trainer *t, const nn_dataset *ds,
   const size_t bs = t->opts.batch_size;
   const size_t n_batches = (ds->n + bs - 1) / bs;
   if (first > n_batches) first = n_batches;
+  /* Only training passes an order: evaluation runs whole on every rank. */
   *f = (batch_feed){.t = t, .ds = ds, .order = order,
                     .n_batches = n_batches, .next = first * bs,
-                    .handed = first, .filled = first, .peeks = peeks};
+                    .handed = first, .filled = first, .peeks = peeks,
+                    .slice = t->dist && order};
   feed_ahead(f); /* the first batch, ahead */
 }
 
@@ -785,15 +813,9 @@ static int fused_backward_step(nn_trainer *t, batch_slot *b,
   return optim_failed(t, rc, err);
 }
 
-/* Backward on slot b (dscores in *Sv), then the optimizer step: inside
- * the backward pass when the model and optimizer can, after it otherwise.
- * With next (pipeline only): the forward on it too, into *Snext. */
-static int batch_backward_step(nn_trainer *t, batch_slot *b,
-                               gsl_matrix_view *Xv, gsl_matrix_view *Sv,
-                               batch_slot *next, const nn_context *next_ctx,
-                               gsl_matrix_view *Snext, nn_error *err) {
-  if (t->fused)
-    return fused_backward_step(t, b, Sv, next, next_ctx, Snext, err);
+/* Backward on slot b (dscores in *Sv): every parameter's gradient. */
+static int batch_backward(nn_trainer *t, batch_slot *b, gsl_matrix_view *Xv,
+                          gsl_matrix_view *Sv, nn_error *err) {
   if (err) err->msg[0] = '\0';
   call_enter(t, t->model_plugin, "backward");
   int rc = t->sparse
@@ -802,10 +824,14 @@ static int batch_backward_step(nn_trainer *t, batch_slot *b,
                                      &Sv->matrix, err)
                : t->mops->backward(t->model, &Xv->matrix, &Sv->matrix, err);
   call_leave(t);
-  if ((rc = model_failed(t, rc, "backward", err))) return rc;
+  return model_failed(t, rc, "backward", err);
+}
+
+/* The optimizer's step from the parameters' gradients. */
+static int optim_step(nn_trainer *t, nn_error *err) {
   if (err) err->msg[0] = '\0';
   call_enter(t, t->optim_desc->name, "step");
-  rc = t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
+  int rc = t->optim_desc->optim->step(t->optim, t->params, t->n_params, err);
   call_leave(t);
   return optim_failed(t, rc, err);
 }
@@ -959,6 +985,20 @@ static int check_epoch(nn_trainer *t, size_t epoch, nn_error *err) {
                       k < t->n_params ? "parameter" : "state buffer",
                       t->weights[k].name, weight_owner(t, k),
                       nn__guard_num(v).s, r, c, epoch);
+}
+
+/* Backward on slot b (dscores in *Sv), then the optimizer step: inside
+ * the backward pass when the model and optimizer can, after it otherwise.
+ * With next (pipeline only): the forward on it too, into *Snext. */
+static int batch_backward_step(nn_trainer *t, batch_slot *b,
+                               gsl_matrix_view *Xv, gsl_matrix_view *Sv,
+                               batch_slot *next, const nn_context *next_ctx,
+                               gsl_matrix_view *Snext, nn_error *err) {
+  if (t->fused)
+    return fused_backward_step(t, b, Sv, next, next_ctx, Snext, err);
+  int rc = batch_backward(t, b, Xv, Sv, err);
+  if (rc) return rc;
+  return optim_step(t, err);
 }
 
 static int check_dataset(const nn_trainer *t, const nn_dataset *ds,
@@ -1142,6 +1182,95 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
   return NN_OK;
 }
 
+/* This rank's part of a data-parallel step on its slice b: forward, loss
+ * and backward, its numbers into *db.  A non-finite loss stops before
+ * backward, as in train_feed. */
+static int dist_local(nn_trainer *t, size_t epoch, size_t batch,
+                      batch_slot *b, nn__dist_batch *db, nn_error *err) {
+  gsl_matrix_view Xv, Sv;
+  const nn_context ctx = batch_context(t, 1, epoch, batch);
+  int rc = batch_forward(t, &ctx, b, &Xv, &Sv, err);
+  if (rc) return rc;
+  double batch_loss;
+  rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix, &batch_loss,
+                       &db->hits);
+  if (rc) return nn_error_set(err, rc, "softmax cross-entropy failed");
+  if (!isfinite(batch_loss))
+    return loss_failed(t, "training", batch_loss, err);
+  db->loss_sum = batch_loss * (double)b->count;
+  return batch_backward(t, b, &Xv, &Sv, err);
+}
+
+/* Under data-parallel training the ranks decide a stop together: when a
+ * rank's watch flag was raised (any_raised, from the step's reduction),
+ * every rank asks its watch, and all stop if one says so. */
+static int watch_dist(nn_trainer *t, int any_raised, int *stop,
+                      nn_error *err) {
+  *stop = 0;
+  if (!any_raised) return NN_OK;
+  const int mine =
+      t->watch_fn ? t->watch_fn(t->watch_user, &t->pos) != 0 : 0;
+  return nn__dist_any(t->dist, mine, stop, err);
+}
+
+/* One training epoch of a data-parallel run (feed begun with slices by the
+ * caller) from t->pos on, as train_feed: the same checks, the schedule's
+ * rate before each step, a stop between batches.  A rank whose slice
+ * failed still joins the step's reduction, its stop flag set and its
+ * message complete (fail_at), so that every rank stops at the same step
+ * with the same error; the step comes after the reduction, so the
+ * parameters stay those that gave a failed batch's loss. */
+static int train_feed_dist(nn_trainer *t, size_t epoch, batch_feed *f,
+                           double *loss, double *accuracy, double *seconds,
+                           int *stopped, nn_error *err) {
+  nn_train_position *p = &t->pos;
+  const double t0 = nn_now_seconds(), seconds_before = p->train_seconds;
+  int rc = NN_OK;
+  *stopped = 0;
+  t->at_phase = PHASE_TRAIN;
+  t->at_epoch = epoch;
+  for (batch_slot *b = feed_next(f, &rc); b; b = feed_next(f, &rc)) {
+    t->at_batch = p->batch;
+    nn__dist_batch db = {.count = b->count,
+                         .request = t->watch_flag && *t->watch_flag};
+    if (rc)
+      rc = nn_error_set(err, rc, "cannot gather a batch");
+    else if (b->count)
+      rc = dist_local(t, epoch, p->batch, b, &db, err);
+    /* Every rank steps with the rate the one-process run would, empty
+     * slices included. */
+    if (!rc && p->batch > 0 && t->schedule &&
+        nn_schedule_per_batch(t->schedule, epoch))
+      rc = apply_lr(t, epoch, p->batch, f->n_batches, NULL, err);
+    if (rc) db.stop = fail_at(t, rc, err) != NN_OK;
+    if ((rc = nn__dist_reduce(t->dist, t->params, t->n_params, &db, err)))
+      return rc;
+    const double batch_loss = db.loss_sum / (double)db.count;
+    /* Finite on every rank yet not in sum: the totals overflowed. */
+    if (!isfinite(batch_loss))
+      return loss_failed(t, "training", batch_loss, err);
+    if ((rc = optim_step(t, err))) return rc;
+    p->loss_sum += batch_loss;
+    p->hits += db.hits;
+    p->seen += db.count;
+    p->batch++;
+    p->train_seconds = seconds_before + (nn_now_seconds() - t0);
+    if (t->on_batch)
+      t->on_batch(t->on_batch_user, epoch, p->batch, f->n_batches,
+                  p->loss_sum / (double)p->batch,
+                  (double)p->hits / (double)p->seen);
+    /* Between batches the parameters and the optimizer's state are whole
+     * on every rank: a checkpoint taken here resumes with the next batch. */
+    if ((rc = watch_dist(t, db.request, stopped, err))) return rc;
+    if (*stopped) return NN_OK;
+  }
+  if (rc) return nn_error_set(err, rc, "cannot gather a batch");
+  *loss = p->loss_sum / (double)p->batch;
+  *accuracy = (double)p->hits / (double)f->ds->n;
+  *seconds = p->train_seconds;
+  return NN_OK;
+}
+
 /* One training epoch over ds in the order given, from t->pos on. */
 static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
@@ -1149,7 +1278,10 @@ static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
   batch_feed f;
   nn__guard_reset(&t->guard);
   feed_begin(&f, t, ds, order, t->pipeline, t->pos.batch);
-  int rc = train_feed(t, epoch, &f, loss, accuracy, seconds, stopped, err);
+  int rc = t->dist ? train_feed_dist(t, epoch, &f, loss, accuracy, seconds,
+                                     stopped, err)
+                   : train_feed(t, epoch, &f, loss, accuracy, seconds,
+                                stopped, err);
   feed_end(&f);
   if (!rc) rc = check_epoch(t, epoch, err);
   return fail_at(t, rc, err);
@@ -1182,9 +1314,19 @@ int nn_trainer_run(nn_trainer *t, const nn_dataset *train,
                        t->start.batch > 0;
     t->pos = inside ? t->start : (nn_train_position){.epoch = e};
     /* A stop asked for since the last batch (while validating). */
-    if (!inside && watch_stops(t)) {
+    if (!inside && !t->dist && watch_stops(t)) {
       why = NN_STOP_REQUEST;
       break;
+    }
+    if (!inside && t->dist) { /* the ranks decide together */
+      int raised = t->watch_flag && *t->watch_flag, stop = 0;
+      if (!(rc = nn__dist_any(t->dist, raised, &raised, err)))
+        rc = watch_dist(t, raised, &stop, err);
+      if (rc) break;
+      if (stop) {
+        why = NN_STOP_REQUEST;
+        break;
+      }
     }
     nn_epoch_metrics m = {.epoch = e};
     /* A fresh permutation of the identity each epoch, so an epoch's order
@@ -1419,4 +1561,53 @@ void nn_trainer_memory(const nn_model_spec *model, nn_shape in, size_t n_out,
       nn_mem_mul(nn_mem_mul(bs, n_out), 2 * sizeof(double))); /* scores */
   est->total = nn_mem_add(nn_mem_add(est->model, est->weights),
                           nn_mem_add(nn_mem_mul(est->weights, 2), batches));
+}
+
+/* ------------------------------------------------------- data-parallel */
+
+int nn_trainer_broadcast(nn_trainer *t, nn_error *err) {
+  if (!t->dist) return NN_OK;
+  size_t n_state;
+  nn_param *state = nn_trainer_optim_state(t, &n_state);
+  int rc = NN_OK;
+  for (size_t k = 0; !rc && k < t->n_weights; k++)
+    rc = nn__dist_bcast(t->dist, &t->weights[k].value, 1, err);
+  for (size_t k = 0; !rc && k < n_state; k++)
+    rc = nn__dist_bcast(t->dist, &state[k].value, 1, err);
+  /* A resumed schedule's state (a plateau's count, say) is rank 0's too. */
+  size_t n_sched;
+  nn_param *sched = nn_trainer_schedule_state(t, &n_sched);
+  for (size_t k = 0; !rc && k < n_sched; k++)
+    rc = nn__dist_bcast(t->dist, &sched[k].value, 1, err);
+  if (!rc) rc = nn__dist_bcast(t->dist, t->best, t->n_weights, err);
+  struct {
+    long best_epoch;
+    double best_val_accuracy;
+    size_t start_epoch;
+    nn_train_position start; /* a run resumed inside an epoch */
+  } marks = {t->best_epoch, t->best_val_accuracy, t->start_epoch, t->start};
+  if (!rc) rc = nn__dist_bcast_bytes(t->dist, &marks, sizeof marks, err);
+  if (!rc)
+    rc = nn__dist_bcast_bytes(t->dist, gsl_rng_state(t->rng),
+                              gsl_rng_size(t->rng), err);
+  if (rc) return rc;
+  t->best_epoch = marks.best_epoch;
+  t->best_val_accuracy = marks.best_val_accuracy;
+  t->start_epoch = marks.start_epoch;
+  t->start = marks.start;
+  return NN_OK;
+}
+
+uint64_t nn_trainer_checksum(nn_trainer *t) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  size_t n[3] = {t->n_weights};
+  const nn_param *p[3] = {t->weights, nn_trainer_optim_state(t, &n[1]),
+                          nn_trainer_schedule_state(t, &n[2])};
+  for (size_t pass = 0; pass < 3; pass++)
+    for (size_t k = 0; p[pass] && k < n[pass]; k++) {
+      const gsl_matrix *m = p[pass][k].value;
+      for (size_t i = 0; i < m->size1; i++)
+        h = nn_dist_fnv1a(m->data + i * m->tda, m->size2, h);
+    }
+  return h;
 }
