@@ -46,8 +46,9 @@ static int launched_as_rank(void) {
   return 0;
 }
 
-/* MPI counts in int: blocks above 2 GiB are refused (not met: a step's
- * buffer is the model's parameters, cut in one chunk per rank). */
+/* MPI counts in int: blocks above 2 GiB are refused (not met: a step
+ * moves one parameter's gradient, or a chunk of the model's parameters
+ * per rank, at a time). */
 static int mpi_count(size_t bytes, int *count) {
   if (bytes > INT32_MAX) return NN_EINVAL;
   *count = (int)bytes;
@@ -80,6 +81,16 @@ static int comm_bcast(void *ctx, void *buf, size_t bytes) {
              ? NN_OK : NN_EIO;
 }
 
+static int comm_sendrecv(void *ctx, size_t peer, const void *send,
+                         void *recv, size_t bytes) {
+  (void)ctx;
+  int n;
+  if (mpi_count(bytes, &n)) return NN_EINVAL;
+  return MPI_Sendrecv(send, n, MPI_BYTE, (int)peer, 0, recv, n, MPI_BYTE,
+                      (int)peer, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE)
+             == MPI_SUCCESS ? NN_OK : NN_EIO;
+}
+
 int cli_mpi_start(int *argc, char ***argv, nn_error *err) {
   if (!launched_as_rank()) return EXIT_OK;
   /* A rank waiting in a collective yields its CPU rather than spin, unless
@@ -98,7 +109,7 @@ int cli_mpi_start(int *argc, char ***argv, nn_error *err) {
   job.rank = (size_t)rank;
   job.size = (size_t)size;
   job.comm = (nn_comm){job.rank, job.size, NULL, comm_allgather,
-                       comm_alltoall, comm_bcast};
+                       comm_alltoall, comm_bcast, comm_sendrecv};
   return EXIT_OK;
 }
 

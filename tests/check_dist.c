@@ -3,7 +3,9 @@
  * joined by a communicator made of a barrier and shared pointers.  The
  * reproducible sum adds in rank order on every rank, whatever the rank
  * count and buffer size; two ranks train the same model bit for bit alike,
- * and close to one process, also when a rank's slice of a batch is empty. */
+ * and close to one process, also when a rank's slice of a batch is empty,
+ * with the same bits whether they trade gradients by sendrecv or sum
+ * them through nn_dist_sum. */
 #include <config.h>
 
 #include <math.h>
@@ -27,6 +29,7 @@ typedef struct shared {
 typedef struct rank_ctx {
   shared *sh;
   size_t rank, size;
+  int no_sendrecv;
 } rank_ctx;
 
 static int fake_allgather(void *ctx, const void *send, void *recv,
@@ -61,9 +64,22 @@ static int fake_bcast(void *ctx, void *buf, size_t bytes) {
   return NN_OK;
 }
 
+static int fake_sendrecv(void *ctx, size_t peer, const void *send,
+                         void *recv, size_t bytes) {
+  rank_ctx *c = ctx;
+  if (peer >= c->size || peer == c->rank) return NN_EINVAL;
+  c->sh->post[c->rank] = send;
+  pthread_barrier_wait(&c->sh->bar);
+  memcpy(recv, c->sh->post[peer], bytes);
+  pthread_barrier_wait(&c->sh->bar);
+  return NN_OK;
+}
+
+/* With sendrecv unless c->no_sendrecv: two ranks then take the step's
+ * other path (through nn_dist_sum), which must give the same bits. */
 static nn_comm fake_comm(rank_ctx *c) {
   return (nn_comm){c->rank, c->size, c, fake_allgather, fake_alltoall,
-                   fake_bcast};
+                   fake_bcast, c->no_sendrecv ? NULL : fake_sendrecv};
 }
 
 /* Run fn(arg[r]) on `size` threads, one per rank. */
@@ -112,7 +128,7 @@ START_TEST(test_sum_in_rank_order) {
       pthread_barrier_init(&sh.bar, NULL, (unsigned)size);
       sum_job jobs[MAX_RANKS];
       for (size_t r = 0; r < size; r++) {
-        jobs[r] = (sum_job){{&sh, r, size}, malloc(n * sizeof(double)), n,
+        jobs[r] = (sum_job){{&sh, r, size, 0}, malloc(n * sizeof(double)), n,
                             -1};
         ck_assert_ptr_nonnull(jobs[r].buf);
         for (size_t i = 0; i < n; i++) jobs[r].buf[i] = value(r, i);
@@ -169,6 +185,7 @@ typedef struct train_job {
   rank_ctx ctx; /* size 0: one process, no communicator */
   const data *d;
   size_t batch;
+  double momentum;
   nn_epoch_metrics m[EPOCHS];
   uint64_t checksum;
   int rc;
@@ -179,7 +196,9 @@ static void *train_rank(void *arg) {
   train_job *j = arg;
   const nn_comm c = fake_comm(&j->ctx);
   const nn_value hidden[] = {{.i = 32}};
-  const nn_value sgd[] = {{.r = 0.5}, {.r = 0.001}, {.r = 0.0}, {.b = 0}};
+  /* With momentum a smaller rate (the steps add up over batches). */
+  const nn_value sgd[] = {{.r = j->momentum != 0.0 ? 0.1 : 0.5},
+                          {.r = 0.001}, {.r = j->momentum}, {.b = 0}};
   const nn_model_spec spec = {nn_loaded_desc(j->d->model), hidden, NULL, 0};
   const nn_train_opts o = {.epochs = EPOCHS, .batch_size = j->batch,
                            .seed = 7, .shuffle = 1, .threads = 1,
@@ -196,32 +215,52 @@ static void *train_rank(void *arg) {
   return NULL;
 }
 
-/* batch 50: 48 steps; batch 7: a last batch of 6 split 3 + 3 and steps
- * of 3 + 4; batch 1: rank 0's slice of every step is empty. */
-START_TEST(test_two_ranks_train_alike) {
-  static const size_t batches[] = {50, 7, 1};
-  data d;
-  data_open(&d);
-  const size_t batch = batches[_i];
-  train_job one = {.ctx = {NULL, 0, 0}, .d = &d, .batch = batch};
-  train_rank(&one);
-  ck_assert_msg(one.rc == NN_OK, "%s", one.err.msg);
+/* Two ranks on the fake communicator, with or without its sendrecv. */
+static void train_pair(const data *d, size_t batch, double momentum,
+                       int no_sendrecv, train_job ranks[2]) {
   shared sh;
   pthread_barrier_init(&sh.bar, NULL, 2);
-  train_job ranks[2];
   for (size_t r = 0; r < 2; r++)
-    ranks[r] = (train_job){.ctx = {&sh, r, 2}, .d = &d, .batch = batch};
+    ranks[r] = (train_job){.ctx = {&sh, r, 2, no_sendrecv}, .d = d,
+                           .batch = batch, .momentum = momentum};
   run_ranks(2, train_rank, ranks, sizeof ranks[0]);
   pthread_barrier_destroy(&sh.bar);
   for (size_t r = 0; r < 2; r++)
     ck_assert_msg(ranks[r].rc == NN_OK, "rank %zu: %s", r, ranks[r].err.msg);
+}
+
+/* batch 50: 48 steps; batch 7: a last batch of 6 split 3 + 3 and steps
+ * of 3 + 4; batch 1: rank 0's slice of every step is empty; each without
+ * momentum and with it.  The path through sendrecv and the one through
+ * nn_dist_sum give the same bits. */
+START_TEST(test_two_ranks_train_alike) {
+  static const size_t batches[] = {50, 7, 1};
+  data d;
+  data_open(&d);
+  const size_t batch = batches[_i % 3];
+  const double momentum = _i < 3 ? 0.0 : 0.9;
+  train_job one = {.ctx = {NULL, 0, 0, 0}, .d = &d, .batch = batch,
+                   .momentum = momentum};
+  train_rank(&one);
+  ck_assert_msg(one.rc == NN_OK, "%s", one.err.msg);
+  train_job ranks[2], summed[2];
+  train_pair(&d, batch, momentum, 0, ranks);
+  train_pair(&d, batch, momentum, 1, summed);
   ck_assert_msg(ranks[0].checksum == ranks[1].checksum,
                 "batch %zu: the ranks' weights differ", batch);
+  ck_assert_msg(ranks[0].checksum == summed[0].checksum &&
+                summed[0].checksum == summed[1].checksum,
+                "batch %zu momentum %g: sendrecv and nn_dist_sum give other "
+                "weights", batch, momentum);
   for (size_t e = 0; e < EPOCHS; e++) {
     const nn_epoch_metrics *a = &ranks[0].m[e], *b = &ranks[1].m[e],
-                           *s = &one.m[e];
+                           *c = &summed[0].m[e], *s = &one.m[e];
     ck_assert(a->train_loss == b->train_loss && a->val_loss == b->val_loss &&
               a->train_accuracy == b->train_accuracy);
+    ck_assert(memcmp(&a->train_loss, &c->train_loss, sizeof a->train_loss)
+                  == 0 &&
+              memcmp(&a->val_loss, &c->val_loss, sizeof a->val_loss) == 0 &&
+              a->train_accuracy == c->train_accuracy);
     /* Only the order of the additions differs from one process. */
     ck_assert_msg(fabs(a->train_loss - s->train_loss) < 1e-9 &&
                   fabs(a->val_loss - s->val_loss) < 1e-9,
@@ -239,7 +278,7 @@ static Suite *dist_suite(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_sum_in_rank_order);
-  tcase_add_loop_test(tc, test_two_ranks_train_alike, 0, 3);
+  tcase_add_loop_test(tc, test_two_ranks_train_alike, 0, 6);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -3,7 +3,7 @@
  * trainer reduces through, and the reproducible sum it is built on.
  *
  * libnn knows no message-passing library: a program that runs on MPI (the
- * nnrun CLI) hands the trainer an nn_comm whose three collectives it
+ * nnrun CLI) hands the trainer an nn_comm whose collectives it
  * implements.  Every rank builds the same trainer from the same config and
  * passes it in nn_train_opts.comm; with size > 1 each rank then takes its
  * slice of every global batch, and each step sums the ranks' gradients,
@@ -34,6 +34,12 @@ typedef struct nn_comm {
   int (*alltoall)(void *ctx, const void *send, void *recv, size_t bytes);
   /* buf on every rank receives rank 0's. */
   int (*bcast)(void *ctx, void *buf, size_t bytes);
+  /* Optional (NULL: not offered): send goes to rank peer while recv
+   * receives peer's `bytes` bytes; peer calls it with this rank as its
+   * peer.  With it, a step on two ranks trades the gradients where they
+   * lie instead of packing them for an all-gather. */
+  int (*sendrecv)(void *ctx, size_t peer, const void *send, void *recv,
+                  size_t bytes);
 } nn_comm;
 
 /* Doubles of scratch nn_dist_sum needs for n values on c. */

@@ -27,12 +27,16 @@ const nn_comm *nn__dist_comm(const nn__dist *d);
 
 /* The step's one reduction.  On entry each parameter's grad is the mean
  * over this rank's b->count examples (anything when b->count is 0) and
- * *b this rank's numbers; on return the grads are the mean over all the
- * ranks' examples, the same bits on every rank, and *b the totals.  When
- * any rank stopped, every rank returns the error of the lowest one that
- * did (err holds this rank's own on entry), named by rank. */
+ * *b this rank's numbers; on return *b holds the totals.  When any rank
+ * stopped, every rank returns the error of the lowest one that did (err
+ * holds this rank's own on entry), named by rank.  After it, once per
+ * parameter k: nn__dist_mean. */
 int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                     nn_error *err);
+
+/* Parameter k's grad becomes the mean over all the ranks' examples, the
+ * same bits on every rank. */
+void nn__dist_mean(nn__dist *d, nn_param *p, size_t k);
 
 /* *any = whether `mine` is non-zero on any rank. */
 int nn__dist_any(nn__dist *d, int mine, int *any, nn_error *err);

@@ -1,21 +1,28 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The trainer's reduction per step (see dist/dist.h).
  *
- * One flat buffer per step, [gradients | count | loss sum | hits | stop
- * flags | stop requests (signals)], so a step costs one reduction however
- * many parameters the model has (Horovod fuses tensors, DDP buckets them,
- * for the same reason).  Gradients are summed over each rank's examples
- * and divided by the global count once: a short last batch, or a rank with
- * fewer examples of it, is weighted by its true size.
+ * Gradients are summed over each rank's examples and divided by the
+ * global count once: a short last batch, or a rank with fewer examples of
+ * it, is weighted by its true size.
  *
- * With more than two ranks each rank packs its sums (mean * count),
- * nn_dist_sum adds them and the grads are divided out of the buffer.  With
- * two the step does not go through nn_dist_sum: the gradients travel as
- * they are (means) with each rank's count in the tail, and after the one
- * all-gather each rank scales, adds and divides every element in one pass,
- * reading its own gradients where they lie, instead of three passes over a
- * buffer of every gradient (scale, add, divide).  The operations and their
- * order are the same, so are the bits (see unpack_pair). */
+ * Through nn_dist_sum (more than two ranks, or a communicator without
+ * sendrecv): one flat buffer per step, [gradients | count | loss sum |
+ * hits | stop flags | stop requests (signals)], so a step costs one
+ * reduction however many parameters the model has (Horovod fuses tensors,
+ * DDP buckets them, for the same reason).  Each rank packs its sums (mean
+ * * count), nn_dist_sum adds them and the grads are divided out of the
+ * buffer.
+ *
+ * Two ranks with sendrecv: nothing is packed.  The ranks trade their
+ * tails (the counts first, so that each knows both before it adds
+ * anything), then each parameter's gradient straight from its matrix into
+ * the other rank's receive buffer (one message per parameter: a few per
+ * step), and nn__dist_mean adds the two ranks' values one parameter at
+ * a time.  A step's passes over gradients the size of the model cost about
+ * as much as its arithmetic (memory bandwidth), and a pack and the
+ * library's copy of the local part into a gather buffer would be two more.
+ * The operations and their order are those of the path through
+ * nn_dist_sum, so are the bits (see mean_row). */
 #include <config.h>
 
 #include <math.h>
@@ -32,6 +39,13 @@ struct nn__dist {
   double *buf;         /* owned: n_grad + N_TAIL */
   double *scratch;     /* owned: nn_dist_scratch of the buffer */
   nn_error *errs;      /* owned: one per rank, for a stop */
+  size_t *off;         /* owned: where each parameter starts in buf and
+                          in scratch */
+  /* Two ranks, after nn__dist_reduce: the other rank's gradients are in
+   * scratch (at off), the step's counts here, and the grads not yet the
+   * mean. */
+  int pending;
+  double c0, c1, total;
 };
 
 int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
@@ -40,8 +54,15 @@ int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
   nn__dist *d = calloc(1, sizeof *d);
   if (!d) return nn_error_set(err, NN_ENOMEM, "out of memory");
   d->comm = comm;
-  for (size_t k = 0; k < n; k++)
+  d->off = malloc((n ? n : 1) * sizeof *d->off);
+  if (!d->off) {
+    free(d);
+    return nn_error_set(err, NN_ENOMEM, "out of memory");
+  }
+  for (size_t k = 0; k < n; k++) {
+    d->off[k] = d->n_grad;
     d->n_grad += p[k].value->size1 * p[k].value->size2;
+  }
   const size_t len = d->n_grad + N_TAIL;
   d->buf = malloc(len * sizeof *d->buf);
   d->scratch = malloc(nn_dist_scratch(comm, len) * sizeof *d->scratch);
@@ -60,6 +81,7 @@ void nn__dist_free(nn__dist *d) {
   free(d->buf);
   free(d->scratch);
   free(d->errs);
+  free(d->off);
   free(d);
 }
 
@@ -84,12 +106,12 @@ static int first_error(nn__dist *d, int stopped, nn_error *err) {
   return nn_error_set(err, NN_EPLUGIN, "a rank stopped without saying why");
 }
 
-/* This rank's gradients into x, row by row (a padded matrix has gaps):
- * times `local` (a rank's share of the sum) when scale is set, as they are
- * when not, zeros when the rank has nothing to give.  An empty slice's
- * grads may hold anything, even NaN, which a count of 0 would not cancel
- * (NaN * 0 is NaN): its zeros are what it adds. */
-static void pack(const nn_param *p, size_t n, double *x, int live, int scale,
+/* This rank's gradients into x, row by row (a padded matrix has gaps),
+ * times `local` (a rank's share of the sum), zeros when the rank has
+ * nothing to give.  An empty slice's grads may hold anything, even NaN,
+ * which a count of 0 would not cancel (NaN * 0 is NaN): its zeros are what
+ * it adds. */
+static void pack(const nn_param *p, size_t n, double *x, int live,
                  double local) {
   for (size_t k = 0; k < n; k++) {
     const gsl_matrix *g = p[k].grad;
@@ -98,15 +120,13 @@ static void pack(const nn_param *p, size_t n, double *x, int live, int scale,
       const double *row = g->data + i * g->tda;
       if (!live)
         memset(x, 0, cols * sizeof *x);
-      else if (scale)
-        for (size_t j = 0; j < cols; j++) x[j] = row[j] * local;
       else
-        memcpy(x, row, cols * sizeof *x);
+        for (size_t j = 0; j < cols; j++) x[j] = row[j] * local;
     }
   }
 }
 
-/* More than two ranks: the buffer holds the sums over all ranks. */
+/* After nn_dist_sum: the buffer holds the sums over all ranks. */
 static void unpack_sums(const nn__dist *d, nn_param *p, size_t n,
                         double total) {
   const double *x = d->buf;
@@ -120,49 +140,103 @@ static void unpack_sums(const nn__dist *d, nn_param *p, size_t n,
   }
 }
 
-/* Two ranks: scratch holds both ranks' buffers (rank 0's first), each its
- * gradients unscaled and its count in the tail.  Every element becomes
- * ((0 + x0) + x1) / total with x_r = rank r's gradient * its count: the
- * product the scaled pack makes, the sum in nn_dist_sum's order, the
- * division of unpack_sums, each rounded to double as there.  The products
- * are statements of their own so that a compiler allowed to contract only
+/* cols elements of a parameter's mean over two ranks: out[j] = ((0 + x0)
+ * + x1) / total with x_r = rank r's gradient * its count.  These are the operations of the path through nn_dist_sum
+ * (the scaled pack makes the products, the sum adds in rank order from 0,
+ * unpack_sums divides), each rounded to double as there.  The products are
+ * statements of their own so that a compiler allowed to contract only
  * within an expression (clang's default) cannot fuse one into the sum
  * (GCC in ISO C mode, -std=c11, contracts nothing); a fused multiply-add
- * would round once where the reference rounds twice.  Both ranks run this
- * same loop on the same operands, so they get the same bits.  This rank's
- * own values are read from its grads, which it then overwrites element by
- * element: one stream fewer than reading its copy in scratch.  A rank
- * without examples sent zeros and its count 0; its grads are not what it
- * sent, so its own values come from its packed buffer. */
-static void unpack_pair(const nn__dist *d, nn_param *p, size_t n, int live,
-                        double total) {
-  const size_t len = d->n_grad + N_TAIL, me = d->comm->rank;
-  const double c0 = d->scratch[d->n_grad + TAIL_COUNT];
-  const double c1 = d->scratch[len + d->n_grad + TAIL_COUNT];
-  const double *sent = d->buf, *theirs = d->scratch + (1 - me) * len;
+ * would round once where that path rounds twice.  Both ranks run this loop
+ * on the same operands, so they get the same bits.  out may be mine. */
+static void mean_row(const nn__dist *d, const double *mine,
+                     const double *theirs, double *out, size_t cols) {
+  const double *s0 = d->comm->rank ? theirs : mine;
+  const double *s1 = d->comm->rank ? mine : theirs;
+  const double c0 = d->c0, c1 = d->c1, total = d->total;
+  for (size_t j = 0; j < cols; j++) {
+    const double x0 = s0[j] * c0;
+    const double x1 = s1[j] * c1;
+    out[j] = ((0.0 + x0) + x1) / total;
+  }
+}
+
+void nn__dist_mean(nn__dist *d, nn_param *p, size_t k) {
+  if (!d->pending) return; /* the sums were divided out in the reduction */
+  gsl_matrix *g = p[k].grad;
+  const size_t rows = p[k].value->size1, cols = p[k].value->size2;
+  const double *theirs = d->scratch + d->off[k];
+  for (size_t i = 0; i < rows; i++, theirs += cols) {
+    double *row = g->data + i * g->tda;
+    mean_row(d, row, theirs, row, cols);
+  }
+}
+
+/* Two ranks through sendrecv: the tails, then the gradients as they lie.
+ * A padded matrix (tda > size2) travels from its packed copy in buf. */
+static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
+                       nn_error *err) {
+  const nn_comm *c = d->comm;
+  const size_t peer = 1 - c->rank;
+  const int live = b->count && !b->stop;
+  double *x = d->buf + d->n_grad, *y = d->scratch + d->n_grad;
+  x[TAIL_COUNT] = (double)b->count;
+  x[TAIL_LOSS] = b->stop ? 0 : b->loss_sum;
+  x[TAIL_HITS] = (double)b->hits;
+  x[TAIL_STOP] = b->stop ? 1 : 0;
+  x[TAIL_REQUEST] = b->request ? 1 : 0;
+  int rc = c->sendrecv(c->ctx, peer, x, y, N_TAIL * sizeof *x);
+  if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
+                              "step's counts failed", c->rank);
+  const double *t0 = c->rank ? y : x, *t1 = c->rank ? x : y;
+  double sum[N_TAIL]; /* added as nn_dist_sum adds */
+  for (size_t i = 0; i < N_TAIL; i++) sum[i] = (0.0 + t0[i]) + t1[i];
+  /* Both ranks see the same sums: on a stop neither sends its
+   * gradients. */
+  if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
+  d->c0 = t0[TAIL_COUNT];
+  d->c1 = t1[TAIL_COUNT];
   for (size_t k = 0; k < n; k++) {
     gsl_matrix *g = p[k].grad;
     const size_t rows = p[k].value->size1, cols = p[k].value->size2;
-    for (size_t i = 0; i < rows; i++, sent += cols, theirs += cols) {
-      double *row = g->data + i * g->tda;
-      const double *mine = live ? row : sent;
-      const double *s0 = me ? theirs : mine, *s1 = me ? mine : theirs;
-      for (size_t j = 0; j < cols; j++) {
-        const double x0 = s0[j] * c0;
-        const double x1 = s1[j] * c1;
-        row[j] = ((0.0 + x0) + x1) / total;
-      }
+    /* An empty slice's grads may hold anything, even NaN, which a count
+     * of 0 would not cancel (NaN * 0 is NaN): zeros are what it adds,
+     * and what it reads back as its own. */
+    if (!live)
+      for (size_t i = 0; i < rows; i++)
+        memset(g->data + i * g->tda, 0, cols * sizeof *g->data);
+    const double *send = g->data;
+    if (g->tda != cols && rows > 1) {
+      double *to = d->buf + d->off[k];
+      for (size_t i = 0; i < rows; i++)
+        memcpy(to + i * cols, g->data + i * g->tda, cols * sizeof *to);
+      send = to;
     }
+    rc = c->sendrecv(c->ctx, peer, send, d->scratch + d->off[k],
+                     rows * cols * sizeof *send);
+    if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
+                                "gradients of %s failed", c->rank,
+                                p[k].name ? p[k].name : "a parameter");
   }
+  /* Counts are sums of integers far below 2^53: exact. */
+  b->count = (size_t)sum[TAIL_COUNT];
+  b->loss_sum = sum[TAIL_LOSS];
+  b->hits = (size_t)sum[TAIL_HITS];
+  b->request = sum[TAIL_REQUEST] > 0;
+  d->total = sum[TAIL_COUNT];
+  d->pending = 1;
+  return NN_OK;
 }
 
 int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                     nn_error *err) {
   const nn_comm *c = d->comm;
-  const int pair = c->size == 2, live = b->count && !b->stop;
+  d->pending = 0;
+  if (c->size == 2 && c->sendrecv) return reduce_pair(d, p, n, b, err);
+  const int live = b->count && !b->stop;
   const size_t len = d->n_grad + N_TAIL;
   const double local = (double)b->count;
-  pack(p, n, d->buf, live, !pair, local);
+  pack(p, n, d->buf, live, local);
   double *x = d->buf + d->n_grad;
   x[TAIL_COUNT] = local;
   x[TAIL_LOSS] = b->stop ? 0 : b->loss_sum;
@@ -170,29 +244,15 @@ int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
   x[TAIL_STOP] = b->stop ? 1 : 0;
   x[TAIL_REQUEST] = b->request ? 1 : 0;
   const int stopped = b->stop;
-  if (pair) { /* scratch: nn_dist_scratch(c, len) >= 2 len doubles */
-    int rc = c->allgather(c->ctx, d->buf, d->scratch, len * sizeof *d->buf);
-    if (rc) return nn_error_set(err, rc, "rank %zu: the all-gather of the "
-                                "gradient sum failed", c->rank);
-    /* The tail summed as nn_dist_sum sums; the per-rank counts stay in
-     * scratch for unpack_pair. */
-    const double *t0 = d->scratch + d->n_grad, *t1 = t0 + len;
-    for (size_t i = 0; i < N_TAIL; i++) x[i] = (0.0 + t0[i]) + t1[i];
-  } else {
-    int rc = nn_dist_sum(c, d->buf, len, d->scratch, err);
-    if (rc) return rc;
-  }
+  int rc = nn_dist_sum(c, d->buf, len, d->scratch, err);
+  if (rc) return rc;
   if (x[TAIL_STOP] > 0) return first_error(d, stopped, err);
   /* Counts are sums of integers far below 2^53: exact. */
   b->count = (size_t)x[TAIL_COUNT];
   b->loss_sum = x[TAIL_LOSS];
   b->hits = (size_t)x[TAIL_HITS];
   b->request = x[TAIL_REQUEST] > 0;
-  const double total = x[TAIL_COUNT];
-  if (pair)
-    unpack_pair(d, p, n, live, total);
-  else
-    unpack_sums(d, p, n, total);
+  unpack_sums(d, p, n, x[TAIL_COUNT]);
   return NN_OK;
 }
 

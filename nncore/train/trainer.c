@@ -1249,6 +1249,8 @@ static int train_feed_dist(nn_trainer *t, size_t epoch, batch_feed *f,
     /* Finite on every rank yet not in sum: the totals overflowed. */
     if (!isfinite(batch_loss))
       return loss_failed(t, "training", batch_loss, err);
+    for (size_t k = 0; k < t->n_params; k++)
+      nn__dist_mean(t->dist, t->params, k);
     if ((rc = optim_step(t, err))) return rc;
     p->loss_sum += batch_loss;
     p->hits += db.hits;
