@@ -230,9 +230,10 @@ static void train_pair(const data *d, size_t batch, double momentum,
 }
 
 /* batch 50: 48 steps; batch 7: a last batch of 6 split 3 + 3 and steps
- * of 3 + 4; batch 1: rank 0's slice of every step is empty; each without
- * momentum and with it.  The path through sendrecv and the one through
- * nn_dist_sum give the same bits. */
+ * of 3 + 4; batch 1: rank 0's slice of every step is empty.  Without
+ * momentum the step is plain SGD, which the two-rank path takes in the
+ * pass that adds the ranks' gradients; with it, after.  The path through
+ * sendrecv and the one through nn_dist_sum give the same bits. */
 START_TEST(test_two_ranks_train_alike) {
   static const size_t batches[] = {50, 7, 1};
   data d;

@@ -30,13 +30,18 @@ const nn_comm *nn__dist_comm(const nn__dist *d);
  * *b this rank's numbers; on return *b holds the totals.  When any rank
  * stopped, every rank returns the error of the lowest one that did (err
  * holds this rank's own on entry), named by rank.  After it, once per
- * parameter k: nn__dist_mean. */
+ * parameter k: nn__dist_mean or nn__dist_mean_sgd. */
 int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                     nn_error *err);
 
 /* Parameter k's grad becomes the mean over all the ranks' examples, the
  * same bits on every rank. */
 void nn__dist_mean(nn__dist *d, nn_param *p, size_t k);
+
+/* Parameter k's value takes the step nn_sgd_update(value, mean, NULL, lr,
+ * reg, 0) with that mean, the same bits; its grad is left undefined. */
+int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
+                      double reg);
 
 /* *any = whether `mine` is non-zero on any rank. */
 int nn__dist_any(nn__dist *d, int mine, int *any, nn_error *err);

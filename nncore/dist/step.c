@@ -17,8 +17,9 @@
  * tails (the counts first, so that each knows both before it adds
  * anything), then each parameter's gradient straight from its matrix into
  * the other rank's receive buffer (one message per parameter: a few per
- * step), and nn__dist_mean adds the two ranks' values one parameter at
- * a time.  A step's passes over gradients the size of the model cost about
+ * step), and nn__dist_mean or nn__dist_mean_sgd add the two ranks' values
+ * one parameter at a time, the latter stepping the weights in the same
+ * pass.  A step's passes over gradients the size of the model cost about
  * as much as its arithmetic (memory bandwidth), and a pack and the
  * library's copy of the local part into a gather buffer would be two more.
  * The operations and their order are those of the path through
@@ -28,6 +29,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <nn/math.h>
 
 #include "dist/dist.h"
 
@@ -161,6 +164,10 @@ static void mean_row(const nn__dist *d, const double *mine,
   }
 }
 
+/* Columns per piece of a row in nn__dist_mean_sgd: the piece's mean lives
+ * on the stack, in L1 between its sum and its step. */
+#define SGD_PIECE 256
+
 void nn__dist_mean(nn__dist *d, nn_param *p, size_t k) {
   if (!d->pending) return; /* the sums were divided out in the reduction */
   gsl_matrix *g = p[k].grad;
@@ -170,6 +177,31 @@ void nn__dist_mean(nn__dist *d, nn_param *p, size_t k) {
     double *row = g->data + i * g->tda;
     mean_row(d, row, theirs, row, cols);
   }
+}
+
+int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
+                      double reg) {
+  gsl_matrix *w = p[k].value;
+  if (!d->pending) return nn_sgd_update(w, p[k].grad, NULL, lr, reg, 0.0);
+  /* nn_sgd_update is elementwise: on a piece of a row with that piece's
+   * mean it gives the bits it gives on the whole matrix with the whole
+   * mean, which is thus never stored. */
+  const gsl_matrix *g = p[k].grad;
+  const size_t rows = w->size1, cols = w->size2;
+  const double *theirs = d->scratch + d->off[k];
+  double piece[SGD_PIECE];
+  for (size_t i = 0; i < rows; i++, theirs += cols) {
+    const double *mine = g->data + i * g->tda;
+    for (size_t j0 = 0; j0 < cols; j0 += SGD_PIECE) {
+      const size_t m = cols - j0 < SGD_PIECE ? cols - j0 : SGD_PIECE;
+      mean_row(d, mine + j0, theirs + j0, piece, m);
+      gsl_matrix_view gv = gsl_matrix_view_array(piece, 1, m);
+      gsl_matrix_view wv = gsl_matrix_submatrix(w, i, j0, 1, m);
+      int rc = nn_sgd_update(&wv.matrix, &gv.matrix, NULL, lr, reg, 0.0);
+      if (rc) return rc;
+    }
+  }
+  return NN_OK;
 }
 
 /* Two ranks through sendrecv: the tails, then the gradients as they lie.

@@ -1213,6 +1213,47 @@ static int watch_dist(nn_trainer *t, int any_raised, int *stop,
   return nn__dist_any(t->dist, mine, stop, err);
 }
 
+/* The step of a data-parallel run after its reduction.  With an optimizer
+ * that steps in parts and names the parameters whose step is plain SGD,
+ * those are stepped in the pass that makes their mean gradient (which is
+ * then never stored) and the others through rows; otherwise the means,
+ * then the optimizer's step.  The trainer steps every row of every
+ * parameter once itself here, so no count of stepped elements is needed.
+ * Either way the numbers are those of the step on the means. */
+static int dist_step(nn_trainer *t, nn_error *err) {
+  const nn_optim_parts *parts = t->parts;
+  if (!parts || !t->sgd_rule) {
+    for (size_t k = 0; k < t->n_params; k++)
+      nn__dist_mean(t->dist, t->params, k);
+    return optim_step(t, err);
+  }
+  if (err) err->msg[0] = '\0';
+  call_enter(t, t->optim_desc->name, "step");
+  int rc = parts->begin ? parts->begin(t->optim, t->params, t->n_params, err)
+                        : NN_OK;
+  /* The rule reads the rate in force: a schedule set it before the
+   * reduction. */
+  for (size_t k = 0; !rc && k < t->n_params; k++) {
+    double lr, reg;
+    if (t->sgd_rule->rule(t->optim, t->params, t->n_params, k, &lr, &reg)) {
+      if ((rc = nn__dist_mean_sgd(t->dist, t->params, k, lr, reg)))
+        nn_error_set(err, rc, "the step of parameter %zu failed", k);
+      continue;
+    }
+    nn__dist_mean(t->dist, t->params, k);
+    if (err) err->msg[0] = '\0';
+    const size_t rows = t->params[k].value->size1;
+    if (rows)
+      rc = parts->rows(t->optim, t->params, t->n_params, k, 0, rows, err);
+  }
+  if (!rc && parts->end) {
+    if (err) err->msg[0] = '\0';
+    rc = parts->end(t->optim, t->params, t->n_params, err);
+  }
+  call_leave(t);
+  return optim_failed(t, rc, err);
+}
+
 /* One training epoch of a data-parallel run (feed begun with slices by the
  * caller) from t->pos on, as train_feed: the same checks, the schedule's
  * rate before each step, a stop between batches.  A rank whose slice
@@ -1249,9 +1290,7 @@ static int train_feed_dist(nn_trainer *t, size_t epoch, batch_feed *f,
     /* Finite on every rank yet not in sum: the totals overflowed. */
     if (!isfinite(batch_loss))
       return loss_failed(t, "training", batch_loss, err);
-    for (size_t k = 0; k < t->n_params; k++)
-      nn__dist_mean(t->dist, t->params, k);
-    if ((rc = optim_step(t, err))) return rc;
+    if ((rc = dist_step(t, err))) return rc;
     p->loss_sum += batch_loss;
     p->hits += db.hits;
     p->seen += db.count;
