@@ -24,11 +24,13 @@ static struct {
   int active; /* MPI_Init ran and MPI_Finalize has not */
   int detached;
   size_t rank, size;
+  size_t local; /* ranks of the job on this machine, this one included */
   nn_comm comm;
-} job = {0, 0, 0, 1, {0}};
+} job = {0, 0, 0, 1, 1, {0}};
 
 size_t cli_mpi_rank(void) { return job.detached ? 0 : job.rank; }
 size_t cli_mpi_size(void) { return job.detached ? 1 : job.size; }
+size_t cli_mpi_local_size(void) { return job.detached ? 1 : job.local; }
 
 void cli_mpi_detach(void) { job.detached = 1; }
 
@@ -108,6 +110,16 @@ int cli_mpi_start(int *argc, char ***argv, nn_error *err) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   job.rank = (size_t)rank;
   job.size = (size_t)size;
+  /* The ranks that share this machine's CPUs (MPI-3's shared-memory
+   * split): a rank's default thread count is its share of them. */
+  MPI_Comm node;
+  int local = 1;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank,
+                          MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+  }
+  job.local = local > 0 ? (size_t)local : 1;
   job.comm = (nn_comm){job.rank, job.size, NULL, comm_allgather,
                        comm_alltoall, comm_bcast, comm_sendrecv};
   return EXIT_OK;

@@ -22,6 +22,8 @@ void cli_mpi_end(void);
 
 size_t cli_mpi_rank(void);
 size_t cli_mpi_size(void); /* 1 without MPI or after cli_mpi_detach */
+/* Ranks of the job on this machine (1 without MPI or after detach). */
+size_t cli_mpi_local_size(void);
 static inline int cli_mpi_lead(void) { return cli_mpi_rank() == 0; }
 
 /* For a process forked by a rank (a sweep's run): it is one process of

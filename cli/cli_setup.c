@@ -139,12 +139,15 @@ static int setup_config(cli_run *r, const cli_options *opt, nn_error *err) {
   }
   /* threads = 0: the measured best here, 2 (a helper thread gathers the
    * next batch), when there is a second CPU for it - and 1 for each run of
-   * a sweep that runs several at once (-j), which share the CPUs.  A count
+   * a sweep that runs several at once (-j), or for each MPI rank when the
+   * ranks on this machine leave none spare: they share the CPUs.  A count
    * the user chose (config, --set or sweep axis) stays.  The resolved
    * value is what the run records. */
   if (r->train_v[TRAIN_THREADS].i == 0)
     r->train_v[TRAIN_THREADS].i =
-        opt->jobs <= 1 && nn_cpus_available() >= 2 ? 2 : 1;
+        opt->jobs <= 1 && nn_cpus_available() >= 2 * cli_mpi_local_size()
+            ? 2
+            : 1;
   r->topts = (nn_train_opts){.epochs = (size_t)r->train_v[TRAIN_EPOCHS].i,
                              .batch_size = (size_t)r->train_v[TRAIN_BATCH_SIZE].i,
                              .seed = (uint64_t)r->train_v[TRAIN_SEED].i,
