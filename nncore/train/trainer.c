@@ -1106,6 +1106,23 @@ static double current_lr(const nn_trainer *t) {
   return r;
 }
 
+/* A batch is done: its loss, hits and examples go into the epoch's
+ * position, with the training seconds so far, and on_batch is told. */
+static void batch_done(nn_trainer *t, size_t epoch, size_t n_batches,
+                       double batch_loss, size_t hits, size_t count,
+                       double train_seconds) {
+  nn_train_position *p = &t->pos;
+  p->loss_sum += batch_loss;
+  p->hits += hits;
+  p->seen += count;
+  p->batch++;
+  p->train_seconds = train_seconds;
+  if (t->on_batch)
+    t->on_batch(t->on_batch_user, epoch, p->batch, n_batches,
+                p->loss_sum / (double)p->batch,
+                (double)p->hits / (double)p->seen);
+}
+
 /* One training epoch (feed begun and ended by the caller) from t->pos on,
  * which it keeps up to date batch by batch.  *stopped: the watch stopped
  * it after a batch. */
@@ -1159,15 +1176,8 @@ static int train_feed(nn_trainer *t, size_t epoch, batch_feed *f,
       t->scores_next = tmp;
       Sv = Snext;
     }
-    p->loss_sum += batch_loss;
-    p->hits += batch_hits;
-    p->seen += b->count;
-    p->batch++;
-    p->train_seconds = seconds_before + (nn_now_seconds() - t0);
-    if (t->on_batch)
-      t->on_batch(t->on_batch_user, epoch, p->batch, f->n_batches,
-                  p->loss_sum / (double)p->batch,
-                  (double)p->hits / (double)p->seen);
+    batch_done(t, epoch, f->n_batches, batch_loss, batch_hits, b->count,
+               seconds_before + (nn_now_seconds() - t0));
     /* Between batches the parameters and the optimizer's state are whole:
      * a checkpoint taken here resumes with the next batch. */
     if (watch_stops(t)) {
@@ -1291,15 +1301,8 @@ static int train_feed_dist(nn_trainer *t, size_t epoch, batch_feed *f,
     if (!isfinite(batch_loss))
       return loss_failed(t, "training", batch_loss, err);
     if ((rc = dist_step(t, err))) return rc;
-    p->loss_sum += batch_loss;
-    p->hits += db.hits;
-    p->seen += db.count;
-    p->batch++;
-    p->train_seconds = seconds_before + (nn_now_seconds() - t0);
-    if (t->on_batch)
-      t->on_batch(t->on_batch_user, epoch, p->batch, f->n_batches,
-                  p->loss_sum / (double)p->batch,
-                  (double)p->hits / (double)p->seen);
+    batch_done(t, epoch, f->n_batches, batch_loss, db.hits, db.count,
+               seconds_before + (nn_now_seconds() - t0));
     /* Between batches the parameters and the optimizer's state are whole
      * on every rank: a checkpoint taken here resumes with the next batch. */
     if ((rc = watch_dist(t, db.request, stopped, err))) return rc;
