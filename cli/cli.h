@@ -43,7 +43,7 @@ int cli_sweep(const cli_options *opt);
 /* nnrun -c FILE --sweep-run I -o DIR: run I of the sweep (from 1) in its
  * directory inside DIR, for a batch scheduler's job array; done already:
  * nothing; interrupted: resumed.  nnrun collect DIR: the sweep's report
- * from the runs finished there (cli_sweep_dist.c). */
+ * from the runs finished there (cli_sweep.c). */
 int cli_sweep_run(const cli_options *opt);
 int cli_sweep_collect(const char *dir, int verbosity);
 /* nnrun --describe -c FILE: the model the config builds (layers, shapes,

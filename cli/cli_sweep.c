@@ -431,18 +431,25 @@ static void farm_finished(void *ctx, size_t i, int status, double seconds,
   run_ended(c->s, c->todo[i], status, seconds, c->opt);
 }
 
-/* The runs not finished yet (every rank finds the same) over the ranks. */
-static void farm_runs(sweep *s, const cli_options *opt) {
+/* The runs not finished yet (every rank has the same list: rank 0's) over
+ * the ranks.  Collective; fails on every rank when one has no memory. */
+static int farm_runs(sweep *s, const cli_options *opt, nn_error *err) {
   farm_ctx c = {s, opt, calloc(s->n_runs ? s->n_runs : 1, sizeof(size_t))};
+  int status = EXIT_OK;
+  if (!c.todo)
+    status = EXIT_RUNTIME, nn_error_set(err, NN_ENOMEM, "out of memory");
+  if ((status = cli_mpi_agree(status, err))) {
+    free(c.todo);
+    return status;
+  }
   size_t n = 0;
-  for (size_t r = 0; c.todo && r < s->n_runs; r++)
+  for (size_t r = 0; r < s->n_runs; r++)
     if (s->runs[r].status == -1) c.todo[n++] = r;
-  /* Out of memory: no tasks, on this rank alone; the others' tasks still
-   * end, and the runs not run are reported failed. */
   const cli_farm farm = {n, opt->jobs, &c, farm_start, farm_finished,
                          farm_reaped};
   cli_farm_run(&farm);
   free(c.todo);
+  return EXIT_OK;
 }
 
 static int write_csv(const sweep *s, nn_error *err) {
@@ -640,10 +647,23 @@ int cli_sweep(const cli_options *opt) {
   if ((status = cli_mpi_agree(status, &err))) goto done;
   cli_mpi_bcast(s.dir, sizeof s.dir);
   place_runs(&s);
+  /* Which runs are finished is rank 0's finding, handed to every rank:
+   * the farm's task i is the i-th unfinished run on every rank, so the
+   * lists must be the same even when a rank sees the directory late. */
+  unsigned char *ended = calloc(s.n_runs ? s.n_runs : 1, 1);
+  if (!ended)
+    status = EXIT_RUNTIME, nn_error_set(&err, NN_ENOMEM, "out of memory");
+  if ((status = cli_mpi_agree(status, &err))) {
+    free(ended);
+    goto done;
+  }
+  for (size_t r = 0; cli_mpi_lead() && opt->resume_dir && r < s.n_runs; r++)
+    ended[r] = run_finished(s.runs[r].dir) != 0;
+  cli_mpi_bcast(ended, s.n_runs);
   size_t finished = 0;
   for (size_t r = 0; opt->resume_dir && r < s.n_runs; r++) {
     sweep_run *run = &s.runs[r];
-    if (run_finished(run->dir)) {
+    if (ended[r]) {
       run->status = 0;
       run->seconds = NAN;
       read_results(run);
@@ -652,12 +672,13 @@ int cli_sweep(const cli_options *opt) {
       run->resume = run_dir_started(run->dir);
     }
   }
+  free(ended);
   if (opt->verbosity > 0)
     fprintf(stderr, "nnrun: sweep of %zu runs, %zu at a time%s, in %s%s\n",
             s.n_runs, opt->jobs, cli_mpi_size() > 1 ? " per rank" : "", s.dir,
             finished ? " (resumed: the finished ones are kept)" : "");
   if (cli_mpi_size() > 1) {
-    farm_runs(&s, opt);
+    if ((status = farm_runs(&s, opt, &err))) goto done;
     if (!cli_mpi_lead()) goto done; /* rank 0 writes the report */
   } else {
     run_all(&s, opt);

@@ -365,6 +365,7 @@ static int conv_attach(void *self, const nn_parallel *par, nn_error *err) {
   }
   if (par->slots > l->slots) {
     const size_t each = l->K * l->P * sizeof(double);
+    l->par = NULL; /* one thread until the scratch is there */
     if (par->slots > SIZE_MAX / each)
       return nn_error_set(err, NN_ENOMEM, "conv2d: %u threads' scratch is "
                           "too large", (unsigned)par->slots);

@@ -3,10 +3,10 @@
  * output has the input's shape, there are no parameters, and an instance
  * holds only its sizes and name.  Each plugin includes this header and
  * writes its own forward and backward loops.  flatten, which passes the
- * values through and changes only the shape, uses it too.  A plugin that
- * offers ELEMENTWISE_PARALLEL spreads large batches over the threads the
- * core lends (rows_parallel.h): every row is computed on its own, so the
- * bits are the same. */
+ * values through and changes only the shape, uses it too.  A plugin whose
+ * ops table has `.extension = elementwise_extension` spreads large batches
+ * over the threads the core lends (rows_parallel.h): every row is computed
+ * on its own, so the bits are the same. */
 #ifndef NN_PLUGINS_ELEMENTWISE_H
 #define NN_PLUGINS_ELEMENTWISE_H
 

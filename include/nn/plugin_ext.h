@@ -148,9 +148,10 @@ typedef struct nn_parallel {
 
 /* A layer (NN_EXT_LAYER_PARALLEL) or model (NN_EXT_MODEL_PARALLEL) that
  * spreads its forward and backward over threads.  attach lends par until
- * the next attach (NULL: back to one thread, before the core frees its
- * threads); the layer may allocate per-slot scratch there (and then fail
- * with NN_ENOMEM).  The results must be the same bits with any par or
+ * the next attach (NULL: back to one thread) or until destroy: the core
+ * frees its threads only after one of them.  The layer may allocate
+ * per-slot scratch there (and then fail with NN_ENOMEM, keeping to one
+ * thread).  The results must be the same bits with any par or
  * none: the core runs a network on one thread, or on several, or
  * evaluates it after training without par, and expects one answer. */
 #define NN_EXT_LAYER_PARALLEL "nn.layer.parallel/1"

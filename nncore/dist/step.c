@@ -94,7 +94,7 @@ const nn_comm *nn__dist_comm(const nn__dist *d) { return d->comm; }
 static int first_error(nn__dist *d, int stopped, nn_error *err) {
   nn_error mine = {0};
   if (stopped) {
-    mine = *err;
+    if (err) mine = *err;
     if (!mine.code) mine.code = NN_EPLUGIN;
   }
   int rc = d->comm->allgather(d->comm->ctx, &mine, d->errs, sizeof mine);

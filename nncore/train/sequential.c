@@ -295,9 +295,12 @@ static int seq_attach(void *self, const nn_parallel *par, nn_error *err) {
     call_leave(m);
     rc = layer_failed(m, l, rc, "attach", err);
     if (rc && par) {
-      for (size_t j = 0; j < i; j++)
-        if (m->layers[j].par)
+      for (size_t j = 0; j <= i; j++)
+        if (m->layers[j].par) {
+          call_enter(m, &m->layers[j], "attach");
           m->layers[j].par->attach(m->layers[j].self, NULL, NULL);
+          call_leave(m);
+        }
       return rc;
     }
   }
