@@ -76,18 +76,7 @@ check "the 12-epoch cnn run exits 0" test $? -eq 0
    --set "data.dir=$DATA" --set 'layer conv1.out_channels=4' \
    --set 'layer conv2.out_channels=8' --set "train.epochs=$EPOCHS" \
    --set train.batch_size=32) >/dev/null 2>&1 &
-pid=$!
-# metrics.csv appears when the first epoch ends; its checkpoint follows
-# (best.safetensors, then last.safetensors): wait for both.
-i=0
-while ! { [ -f "$tmp/killed/metrics.csv" ] &&
-          [ -f "$tmp/killed/last.safetensors" ]; } &&
-  kill -0 "$pid" 2>/dev/null && [ $i -lt 6000 ]; do
-  sleep 0.01
-  i=$((i + 1))
-done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+kill_after_first_epoch $! "$tmp/killed" 6000
 check "the killed cnn run had finished its first epoch" \
   test "$(lines "$tmp/killed/metrics.csv")" -ge 2
 check "the killed cnn run did not finish" not_finished "$tmp/killed"

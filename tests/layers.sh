@@ -149,17 +149,7 @@ test_line "$tmp/out" >"$tmp/drop.test"
 (exec "$NNRUN" -q -o "$tmp/drop" -c "$CONFIGS/dropout.ini" \
    --set "data.dir=$DATA" --set 'layer fc1.units=32' \
    --set 'layer fc2.units=16' --set train.epochs=12) >/dev/null 2>&1 &
-pid=$!
-# metrics.csv appears when the first epoch ends; its checkpoint follows
-# (best.safetensors, then last.safetensors): wait for both.
-i=0
-while ! { [ -f "$tmp/drop/metrics.csv" ] && [ -f "$tmp/drop/last.safetensors" ]; } &&
-  kill -0 "$pid" 2>/dev/null && [ $i -lt 3000 ]; do
-  sleep 0.01
-  i=$((i + 1))
-done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+kill_after_first_epoch $! "$tmp/drop"
 check "the killed dropout run had finished its first epoch" \
   test "$(lines "$tmp/drop/metrics.csv")" -ge 2
 check "the killed dropout run did not finish" not_finished "$tmp/drop"

@@ -10,24 +10,7 @@ DATA=${NN_TEST_DATA:-tests/data}
 # shellcheck source=tests/tap.sh
 . "$(dirname "$0")/tap.sh"
 
-cat >"$tmp/base.ini" <<INI
-[data]
-dir = $DATA
-
-[train]
-epochs = 3
-batch_size = 8
-seed = 11
-
-[model]
-type = twolayer
-hidden_size = 16
-
-[optimizer]
-type = sgd
-learning_rate = 0.5
-momentum = 0.5
-INI
+three_epoch_ini "$tmp/base.ini" 0.5
 
 # png_size FILE: "WIDTHxHEIGHT" from the PNG's IHDR, or nothing.
 png_size() {

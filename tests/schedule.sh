@@ -71,15 +71,7 @@ check "summary.json has [schedule] with its warm-up" \
 
 # ---- kill -9 mid-epoch (once the first epoch is saved), then --resume
 (exec "$NNRUN" -q -c "$tmp/cos.ini" -o "$tmp/killed") >/dev/null 2>&1 &
-pid=$!
-i=0
-while ! { [ -f "$tmp/killed/metrics.csv" ] && [ -f "$tmp/killed/last.safetensors" ]; } &&
-  kill -0 "$pid" 2>/dev/null && [ $i -lt 3000 ]; do
-  sleep 0.01
-  i=$((i + 1))
-done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+kill_after_first_epoch $! "$tmp/killed"
 check "the killed run had saved its first epoch" \
   test "$(lines "$tmp/killed/metrics.csv")" -ge 2
 check "the killed run did not finish" \

@@ -47,9 +47,25 @@ unwrap_nnrun() {
     fi
   fi
 }
-# three_epoch_ini FILE: a small run on the fixture data in $DATA (three
-# epochs of which the last is not the best), for the tests that kill,
-# signal or resume runs.
+# kill_after_first_epoch PID DIR [TICKS]: kill -9 the run PID (writing into
+# DIR) once its first epoch is saved, and reap it.  metrics.csv appears when
+# the first epoch ends and its checkpoint follows (best.safetensors, then
+# last.safetensors), so both are waited for; at most TICKS hundredths of a
+# second (default 3000), and not after the run has ended on its own.
+kill_after_first_epoch() {
+  i=0
+  while ! { [ -f "$2/metrics.csv" ] && [ -f "$2/last.safetensors" ]; } &&
+    kill -0 "$1" 2>/dev/null && [ $i -lt "${3:-3000}" ]; do
+    sleep 0.01
+    i=$((i + 1))
+  done
+  kill -9 "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+}
+
+# three_epoch_ini FILE [LEARNING_RATE]: a small run on the fixture data in
+# $DATA (three epochs; at the default rate 2 the last is not the best), for
+# the tests that kill, signal or resume runs.
 three_epoch_ini() {
   cat >"$1" <<INI
 [data]
@@ -66,7 +82,7 @@ hidden_size = 16
 
 [optimizer]
 type = sgd
-learning_rate = 2
+learning_rate = ${2:-2}
 momentum = 0.5
 INI
 }
