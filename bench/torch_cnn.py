@@ -30,21 +30,12 @@ Usage: bench/torch_cnn.py [--data DIR] [--c1 N] [--c2 N] [--hidden N]
 """
 import argparse
 import os
-import statistics
-import struct
 import subprocess
 import sys
-import time
+
+from torch_timing import read_idx, time_epochs
 
 
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, = struct.unpack(">I", data[:4])
-    ndims = magic & 0xFF
-    dims = struct.unpack(">" + "I" * ndims, data[4:4 + 4 * ndims])
-    return np.frombuffer(data, dtype=np.uint8,
-                         offset=4 + 4 * ndims).reshape(dims)
 
 
 def build(args, dtype, gen):
@@ -85,26 +76,8 @@ def run(args, threads, x, y):
     gen = torch.Generator().manual_seed(1024)
     weights, biases, forward = build(args, x.dtype, gen)
     opt = torch.optim.Adam(weights + biases, lr=0.001)
-    n, bs = x.shape[0], args.batch
-    times, acc = [], 0.0
-    for epoch in range(args.epochs + 1):  # epoch 0 is the warm-up
-        order = torch.randperm(n, generator=gen)
-        t0 = time.perf_counter()
-        hits = 0
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            xb, yb = x[idx], y[idx]
-            scores = forward(xb)
-            loss = F.cross_entropy(scores, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            hits += int((scores.argmax(1) == yb).sum())
-        dt = time.perf_counter() - t0
-        acc = hits / n
-        if epoch > 0:
-            times.append(dt)
-    return statistics.median(times), min(times), acc
+    return time_epochs(forward, opt, F.cross_entropy, x, y, args.batch,
+                       args.epochs, gen)
 
 
 def main():

@@ -48,21 +48,12 @@ Usage: bench/torch_mlp.py [--data DIR] [--model twolayer|softmax|deep]
 """
 import argparse
 import os
-import statistics
-import struct
 import subprocess
 import sys
-import time
+
+from torch_timing import read_idx, time_epochs
 
 
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, = struct.unpack(">I", data[:4])
-    ndims = magic & 0xFF
-    dims = struct.unpack(">" + "I" * ndims, data[4:4 + 4 * ndims])
-    return np.frombuffer(data, dtype=np.uint8,
-                         offset=4 + 4 * ndims).reshape(dims)
 
 
 # --optim NAME: nnrun's plugin and [optimizer] keys (bench/run's optimizer
@@ -173,26 +164,7 @@ def run(args, threads, x, y):
     weights, biases, forward = build(args.model, args.hidden, x.dtype, gen)
     opt = make_optimizer(*optim_keys(args), weights, biases)
     loss_fn = torch.nn.CrossEntropyLoss()
-    n, bs = x.shape[0], 64
-    times, acc = [], 0.0
-    for epoch in range(args.epochs + 1):  # epoch 0 is the warm-up
-        order = torch.randperm(n, generator=gen)
-        t0 = time.perf_counter()
-        hits = 0
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            xb, yb = x[idx], y[idx]
-            scores = forward(xb)
-            loss = loss_fn(scores, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            hits += int((scores.argmax(1) == yb).sum())
-        dt = time.perf_counter() - t0
-        acc = hits / n
-        if epoch > 0:
-            times.append(dt)
-    return statistics.median(times), min(times), acc
+    return time_epochs(forward, opt, loss_fn, x, y, 64, args.epochs, gen)
 
 
 def main():
