@@ -385,15 +385,7 @@ static int conv_attach(void *self, const nn_parallel *par, nn_error *err) {
   return NN_OK;
 }
 
-static const nn_parallel_attach conv_parallel = {
-    .size = sizeof(nn_parallel_attach),
-    .attach = conv_attach,
-};
-
-static const void *conv_extension(void *self, const char *id) {
-  (void)self;
-  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &conv_parallel : NULL;
-}
+ROWS_PARALLEL_EXTENSION(conv, conv_attach)
 
 static const nn_layer_ops conv_ops = {
     .size = sizeof(nn_layer_ops),

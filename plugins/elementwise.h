@@ -120,15 +120,6 @@ static inline int elementwise_attach(void *self, const nn_parallel *par,
 
 /* The threads extension of an element-wise plugin: its ops table's
  * `.extension = elementwise_extension`. */
-static const nn_parallel_attach elementwise_parallel = {
-    .size = sizeof(nn_parallel_attach),
-    .attach = elementwise_attach,
-};
-
-static inline const void *elementwise_extension(void *self, const char *id) {
-  (void)self;
-  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &elementwise_parallel
-                                                  : NULL;
-}
+ROWS_PARALLEL_EXTENSION(elementwise, elementwise_attach)
 
 #endif /* NN_PLUGINS_ELEMENTWISE_H */

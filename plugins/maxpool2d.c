@@ -234,15 +234,7 @@ static int pool_attach(void *self, const nn_parallel *par, nn_error *err) {
   return NN_OK;
 }
 
-static const nn_parallel_attach pool_parallel = {
-    .size = sizeof(nn_parallel_attach),
-    .attach = pool_attach,
-};
-
-static const void *pool_extension(void *self, const char *id) {
-  (void)self;
-  return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &pool_parallel : NULL;
-}
+ROWS_PARALLEL_EXTENSION(pool, pool_attach)
 
 static const nn_layer_ops pool_ops = {
     .size = sizeof(nn_layer_ops),

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <nn/plugin_ext.h>
 
@@ -49,5 +50,16 @@ static inline void rows_run(const nn_parallel *par, size_t n, size_t values,
   }
   for (size_t t = 0; t < n; t++) task(arg, t, 0);
 }
+
+/* ROWS_PARALLEL_EXTENSION(name, attach) defines name_parallel (the threads
+ * extension with that attach operation) and name_extension(self, id), the
+ * ops table's extension operation, which offers it. */
+#define ROWS_PARALLEL_EXTENSION(name_, attach_)                              \
+  static const nn_parallel_attach name_##_parallel = {                       \
+      (uint32_t)sizeof(nn_parallel_attach), attach_};                        \
+  static inline const void *name_##_extension(void *self, const char *id) {  \
+    (void)self;                                                              \
+    return strcmp(id, NN_EXT_LAYER_PARALLEL) == 0 ? &name_##_parallel : NULL; \
+  }
 
 #endif /* NN_PLUGINS_ROWS_PARALLEL_H */
