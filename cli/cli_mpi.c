@@ -26,7 +26,12 @@ static struct {
   size_t rank, size;
   size_t local; /* ranks of the job on this machine, this one included */
   nn_comm comm;
-} job = {0, 0, 0, 1, 1, {0}};
+#ifdef HAVE_MPI
+  int has_win;      /* win holds the ranks' shared memory (comm_shared) */
+  MPI_Win win;      /* freed by cli_mpi_end */
+  size_t win_bytes; /* of each rank's segment */
+#endif
+} job = {.size = 1, .local = 1};
 
 size_t cli_mpi_rank(void) { return job.detached ? 0 : job.rank; }
 size_t cli_mpi_size(void) { return job.detached ? 1 : job.size; }
@@ -93,6 +98,55 @@ static int comm_sendrecv(void *ctx, size_t peer, const void *send,
              == MPI_SUCCESS ? NN_OK : NN_EIO;
 }
 
+/* Whether every rank says yes (a collective). */
+static int all_ranks(int mine) {
+  int all = 0;
+  return MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) ==
+             MPI_SUCCESS &&
+         all;
+}
+
+/* nn_comm.shared: one window of shared memory (MPI-3) for the job, grown
+ * when a larger one is asked for and otherwise handed out again, zeroed;
+ * only when every rank is on this machine. */
+static int comm_shared(void *ctx, size_t bytes, void **seg) {
+  (void)ctx;
+  if (job.local != job.size || bytes > (size_t)INT32_MAX * 64)
+    return NN_EINVAL; /* the same answer on every rank */
+  /* Room to align each segment's start to 64 bytes: Open MPI starts
+   * them a few words into a page.  The offset within the page is the
+   * same in every process that maps it, so is the aligned start. */
+  const size_t need = (bytes + 63) / 64 * 64 + 64;
+  int ok = 1;
+  if (!job.has_win || job.win_bytes < need) {
+    if (job.has_win) MPI_Win_free(&job.win);
+    job.has_win = 0;
+    MPI_Info info;
+    MPI_Info_create(&info);
+    /* Each rank's segment on its own pages (the rank's NUMA node). */
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    void *base;
+    ok = MPI_Win_allocate_shared((MPI_Aint)need, 1, info, MPI_COMM_WORLD,
+                                 &base, &job.win) == MPI_SUCCESS;
+    MPI_Info_free(&info);
+    job.has_win = ok;
+    job.win_bytes = ok ? need : 0;
+  }
+  if (!all_ranks(ok)) return NN_EIO;
+  for (size_t r = 0; r < job.size && ok; r++) {
+    MPI_Aint size;
+    int unit;
+    void *p;
+    ok = MPI_Win_shared_query(job.win, (int)r, &size, &unit, &p) ==
+             MPI_SUCCESS &&
+         (size_t)size >= need;
+    seg[r] = (char *)p + (64 - (uintptr_t)p % 64) % 64;
+  }
+  if (ok) memset(seg[job.rank], 0, need - 64);
+  /* Also the barrier after which every segment is zeroed. */
+  return all_ranks(ok) ? NN_OK : NN_EIO;
+}
+
 int cli_mpi_start(int *argc, char ***argv, nn_error *err) {
   if (!launched_as_rank()) return EXIT_OK;
   /* A rank waiting in a collective yields its CPU rather than spin, unless
@@ -120,13 +174,22 @@ int cli_mpi_start(int *argc, char ***argv, nn_error *err) {
     MPI_Comm_free(&node);
   }
   job.local = local > 0 ? (size_t)local : 1;
-  job.comm = (nn_comm){job.rank, job.size, NULL, comm_allgather,
-                       comm_alltoall, comm_bcast, comm_sendrecv};
+  /* NN_MPI_SHARED_MEMORY=0: steps trade by messages even on one machine
+   * (a comparison, or an MPI whose shared windows misbehave). */
+  const char *shm = getenv("NN_MPI_SHARED_MEMORY");
+  const int no_shm = shm && strcmp(shm, "0") == 0;
+  job.comm = (nn_comm){job.rank,      job.size,       NULL,
+                       comm_allgather, comm_alltoall, comm_bcast,
+                       comm_sendrecv, no_shm ? NULL : comm_shared};
   return EXIT_OK;
 }
 
 void cli_mpi_end(void) {
-  if (job.active && !job.detached) MPI_Finalize();
+  if (job.active && !job.detached) {
+    if (job.has_win) MPI_Win_free(&job.win);
+    job.has_win = 0;
+    MPI_Finalize();
+  }
   job.active = 0;
 }
 

@@ -40,6 +40,15 @@ typedef struct nn_comm {
    * lie instead of packing them for an all-gather. */
   int (*sendrecv)(void *ctx, size_t peer, const void *send, void *recv,
                   size_t bytes);
+  /* Optional (NULL: not offered): memory that every rank maps, for ranks
+   * on one machine.  Called by every rank at once, with the same bytes;
+   * on NN_OK seg[r] (r < size) is where rank r's `bytes` bytes lie in
+   * this process, each aligned to 64 bytes, zeroed, and they stay until
+   * the next call or until the communicator ends.  Every rank gets NN_OK
+   * or every rank an error (ranks on several machines: an error).  With
+   * it, a step's gradients travel through this memory instead of
+   * messages, synchronized by atomic counters in it, with the same bits. */
+  int (*shared)(void *ctx, size_t bytes, void **seg);
 } nn_comm;
 
 /* Doubles of scratch nn_dist_sum needs for n values on c. */

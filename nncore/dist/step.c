@@ -5,25 +5,35 @@
  * global count once: a short last batch, or a rank with fewer examples of
  * it, is weighted by its true size.
  *
- * Through nn_dist_sum (more than two ranks, or a communicator without
- * sendrecv): one flat buffer per step, [gradients | count | loss sum |
- * hits | stop flags | stop requests (signals)], so a step costs one
- * reduction however many parameters the model has (Horovod fuses tensors,
- * DDP buckets them, for the same reason).  Each rank packs its sums (mean
- * * count), nn_dist_sum adds them and the grads are divided out of the
- * buffer.
+ * Ranks on one machine (the communicator maps shared memory): the ranks
+ * gather their tails (counts, loss sums, stop flags), then each rank
+ * writes its gradients into its own segment, part by part, and every rank
+ * reads every rank's part from where it lies (dist/shm.h).  Inside a fused
+ * step (nn__dist_part) the parts are the blocks the model steps as its
+ * backward pass makes them, so the step and the next batch's forward run
+ * on them while they are in cache, as on one process; after a plain
+ * backward (nn__dist_reduce) the parts are whole parameters.
  *
- * Two ranks with sendrecv: nothing is packed.  The ranks trade their
- * tails (the counts first, so that each knows both before it adds
- * anything), then each parameter's gradient straight from its matrix into
- * the other rank's receive buffer (one message per parameter: a few per
- * step), and nn__dist_mean or nn__dist_mean_sgd add the two ranks' values
- * one parameter at a time, the latter stepping the weights in the same
- * pass.  A step's passes over gradients the size of the model cost about
- * as much as its arithmetic (memory bandwidth), and a pack and the
- * library's copy of the local part into a gather buffer would be two more.
- * The operations and their order are those of the path through
- * nn_dist_sum, so are the bits (see mean_row). */
+ * Two ranks with sendrecv (other machines): nothing is packed.  The ranks
+ * trade their tails (the counts first, so that each knows both before it
+ * adds anything), then each parameter's gradient straight from its matrix
+ * into the other rank's receive buffer (one message per parameter: a few
+ * per step), and nn__dist_mean or nn__dist_mean_sgd add the two ranks'
+ * values one parameter at a time, the latter stepping the weights in the
+ * same pass.
+ *
+ * Otherwise through nn_dist_sum: one flat buffer per step, [gradients |
+ * count | loss sum | hits | stop flags | stop requests (signals)], so a
+ * step costs one reduction however many parameters the model has
+ * (Horovod fuses tensors, DDP buckets them, for the same reason).  Each
+ * rank packs its sums (mean * count), nn_dist_sum adds them and the grads
+ * are divided out of the buffer.
+ *
+ * A step's passes over gradients the size of the model cost about as much
+ * as its arithmetic (memory bandwidth): hence no packs and no copies
+ * through a message library where they can be avoided.  Every path adds
+ * with the operations and in the order of nn_dist_sum, so all give the
+ * same bits (see mean_of). */
 #include <config.h>
 
 #include <math.h>
@@ -33,6 +43,8 @@
 #include <nn/math.h>
 
 #include "dist/dist.h"
+#include "dist/shm.h"
+#include "math/kernels_mean.h"
 
 enum { TAIL_COUNT, TAIL_LOSS, TAIL_HITS, TAIL_STOP, TAIL_REQUEST, N_TAIL };
 
@@ -42,13 +54,20 @@ struct nn__dist {
   double *buf;         /* owned: n_grad + N_TAIL */
   double *scratch;     /* owned: nn_dist_scratch of the buffer */
   nn_error *errs;      /* owned: one per rank, for a stop */
-  size_t *off;         /* owned: where each parameter starts in buf and
-                          in scratch */
-  /* Two ranks, after nn__dist_reduce: the other rank's gradients are in
-   * scratch (at off), the step's counts here, and the grads not yet the
+  size_t *off;         /* owned: where each parameter starts in buf, in
+                          scratch and in the shared values */
+  double *tails;       /* owned: N_TAIL per rank, gathered */
+  double *counts;      /* owned: each rank's examples in this step */
+  const double **src;  /* owned: one pointer per rank (scratch) */
+  const double **at;   /* owned: one pointer per rank (scratch) */
+  nn__shm *shm;        /* owned; NULL or unmapped: messages */
+  /* After nn__dist_reduce on two ranks by messages or on shared memory:
+   * the other ranks' gradients are in scratch (at off) or in their
+   * segments, the step's counts in counts, and the grads not yet the
    * mean. */
   int pending;
-  double c0, c1, total;
+  double total;
+  int peer_stopped; /* a shared part failed because of another rank */
 };
 
 int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
@@ -70,14 +89,29 @@ int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
   d->buf = malloc(len * sizeof *d->buf);
   d->scratch = malloc(nn_dist_scratch(comm, len) * sizeof *d->scratch);
   d->errs = malloc(comm->size * sizeof *d->errs);
-  if (!d->buf || !d->scratch || !d->errs) {
+  d->tails = malloc(comm->size * N_TAIL * sizeof *d->tails);
+  d->counts = malloc(comm->size * sizeof *d->counts);
+  d->src = malloc(comm->size * sizeof *d->src);
+  d->at = malloc(comm->size * sizeof *d->at);
+  int rc = NN_OK;
+  if (!d->buf || !d->scratch || !d->errs || !d->tails || !d->counts ||
+      !d->src || !d->at)
+    rc = nn_error_set(err, NN_ENOMEM,
+                      "out of memory for the gradient reduction buffers");
+  if (!rc) rc = nn__shm_create(&d->shm, comm, err);
+  if (rc) {
     nn__dist_free(d);
-    return nn_error_set(err, NN_ENOMEM,
-                        "out of memory for the gradient reduction buffers");
+    return rc;
   }
   *out = d;
   return NN_OK;
 }
+
+int nn__dist_begin(nn__dist *d) {
+  return d->shm && nn__shm_map(d->shm, d->n_grad);
+}
+
+int nn__dist_shared(const nn__dist *d) { return nn__shm_mapped(d->shm); }
 
 void nn__dist_free(nn__dist *d) {
   if (!d) return;
@@ -85,6 +119,11 @@ void nn__dist_free(nn__dist *d) {
   free(d->scratch);
   free(d->errs);
   free(d->off);
+  free(d->tails);
+  free(d->counts);
+  free(d->src);
+  free(d->at);
+  nn__shm_free(d->shm);
   free(d);
 }
 
@@ -143,58 +182,90 @@ static void unpack_sums(const nn__dist *d, nn_param *p, size_t n,
   }
 }
 
-/* cols elements of a parameter's mean over two ranks: out[j] = ((0 + x0)
- * + x1) / total with x_r = rank r's gradient * its count.  These are the operations of the path through nn_dist_sum
- * (the scaled pack makes the products, the sum adds in rank order from 0,
- * unpack_sums divides), each rounded to double as there.  The products are
- * statements of their own so that a compiler allowed to contract only
- * within an expression (clang's default) cannot fuse one into the sum
- * (GCC in ISO C mode, -std=c11, contracts nothing); a fused multiply-add
- * would round once where that path rounds twice.  Both ranks run this loop
- * on the same operands, so they get the same bits.  out may be mine. */
-static void mean_row(const nn__dist *d, const double *mine,
-                     const double *theirs, double *out, size_t cols) {
-  const double *s0 = d->comm->rank ? theirs : mine;
-  const double *s1 = d->comm->rank ? mine : theirs;
-  const double c0 = d->c0, c1 = d->c1, total = d->total;
+/* Rank r's gradient values of row i of parameter k, after a reduction
+ * that left them pending: in its shared segment, or (two ranks by
+ * messages) this rank's in its grad and the other's in scratch. */
+static const double *row_of(const nn__dist *d, const nn_param *p, size_t k,
+                            size_t r, size_t i) {
+  const size_t cols = p[k].value->size2;
+  if (nn__shm_mapped(d->shm))
+    return nn__shm_values(d->shm, r) + d->off[k] + i * cols;
+  if (r == d->comm->rank) return p[k].grad->data + i * p[k].grad->tda;
+  return d->scratch + d->off[k] + i * cols;
+}
+
+/* cols elements of a mean over the ranks: out[j] = (((0 + x0) + x1) +
+ * ...) / total with x_r = src[r][j] * rank r's count.  These are the
+ * operations of the path through nn_dist_sum (the scaled pack makes the
+ * products, the sum adds in rank order from 0, unpack_sums divides), each
+ * rounded to double as there.  The products are statements of their own
+ * so that a compiler allowed to contract only within an expression
+ * (clang's default) cannot fuse one into the sum (GCC in ISO C mode,
+ * -std=c11, contracts nothing); a fused multiply-add would round once
+ * where that path rounds twice.  Every rank runs this loop on the same
+ * operands, so they get the same bits.  out may be one of the sources. */
+static void mean_of(const nn__dist *d, const double *const *src, double *out,
+                    size_t cols) {
+  const double *c = d->counts, total = d->total;
+  if (d->comm->size == 2) { /* the same operations, vectorized */
+    nn__mean2_row(src[0], src[1], c[0], c[1], total, out, cols);
+    return;
+  }
   for (size_t j = 0; j < cols; j++) {
-    const double x0 = s0[j] * c0;
-    const double x1 = s1[j] * c1;
-    out[j] = ((0.0 + x0) + x1) / total;
+    double sum = 0.0;
+    for (size_t r = 0; r < d->comm->size; r++) {
+      const double x = src[r][j] * c[r];
+      sum = sum + x;
+    }
+    out[j] = sum / total;
   }
 }
 
-/* Columns per piece of a row in nn__dist_mean_sgd: the piece's mean lives
- * on the stack, in L1 between its sum and its step. */
+/* Columns per piece of a row in the fused mean and step: the piece's mean
+ * lives on the stack, in L1 between its sum and its step. */
 #define SGD_PIECE 256
 
-void nn__dist_mean(nn__dist *d, nn_param *p, size_t k) {
-  if (!d->pending) return; /* the sums were divided out in the reduction */
-  gsl_matrix *g = p[k].grad;
-  const size_t rows = p[k].value->size1, cols = p[k].value->size2;
-  const double *theirs = d->scratch + d->off[k];
-  for (size_t i = 0; i < rows; i++, theirs += cols) {
-    double *row = g->data + i * g->tda;
-    mean_row(d, row, theirs, row, cols);
+/* Asks for the other ranks' rows of a part at once, before the pass
+ * over them: they were just written on another core, and the short
+ * rows of a block (1 KB at 128 columns) are too short for the hardware
+ * to see a stream in each. */
+static void prefetch_others(const nn__dist *d, const double *const *src,
+                            size_t rows, size_t ld, size_t cols) {
+  for (size_t r = 0; r < d->comm->size; r++) {
+    if (r == d->comm->rank) continue;
+    for (size_t i = 0; i < rows; i++) {
+      const char *p = (const char *)(src[r] + i * ld);
+      for (size_t b = 0; b < cols * sizeof(double); b += 64)
+        __builtin_prefetch(p + b, 0, 3);
+    }
   }
 }
 
-int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
-                      double reg) {
-  gsl_matrix *w = p[k].value;
-  if (!d->pending) return nn_sgd_update(w, p[k].grad, NULL, lr, reg, 0.0);
-  /* nn_sgd_update is elementwise: on a piece of a row with that piece's
-   * mean it gives the bits it gives on the whole matrix with the whole
-   * mean, which is thus never stored. */
-  const gsl_matrix *g = p[k].grad;
-  const size_t rows = w->size1, cols = w->size2;
-  const double *theirs = d->scratch + d->off[k];
+/* Rows [r0, r1) x columns [c0, c1) of w take nn_sgd_update's step with
+ * the mean over the ranks of the values at src (rank r's row i at
+ * src[r] + (i - r0) * ld), which is never stored.  nn_sgd_update is
+ * elementwise: on a piece of a row with that piece's mean it gives the
+ * bits it gives on the whole matrix with the whole mean. */
+static int mean_sgd_block(nn__dist *d, const double *const *src, size_t ld,
+                          gsl_matrix *w, size_t r0, size_t r1, size_t c0,
+                          size_t c1, double lr, double reg) {
+  const size_t n = d->comm->size;
+  const double **at = d->at;
   double piece[SGD_PIECE];
-  for (size_t i = 0; i < rows; i++, theirs += cols) {
-    const double *mine = g->data + i * g->tda;
-    for (size_t j0 = 0; j0 < cols; j0 += SGD_PIECE) {
-      const size_t m = cols - j0 < SGD_PIECE ? cols - j0 : SGD_PIECE;
-      mean_row(d, mine + j0, theirs + j0, piece, m);
+  prefetch_others(d, src, r1 - r0, ld, c1 - c0);
+  if (n == 2) { /* mean and step in one vectorized pass */
+    for (size_t i = r0; i < r1; i++)
+      nn__mean2_sgd_row(w->data + i * w->tda + c0, src[0] + (i - r0) * ld,
+                        src[1] + (i - r0) * ld, d->counts[0], d->counts[1],
+                        d->total, c1 - c0, lr, reg);
+    return NN_OK;
+  }
+  for (size_t i = r0; i < r1; i++) {
+    for (size_t j0 = c0; j0 < c1; j0 += SGD_PIECE) {
+      const size_t m = c1 - j0 < SGD_PIECE ? c1 - j0 : SGD_PIECE;
+      for (size_t r = 0; r < n; r++)
+        at[r] = src[r] + (i - r0) * ld + (j0 - c0);
+      mean_of(d, at, piece, m);
       gsl_matrix_view gv = gsl_matrix_view_array(piece, 1, m);
       gsl_matrix_view wv = gsl_matrix_submatrix(w, i, j0, 1, m);
       int rc = nn_sgd_update(&wv.matrix, &gv.matrix, NULL, lr, reg, 0.0);
@@ -202,6 +273,135 @@ int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
     }
   }
   return NN_OK;
+}
+
+void nn__dist_mean(nn__dist *d, nn_param *p, size_t k) {
+  if (!d->pending) return; /* the sums were divided out in the reduction */
+  gsl_matrix *g = p[k].grad;
+  const size_t rows = p[k].value->size1, cols = p[k].value->size2;
+  for (size_t i = 0; i < rows; i++) {
+    for (size_t r = 0; r < d->comm->size; r++)
+      d->src[r] = row_of(d, p, k, r, i);
+    mean_of(d, d->src, g->data + i * g->tda, cols);
+  }
+}
+
+int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
+                      double reg) {
+  gsl_matrix *w = p[k].value;
+  if (!d->pending) return nn_sgd_update(w, p[k].grad, NULL, lr, reg, 0.0);
+  const size_t rows = w->size1, cols = w->size2;
+  for (size_t i = 0; i < rows; i++) {
+    for (size_t r = 0; r < d->comm->size; r++)
+      d->src[r] = row_of(d, p, k, r, i);
+    int rc = mean_sgd_block(d, d->src, cols, w, i, i + 1, 0, cols, lr, reg);
+    if (rc) return rc;
+  }
+  return NN_OK;
+}
+
+/* The tails' sums over the ranks, added as nn_dist_sum adds: in rank
+ * order from 0, on every rank alike. */
+static void add_tails(const nn__dist *d, const double *const *t,
+                      double *sum) {
+  for (size_t i = 0; i < N_TAIL; i++) {
+    sum[i] = 0.0;
+    for (size_t r = 0; r < d->comm->size; r++) sum[i] = sum[i] + t[r][i];
+  }
+}
+
+/* After the tails: the step's totals into *b (counts are sums of
+ * integers far below 2^53: exact). */
+static void take_sums(nn__dist *d, const double *sum, nn__dist_batch *b) {
+  b->count = (size_t)sum[TAIL_COUNT];
+  b->loss_sum = sum[TAIL_LOSS];
+  b->hits = (size_t)sum[TAIL_HITS];
+  b->request = sum[TAIL_REQUEST] > 0;
+  d->total = sum[TAIL_COUNT];
+}
+
+static void fill_tail(double *x, const nn__dist_batch *b) {
+  x[TAIL_COUNT] = (double)b->count;
+  x[TAIL_LOSS] = b->stop ? 0 : b->loss_sum;
+  x[TAIL_HITS] = (double)b->hits;
+  x[TAIL_STOP] = b->stop ? 1 : 0;
+  x[TAIL_REQUEST] = b->request ? 1 : 0;
+}
+
+int nn__dist_tails(nn__dist *d, nn__dist_batch *b, int *all_live,
+                   nn_error *err) {
+  const nn_comm *c = d->comm;
+  double mine[N_TAIL];
+  fill_tail(mine, b);
+  int rc = c->allgather(c->ctx, mine, d->tails, sizeof mine);
+  if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
+                              "step's counts failed", c->rank);
+  int live = 1;
+  for (size_t r = 0; r < c->size; r++) {
+    d->src[r] = d->tails + r * N_TAIL;
+    d->counts[r] = d->src[r][TAIL_COUNT];
+    if (!(d->counts[r] > 0)) live = 0;
+  }
+  if (all_live) *all_live = live;
+  double sum[N_TAIL];
+  add_tails(d, d->src, sum);
+  /* Every rank sees the same sums: on a stop none trades gradients. */
+  if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
+  take_sums(d, sum, b);
+  d->peer_stopped = 0;
+  return NN_OK;
+}
+
+int nn__dist_part(nn__dist *d, size_t k, size_t r0, size_t r1, size_t c0,
+                  size_t c1, size_t cols, const double *g, size_t ldg,
+                  nn_error *err) {
+  double *to = nn__shm_values(d->shm, d->comm->rank) + d->off[k];
+  for (size_t i = r0; i < r1; i++) {
+    double *row = to + i * cols + c0;
+    if (g)
+      memcpy(row, g + (i - r0) * ldg, (c1 - c0) * sizeof *row);
+    else
+      memset(row, 0, (c1 - c0) * sizeof *row);
+  }
+  const nn__shm_tag tag = {k, r0, r1, c0, c1};
+  int peer = 0;
+  int rc = nn__shm_exchange(d->shm, &tag, &peer, err);
+  if (rc && peer) d->peer_stopped = 1;
+  return rc;
+}
+
+/* Where rank r's values of a part begin. */
+static void part_sources(nn__dist *d, size_t k, size_t r0, size_t c0,
+                         size_t cols) {
+  for (size_t r = 0; r < d->comm->size; r++)
+    d->src[r] = nn__shm_values(d->shm, r) + d->off[k] + r0 * cols + c0;
+}
+
+void nn__dist_part_mean(nn__dist *d, size_t k, size_t r0, size_t r1,
+                        size_t c0, size_t c1, size_t cols, double *out,
+                        size_t ldo) {
+  part_sources(d, k, r0, c0, cols);
+  prefetch_others(d, d->src, r1 - r0, cols, c1 - c0);
+  for (size_t i = r0; i < r1; i++) {
+    for (size_t r = 0; r < d->comm->size; r++)
+      d->at[r] = d->src[r] + (i - r0) * cols;
+    mean_of(d, d->at, out + (i - r0) * ldo, c1 - c0);
+  }
+}
+
+int nn__dist_part_sgd(nn__dist *d, gsl_matrix *w, size_t k, size_t r0,
+                      size_t r1, size_t c0, size_t c1, double lr,
+                      double reg) {
+  part_sources(d, k, r0, c0, w->size2);
+  return mean_sgd_block(d, d->src, w->size2, w, r0, r1, c0, c1, lr, reg);
+}
+
+int nn__dist_end_step(nn__dist *d, int rc, nn_error *err) {
+  int any = 0;
+  const int own = rc && !d->peer_stopped;
+  int erc = nn__shm_end_step(d->shm, rc != 0, &any, err);
+  if (erc) return erc; /* a rank is gone: no collective can follow */
+  return any ? first_error(d, own, err) : NN_OK;
 }
 
 /* Two ranks through sendrecv: the tails, then the gradients as they lie.
@@ -212,22 +412,18 @@ static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
   const size_t peer = 1 - c->rank;
   const int live = b->count && !b->stop;
   double *x = d->buf + d->n_grad, *y = d->scratch + d->n_grad;
-  x[TAIL_COUNT] = (double)b->count;
-  x[TAIL_LOSS] = b->stop ? 0 : b->loss_sum;
-  x[TAIL_HITS] = (double)b->hits;
-  x[TAIL_STOP] = b->stop ? 1 : 0;
-  x[TAIL_REQUEST] = b->request ? 1 : 0;
+  fill_tail(x, b);
   int rc = c->sendrecv(c->ctx, peer, x, y, N_TAIL * sizeof *x);
   if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
                               "step's counts failed", c->rank);
-  const double *t0 = c->rank ? y : x, *t1 = c->rank ? x : y;
-  double sum[N_TAIL]; /* added as nn_dist_sum adds */
-  for (size_t i = 0; i < N_TAIL; i++) sum[i] = (0.0 + t0[i]) + t1[i];
+  const double *t[2] = {c->rank ? y : x, c->rank ? x : y};
+  double sum[N_TAIL];
+  add_tails(d, t, sum);
   /* Both ranks see the same sums: on a stop neither sends its
    * gradients. */
   if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
-  d->c0 = t0[TAIL_COUNT];
-  d->c1 = t1[TAIL_COUNT];
+  d->counts[0] = t[0][TAIL_COUNT];
+  d->counts[1] = t[1][TAIL_COUNT];
   for (size_t k = 0; k < n; k++) {
     gsl_matrix *g = p[k].grad;
     const size_t rows = p[k].value->size1, cols = p[k].value->size2;
@@ -250,31 +446,43 @@ static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                                 "gradients of %s failed", c->rank,
                                 p[k].name ? p[k].name : "a parameter");
   }
-  /* Counts are sums of integers far below 2^53: exact. */
-  b->count = (size_t)sum[TAIL_COUNT];
-  b->loss_sum = sum[TAIL_LOSS];
-  b->hits = (size_t)sum[TAIL_HITS];
-  b->request = sum[TAIL_REQUEST] > 0;
-  d->total = sum[TAIL_COUNT];
+  take_sums(d, sum, b);
   d->pending = 1;
   return NN_OK;
+}
+
+/* Ranks sharing memory: the tails by an all-gather, then each parameter's
+ * gradient whole through the segments (zeros from an empty slice, whose
+ * grads may hold anything, even NaN, which a count of 0 would not
+ * cancel). */
+static int reduce_shared(nn__dist *d, nn_param *p, size_t n,
+                         nn__dist_batch *b, nn_error *err) {
+  const int live = b->count > 0;
+  int rc = nn__dist_tails(d, b, NULL, err);
+  for (size_t k = 0; !rc && k < n; k++) {
+    const gsl_matrix *g = p[k].grad;
+    const size_t rows = p[k].value->size1, cols = p[k].value->size2;
+    if (rows && cols)
+      rc = nn__dist_part(d, k, 0, rows, 0, cols, cols,
+                         live ? g->data : NULL, g->tda, err);
+  }
+  if (!rc) d->pending = 1;
+  return rc;
 }
 
 int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                     nn_error *err) {
   const nn_comm *c = d->comm;
   d->pending = 0;
+  if (nn__shm_mapped(d->shm)) return reduce_shared(d, p, n, b, err);
   if (c->size == 2 && c->sendrecv) return reduce_pair(d, p, n, b, err);
   const int live = b->count && !b->stop;
   const size_t len = d->n_grad + N_TAIL;
   const double local = (double)b->count;
   pack(p, n, d->buf, live, local);
   double *x = d->buf + d->n_grad;
+  fill_tail(x, b);
   x[TAIL_COUNT] = local;
-  x[TAIL_LOSS] = b->stop ? 0 : b->loss_sum;
-  x[TAIL_HITS] = (double)b->hits;
-  x[TAIL_STOP] = b->stop ? 1 : 0;
-  x[TAIL_REQUEST] = b->request ? 1 : 0;
   const int stopped = b->stop;
   int rc = nn_dist_sum(c, d->buf, len, d->scratch, err);
   if (rc) return rc;
