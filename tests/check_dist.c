@@ -4,8 +4,11 @@
  * reproducible sum adds in rank order on every rank, whatever the rank
  * count and buffer size; two ranks train the same model bit for bit alike,
  * and close to one process, also when a rank's slice of a batch is empty,
- * with the same bits whether they trade gradients by sendrecv or sum
- * them through nn_dist_sum. */
+ * with the same bits whether they trade gradients by sendrecv, sum them
+ * through nn_dist_sum or read them from each other's shared memory (part
+ * by part inside a fused step, or whole after backward); and the shared
+ * memory's exchange stops every rank when one fails or steps another
+ * part. */
 #include <config.h>
 
 #include <math.h>
@@ -15,6 +18,7 @@
 
 #include <nn/nn.h>
 
+#include "dist/shm.h"
 #include "testutil.h"
 
 #define MAX_RANKS 4
@@ -23,13 +27,18 @@
 typedef struct shared {
   pthread_barrier_t bar;
   const void *post[MAX_RANKS];
+  void *seg[MAX_RANKS]; /* fake_shared's segments, owned by the test */
 } shared;
+
+/* How a step trades gradients: by sendrecv (two ranks), through
+ * nn_dist_sum, or through shared memory. */
+enum { PATH_SENDRECV, PATH_SUM, PATH_SHARED };
 
 /* One rank's view (its nn_comm's ctx). */
 typedef struct rank_ctx {
   shared *sh;
   size_t rank, size;
-  int no_sendrecv;
+  int path;
 } rank_ctx;
 
 static int fake_allgather(void *ctx, const void *send, void *recv,
@@ -75,11 +84,42 @@ static int fake_sendrecv(void *ctx, size_t peer, const void *send,
   return NN_OK;
 }
 
-/* With sendrecv unless c->no_sendrecv: two ranks then take the step's
- * other path (through nn_dist_sum), which must give the same bits. */
+/* Threads share all their memory: each rank's segment is its own
+ * allocation, posted to the others (freed by the test after the run). */
+static int fake_shared(void *ctx, size_t bytes, void **seg) {
+  rank_ctx *c = ctx;
+  const size_t size = (bytes + 63) / 64 * 64;
+  void *mine = aligned_alloc(64, size);
+  if (mine) memset(mine, 0, size);
+  free(c->sh->seg[c->rank]);
+  c->sh->seg[c->rank] = mine;
+  pthread_barrier_wait(&c->sh->bar);
+  int ok = 1;
+  for (size_t r = 0; r < c->size; r++) {
+    seg[r] = c->sh->seg[r];
+    ok &= seg[r] != NULL;
+  }
+  pthread_barrier_wait(&c->sh->bar);
+  return ok ? NN_OK : NN_ENOMEM;
+}
+
+/* The path's communicator: each must give the same bits. */
 static nn_comm fake_comm(rank_ctx *c) {
-  return (nn_comm){c->rank, c->size, c, fake_allgather, fake_alltoall,
-                   fake_bcast, c->no_sendrecv ? NULL : fake_sendrecv};
+  return (nn_comm){c->rank,
+                   c->size,
+                   c,
+                   fake_allgather,
+                   fake_alltoall,
+                   fake_bcast,
+                   c->path == PATH_SENDRECV ? fake_sendrecv : NULL,
+                   c->path == PATH_SHARED ? fake_shared : NULL};
+}
+
+static void shared_free(shared *sh) {
+  for (size_t r = 0; r < MAX_RANKS; r++) {
+    free(sh->seg[r]);
+    sh->seg[r] = NULL;
+  }
 }
 
 /* Run fn(arg[r]) on `size` threads, one per rank. */
@@ -124,7 +164,7 @@ START_TEST(test_sum_in_rank_order) {
   for (size_t a = 0; a < 3; a++)
     for (size_t b = 0; b < 4; b++) {
       const size_t size = sizes[a], n = lens[b];
-      shared sh;
+      shared sh = {0};
       pthread_barrier_init(&sh.bar, NULL, (unsigned)size);
       sum_job jobs[MAX_RANKS];
       for (size_t r = 0; r < size; r++) {
@@ -186,6 +226,7 @@ typedef struct train_job {
   const data *d;
   size_t batch;
   double momentum;
+  int64_t hidden;
   nn_epoch_metrics m[EPOCHS];
   uint64_t checksum;
   int rc;
@@ -195,7 +236,7 @@ typedef struct train_job {
 static void *train_rank(void *arg) {
   train_job *j = arg;
   const nn_comm c = fake_comm(&j->ctx);
-  const nn_value hidden[] = {{.i = 32}};
+  const nn_value hidden[] = {{.i = j->hidden}};
   /* With momentum a smaller rate (the steps add up over batches). */
   const nn_value sgd[] = {{.r = j->momentum != 0.0 ? 0.1 : 0.5},
                           {.r = 0.001}, {.r = j->momentum}, {.b = 0}};
@@ -215,62 +256,180 @@ static void *train_rank(void *arg) {
   return NULL;
 }
 
-/* Two ranks on the fake communicator, with or without its sendrecv. */
-static void train_pair(const data *d, size_t batch, double momentum,
-                       int no_sendrecv, train_job ranks[2]) {
-  shared sh;
-  pthread_barrier_init(&sh.bar, NULL, 2);
-  for (size_t r = 0; r < 2; r++)
-    ranks[r] = (train_job){.ctx = {&sh, r, 2, no_sendrecv}, .d = d,
-                           .batch = batch, .momentum = momentum};
-  run_ranks(2, train_rank, ranks, sizeof ranks[0]);
+/* `size` ranks on the fake communicator, trading by `path`. */
+static void train_ranks(const data *d, size_t batch, double momentum,
+                        int64_t hidden, int path, size_t size,
+                        train_job *ranks) {
+  shared sh = {0};
+  pthread_barrier_init(&sh.bar, NULL, (unsigned)size);
+  for (size_t r = 0; r < size; r++)
+    ranks[r] = (train_job){.ctx = {&sh, r, size, path}, .d = d,
+                           .batch = batch, .momentum = momentum,
+                           .hidden = hidden};
+  run_ranks(size, train_rank, ranks, sizeof ranks[0]);
   pthread_barrier_destroy(&sh.bar);
-  for (size_t r = 0; r < 2; r++)
+  shared_free(&sh);
+  for (size_t r = 0; r < size; r++)
     ck_assert_msg(ranks[r].rc == NN_OK, "rank %zu: %s", r, ranks[r].err.msg);
 }
 
+/* Bit for bit the same runs: weights and every epoch's numbers. */
+static void assert_same_run(const train_job *a, const train_job *b,
+                            const char *what) {
+  ck_assert_msg(a->checksum == b->checksum, "%s: other weights", what);
+  for (size_t e = 0; e < EPOCHS; e++) {
+    const nn_epoch_metrics *x = &a->m[e], *y = &b->m[e];
+    ck_assert_msg(memcmp(&x->train_loss, &y->train_loss,
+                         sizeof x->train_loss) == 0 &&
+                      memcmp(&x->val_loss, &y->val_loss,
+                             sizeof x->val_loss) == 0 &&
+                      x->train_accuracy == y->train_accuracy &&
+                      x->val_accuracy == y->val_accuracy,
+                  "%s: epoch %zu differs", what, e);
+  }
+}
+
 /* batch 50: 48 steps; batch 7: a last batch of 6 split 3 + 3 and steps
- * of 3 + 4; batch 1: rank 0's slice of every step is empty.  Without
- * momentum the step is plain SGD, which the two-rank path takes in the
- * pass that adds the ranks' gradients; with it, after.  The path through
- * sendrecv and the one through nn_dist_sum give the same bits. */
+ * of 3 + 4; batch 1: rank 0's slice of every step is empty (the shared
+ * memory then carries whole gradients after backward; otherwise it
+ * carries the parts of the model's fused step).  Without momentum the
+ * step is plain SGD, which the two-rank paths take in the pass that adds
+ * the ranks' gradients; with it, after.  32 hidden units: the model
+ * steps W1 by rows; 192 (W1 larger than its L2 budget): by blocks of
+ * columns, with the next batch's forward in the same pass.  The paths
+ * through sendrecv, nn_dist_sum and shared memory give the same bits. */
 START_TEST(test_two_ranks_train_alike) {
   static const size_t batches[] = {50, 7, 1};
   data d;
   data_open(&d);
   const size_t batch = batches[_i % 3];
-  const double momentum = _i < 3 ? 0.0 : 0.9;
+  const double momentum = (_i / 3) % 2 ? 0.9 : 0.0;
+  const int64_t hidden = _i < 6 ? 32 : 192;
+  char what[96];
+  snprintf(what, sizeof what, "batch %zu momentum %g hidden %lld", batch,
+           momentum, (long long)hidden);
   train_job one = {.ctx = {NULL, 0, 0, 0}, .d = &d, .batch = batch,
-                   .momentum = momentum};
+                   .momentum = momentum, .hidden = hidden};
   train_rank(&one);
   ck_assert_msg(one.rc == NN_OK, "%s", one.err.msg);
-  train_job ranks[2], summed[2];
-  train_pair(&d, batch, momentum, 0, ranks);
-  train_pair(&d, batch, momentum, 1, summed);
-  ck_assert_msg(ranks[0].checksum == ranks[1].checksum,
-                "batch %zu: the ranks' weights differ", batch);
-  ck_assert_msg(ranks[0].checksum == summed[0].checksum &&
-                summed[0].checksum == summed[1].checksum,
-                "batch %zu momentum %g: sendrecv and nn_dist_sum give other "
-                "weights", batch, momentum);
+  train_job ranks[2], summed[2], shm[2];
+  train_ranks(&d, batch, momentum, hidden, PATH_SENDRECV, 2, ranks);
+  train_ranks(&d, batch, momentum, hidden, PATH_SUM, 2, summed);
+  train_ranks(&d, batch, momentum, hidden, PATH_SHARED, 2, shm);
+  assert_same_run(&ranks[0], &ranks[1], what);
+  assert_same_run(&ranks[0], &summed[0], what);
+  assert_same_run(&summed[0], &summed[1], what);
+  assert_same_run(&ranks[0], &shm[0], what);
+  assert_same_run(&shm[0], &shm[1], what);
   for (size_t e = 0; e < EPOCHS; e++) {
-    const nn_epoch_metrics *a = &ranks[0].m[e], *b = &ranks[1].m[e],
-                           *c = &summed[0].m[e], *s = &one.m[e];
-    ck_assert(a->train_loss == b->train_loss && a->val_loss == b->val_loss &&
-              a->train_accuracy == b->train_accuracy);
-    ck_assert(memcmp(&a->train_loss, &c->train_loss, sizeof a->train_loss)
-                  == 0 &&
-              memcmp(&a->val_loss, &c->val_loss, sizeof a->val_loss) == 0 &&
-              a->train_accuracy == c->train_accuracy);
+    const nn_epoch_metrics *a = &ranks[0].m[e], *s = &one.m[e];
     /* Only the order of the additions differs from one process. */
     ck_assert_msg(fabs(a->train_loss - s->train_loss) < 1e-9 &&
                   fabs(a->val_loss - s->val_loss) < 1e-9,
-                  "batch %zu epoch %zu: loss %.17g (2 ranks) vs %.17g", batch,
-                  e, a->train_loss, s->train_loss);
+                  "%s epoch %zu: loss %.17g (2 ranks) vs %.17g", what, e,
+                  a->train_loss, s->train_loss);
     ck_assert(fabs(a->val_accuracy - s->val_accuracy) <= 2.0 / 600);
   }
-  ck_assert(ranks[0].m[EPOCHS - 1].val_accuracy > 0.2); /* chance: 0.1 */
+  /* It learns (at this rate, 2 epochs are too few for 192 units). */
+  if (hidden == 32)
+    ck_assert(ranks[0].m[EPOCHS - 1].val_accuracy > 0.2); /* chance: 0.1 */
   data_close(&d);
+}
+END_TEST
+
+/* Three ranks: shared memory (the general mean, rank by rank) against
+ * nn_dist_sum; batch 7: slices of 2, 2 and 3 (the fused step); batch 2:
+ * rank 0's slice is always empty. */
+START_TEST(test_three_ranks_shared) {
+  static const size_t batches[] = {7, 2};
+  data d;
+  data_open(&d);
+  for (size_t b = 0; b < 2; b++) {
+    train_job summed[3], shm[3];
+    train_ranks(&d, batches[b], 0.0, 32, PATH_SUM, 3, summed);
+    train_ranks(&d, batches[b], 0.0, 32, PATH_SHARED, 3, shm);
+    for (size_t r = 0; r < 3; r++) {
+      assert_same_run(&summed[0], &summed[r], "three ranks, nn_dist_sum");
+      assert_same_run(&summed[0], &shm[r], "three ranks, shared memory");
+    }
+  }
+  data_close(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------- shared memory */
+
+typedef struct shm_job {
+  rank_ctx ctx;
+  size_t fail_after; /* parts before this rank fails (SIZE_MAX: never) */
+  uint64_t k;        /* the parameter its parts name */
+  int rc, peer, any;
+  nn_error err;
+} shm_job;
+
+/* Three parts and the end of the step, as a fused step trades them. */
+static void *shm_rank(void *arg) {
+  shm_job *j = arg;
+  const nn_comm c = fake_comm(&j->ctx);
+  nn__shm *s = NULL;
+  j->rc = nn__shm_create(&s, &c, &j->err);
+  if (!j->rc && !nn__shm_map(s, 64)) j->rc = NN_EINVAL;
+  int failed = j->rc != NN_OK;
+  for (size_t q = 0; q < 3 && !failed; q++) {
+    if (q == j->fail_after) {
+      failed = 1;
+      break;
+    }
+    nn_error e = {0};
+    const nn__shm_tag tag = {j->k, q, q + 1, 0, 8};
+    if (nn__shm_exchange(s, &tag, &j->peer, &e)) {
+      failed = 1;
+      j->err = e;
+    }
+  }
+  nn_error e = {0};
+  if (!j->rc && nn__shm_end_step(s, failed, &j->any, &e)) j->rc = NN_EIO;
+  nn__shm_free(s);
+  return NULL;
+}
+
+static void shm_pair(shm_job jobs[2]) {
+  shared sh = {0};
+  pthread_barrier_init(&sh.bar, NULL, 2);
+  for (size_t r = 0; r < 2; r++) jobs[r].ctx = (rank_ctx){&sh, r, 2,
+                                                          PATH_SHARED};
+  run_ranks(2, shm_rank, jobs, sizeof jobs[0]);
+  pthread_barrier_destroy(&sh.bar);
+  shared_free(&sh);
+}
+
+/* A rank that fails after its first part: the other stops waiting for
+ * the second (the cause is the other rank's), and both learn at the end
+ * of the step that a rank failed.  Ranks that step different parameters
+ * at the same point stop, each naming the mismatch. */
+START_TEST(test_shared_exchange_stops) {
+  shm_job jobs[2] = {{.fail_after = 1}, {.fail_after = SIZE_MAX}};
+  shm_pair(jobs);
+  ck_assert_int_eq(jobs[0].rc, NN_OK);
+  ck_assert_int_eq(jobs[1].rc, NN_OK);
+  ck_assert(jobs[0].any && jobs[1].any);
+  ck_assert_int_eq(jobs[1].peer, 1);
+  ck_assert_msg(strstr(jobs[1].err.msg, "rank 0 stopped"), "%s",
+                jobs[1].err.msg);
+
+  shm_job clean[2] = {{.fail_after = SIZE_MAX}, {.fail_after = SIZE_MAX}};
+  shm_pair(clean);
+  ck_assert(!clean[0].any && !clean[1].any);
+
+  shm_job mixed[2] = {{.fail_after = SIZE_MAX, .k = 0},
+                      {.fail_after = SIZE_MAX, .k = 1}};
+  shm_pair(mixed);
+  for (size_t r = 0; r < 2; r++) {
+    ck_assert(mixed[r].any);
+    ck_assert_int_eq(mixed[r].peer, 0);
+    ck_assert_msg(strstr(mixed[r].err.msg, "stepped different parts"), "%s",
+                  mixed[r].err.msg);
+  }
 }
 END_TEST
 
@@ -279,7 +438,9 @@ static Suite *dist_suite(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_sum_in_rank_order);
-  tcase_add_loop_test(tc, test_two_ranks_train_alike, 0, 6);
+  tcase_add_loop_test(tc, test_two_ranks_train_alike, 0, 12);
+  tcase_add_test(tc, test_three_ranks_shared);
+  tcase_add_test(tc, test_shared_exchange_stops);
   suite_add_tcase(s, tc);
   return s;
 }

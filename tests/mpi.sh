@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Beyond one process (TAP): data-parallel training under mpirun (two ranks
-# reproduce themselves bit for bit, end close to the one-process run, follow
+# reproduce themselves bit for bit, with shared memory or messages alike,
+# end close to the one-process run, follow
 # a learning-rate schedule batch by batch as one process does, stop
 # together with one message, catch ranks that diverge or train another run,
 # survive a dead rank through --resume, with the number of ranks changed
@@ -85,7 +86,7 @@ check "--sweep-run past the last run is a usage error" \
 
 # ---------------------------------------------------------------- MPI
 if [ "${NN_MPI:-no}" != yes ] || ! command -v "$MPIRUN" >/dev/null 2>&1; then
-  for t in reproduce close losses schedule stop diverged plan setup resume resume1 dead signal sweep; do
+  for t in reproduce shared close losses schedule stop diverged plan setup resume resume1 dead signal sweep; do
     n=$((n + 1))
     echo "ok $n - # SKIP $t: nnrun built without MPI"
   done
@@ -106,6 +107,23 @@ check "two ranks reproduce themselves bit for bit" \
   sh -c "test $rc -eq 0 && cmp -s '$tmp/a.csv' '$tmp/b.csv' &&
          cmp -s '$tmp/a/best.safetensors' '$tmp/b/best.safetensors' &&
          cmp -s '$tmp/a/last.safetensors' '$tmp/b/last.safetensors'"
+# The ranks share this machine: their steps trade gradients through shared
+# memory, part by part inside the model's fused step.  By messages instead
+# (NN_MPI_SHARED_MEMORY=0), the bits are the same; so with 200 hidden
+# units, whose model steps W1 in blocks of columns.
+mp 2 -q -c "$tmp/base.ini" --set model.hidden_size=200 -o "$tmp/wide"
+shm_rc=$rc
+export NN_MPI_SHARED_MEMORY=0
+mp 2 -q -c "$tmp/base.ini" -o "$tmp/msg"
+msg_rc=$rc
+mp 2 -q -c "$tmp/base.ini" --set model.hidden_size=200 -o "$tmp/wide_msg"
+unset NN_MPI_SHARED_MEMORY
+numbers "$tmp/msg/metrics.csv" >"$tmp/msg.csv"
+check "shared memory and messages give two ranks the same bits" \
+  sh -c "test $rc -eq 0 -a $msg_rc -eq 0 -a $shm_rc -eq 0 &&
+         cmp -s '$tmp/a.csv' '$tmp/msg.csv' &&
+         cmp -s '$tmp/a/last.safetensors' '$tmp/msg/last.safetensors' &&
+         cmp -s '$tmp/wide/last.safetensors' '$tmp/wide_msg/last.safetensors'"
 # Only the order of additions differs from one process: the same epochs,
 # losses equal to about 1e-12, the same test accuracy give or take an
 # example.

@@ -396,7 +396,7 @@ static int setup_batches(nn_trainer *t, nn_error *err) {
      * this rank's alone. */
     t->stepper = (nn_stepper){
         (uint32_t)sizeof(nn_stepper), t, dist_stepper_rows,
-        t->parts->block || t->sgd_rule ? dist_stepper_block : NULL, NULL};
+        t->parts->block ? dist_stepper_block : NULL, NULL};
   } else if (t->fused) {
     t->stepper = (nn_stepper){(uint32_t)sizeof(nn_stepper), t, stepper_rows,
                               t->parts->block ? stepper_block : NULL,
