@@ -118,11 +118,13 @@ if want accuracy; then
   echo
   echo "| epoch | train loss, 1 rank | 2 ranks - 1 rank | relative | training hits, 2 ranks - 1 rank | validation hits, 2 ranks - 1 rank |"
   echo "|---|---|---|---|---|---|"
-  # hits from the accuracies: 48,000 training and 12,000 validation examples
+  # hits from the accuracies: 48,000 training and 12,000 validation
+  # examples; the two files' columns side by side (NF / 2 each)
   paste -d, "$tmp/acc1/metrics.csv" "$tmp/acc2/metrics.csv" | tail -n +2 |
-    awk -F, '{ d = $8 - $2; printf "| %d | %.15f | %.3g | %.3g | %d | %d |\n",
-               $1, $2, d, d / $2, ($9 - $3) * 48000 + ($9 > $3 ? 0.5 : -0.5),
-               ($11 - $5) * 12000 + ($11 > $5 ? 0.5 : -0.5) }'
+    awk -F, '{ n = NF / 2; d = $(n + 2) - $2
+               printf "| %d | %.15f | %.3g | %.3g | %d | %d |\n", $1, $2, d,
+                 d / $2, ($(n + 3) - $3) * 48000 + ($(n + 3) > $3 ? 0.5 : -0.5),
+                 ($(n + 5) - $5) * 12000 + ($(n + 5) > $5 ? 0.5 : -0.5) }'
   echo
 fi
 
