@@ -30,7 +30,7 @@ typedef struct seg_head {
   _Alignas(64) atomic_uint_fast64_t published; /* parts so far */
   _Alignas(64) atomic_uint_fast64_t done;      /* steps ended so far */
   atomic_int failed;                           /* raised for good */
-  pid_t pid; /* written before the first step's collective, read after */
+  atomic_long pid; /* this rank's process, set once mapped (0 before) */
   nn__shm_tag tag[TAG_RING];                   /* part q at q % TAG_RING */
 } seg_head;
 
@@ -76,7 +76,8 @@ int nn__shm_map(nn__shm *s, size_t n_values) {
   const nn_comm *c = s->comm;
   if (c->shared(c->ctx, VALUES_OFFSET + n_values * sizeof(double), s->seg))
     return 0; /* not on one machine, or no shared memory */
-  head(s, c->rank)->pid = getpid();
+  atomic_store_explicit(&head(s, c->rank)->pid, (long)getpid(),
+                        memory_order_relaxed);
   s->mapped = 1;
   return 1;
 }
@@ -85,7 +86,9 @@ int nn__shm_mapped(const nn__shm *s) { return s && s->mapped; }
 
 /* Whether rank r's process still exists (it is on this machine). */
 static int alive(const nn__shm *s, size_t r) {
-  return kill(head(s, r)->pid, 0) == 0 || errno != ESRCH;
+  const long pid = atomic_load_explicit(&head(s, r)->pid,
+                                        memory_order_relaxed);
+  return pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
 /* Wait until *counter >= target, rank r's failed flag is raised (1) or
