@@ -30,7 +30,7 @@ const nn_comm *nn__dist_comm(const nn__dist *d);
  * nn__dist_shared(d). */
 int nn__dist_begin(nn__dist *d);
 /* Whether the ranks trade through shared memory (the same on every
- * rank); only then nn__dist_tails, nn__dist_part and the rest below. */
+ * rank). */
 int nn__dist_shared(const nn__dist *d);
 
 /* The step's one reduction.  On entry each parameter's grad is the mean
@@ -50,35 +50,6 @@ void nn__dist_mean(nn__dist *d, nn_param *p, size_t k);
  * reg, 0) with that mean, the same bits; its grad is left undefined. */
 int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
                       double reg);
-
-/* A step on shared memory whose gradients go part by part (a fused
- * step): first the step's numbers, as nn__dist_reduce (a stop returns
- * the first error on every rank); *all_live (when not NULL): every rank
- * has examples in this step (a fused step needs them all). */
-int nn__dist_tails(nn__dist *d, nn__dist_batch *b, int *all_live,
-                   nn_error *err);
-/* Then for each part, on every rank in the same order: rows [r0, r1) x
- * columns [c0, c1) of parameter k (cols columns in all), this rank's mean
- * over its examples at g (row stride ldg; NULL: zeros), go to every rank
- * (an error when a rank is gone, failed or tagged another part).  Then
- * one of: */
-int nn__dist_part(nn__dist *d, size_t k, size_t r0, size_t r1, size_t c0,
-                  size_t c1, size_t cols, const double *g, size_t ldg,
-                  nn_error *err);
-/* the part's mean over all examples into out (row stride ldo; out may be
- * g), */
-void nn__dist_part_mean(nn__dist *d, size_t k, size_t r0, size_t r1,
-                        size_t c0, size_t c1, size_t cols, double *out,
-                        size_t ldo);
-/* or the step nn_sgd_update(w, mean, NULL, lr, reg, 0) on the part of w
- * (parameter k's value) with that mean, never stored. */
-int nn__dist_part_sgd(nn__dist *d, gsl_matrix *w, size_t k, size_t r0,
-                      size_t r1, size_t c0, size_t c1, double lr,
-                      double reg);
-/* After the fused step, rc its result on this rank: NN_OK on every rank
- * when all succeeded, else the error of the lowest rank whose own fault
- * it was (a rank whose process is gone: that, on the others). */
-int nn__dist_end_step(nn__dist *d, int rc, nn_error *err);
 
 /* *any = whether `mine` is non-zero on any rank. */
 int nn__dist_any(nn__dist *d, int mine, int *any, nn_error *err);

@@ -28,10 +28,8 @@
 
 typedef struct seg_head {
   _Alignas(64) atomic_uint_fast64_t published; /* parts so far */
-  _Alignas(64) atomic_uint_fast64_t done;      /* steps ended so far */
-  atomic_int failed;                           /* raised for good */
-  atomic_long pid; /* this rank's process, set once mapped (0 before) */
-  nn__shm_tag tag[TAG_RING];                   /* part q at q % TAG_RING */
+  atomic_long pid;          /* this rank's process, set once mapped */
+  uint64_t tag[TAG_RING];   /* part q's at q % TAG_RING */
 } seg_head;
 
 /* A segment: its head, then the values, 64-byte aligned. */
@@ -42,7 +40,6 @@ struct nn__shm {
   void **seg;          /* owned array; the segments are the comm's */
   int mapped;          /* seg holds the segments */
   uint64_t parts;      /* this rank's parts published */
-  uint64_t steps;      /* this rank's steps ended */
 };
 
 static seg_head *head(const nn__shm *s, size_t r) { return s->seg[r]; }
@@ -84,22 +81,21 @@ int nn__shm_map(nn__shm *s, size_t n_values) {
 
 int nn__shm_mapped(const nn__shm *s) { return s && s->mapped; }
 
-/* Whether rank r's process still exists (it is on this machine). */
+/* Whether rank r's process still exists (it is on this machine; 0: not
+ * known yet). */
 static int alive(const nn__shm *s, size_t r) {
   const long pid = atomic_load_explicit(&head(s, r)->pid,
                                         memory_order_relaxed);
   return pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
-/* Wait until *counter >= target, rank r's failed flag is raised (1) or
- * its process is gone (2). */
-static int wait_on(const nn__shm *s, size_t r, atomic_uint_fast64_t *counter,
-                   uint64_t target) {
+/* Wait until rank r has published part q: 0, or 1 when its process is
+ * gone. */
+static int wait_for(const nn__shm *s, size_t r, uint64_t q) {
   seg_head *h = head(s, r);
   for (unsigned long spins = 0;; spins++) {
-    if (atomic_load_explicit(counter, memory_order_acquire) >= target)
+    if (atomic_load_explicit(&h->published, memory_order_acquire) >= q)
       return 0;
-    if (atomic_load_explicit(&h->failed, memory_order_acquire)) return 1;
     if (spins < SPINS_BEFORE_YIELD) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
@@ -109,64 +105,28 @@ static int wait_on(const nn__shm *s, size_t r, atomic_uint_fast64_t *counter,
     sched_yield();
     if ((spins - SPINS_BEFORE_YIELD) % YIELDS_PER_LIVENESS_CHECK == 0 &&
         !alive(s, r))
-      return 2;
+      return 1;
   }
 }
 
-static int same_tag(const nn__shm_tag *a, const nn__shm_tag *b) {
-  return a->k == b->k && a->r0 == b->r0 && a->r1 == b->r1 &&
-         a->c0 == b->c0 && a->c1 == b->c1;
-}
-
-int nn__shm_exchange(nn__shm *s, const nn__shm_tag *tag, int *peer,
-                     nn_error *err) {
+int nn__shm_exchange(nn__shm *s, uint64_t tag, nn_error *err) {
   const size_t me = s->comm->rank;
   const uint64_t q = ++s->parts;
   seg_head *mine = head(s, me);
-  mine->tag[q % TAG_RING] = *tag;
+  mine->tag[q % TAG_RING] = tag;
   atomic_store_explicit(&mine->published, q, memory_order_release);
-  *peer = 0;
   for (size_t r = 0; r < s->comm->size; r++) {
     if (r == me) continue;
-    seg_head *h = head(s, r);
-    const int why = wait_on(s, r, &h->published, q);
-    if (why) {
-      *peer = 1;
-      return nn_error_set(err, NN_EIO, "rank %zu %s during the step", r,
-                          why == 1 ? "stopped" : "is gone");
-    }
-    const nn__shm_tag *t = &h->tag[q % TAG_RING];
-    if (!same_tag(t, tag))
-      return nn_error_set(
-          err, NN_EPLUGIN,
-          "ranks %zu and %zu stepped different parts at the same point "
-          "(parameter %llu rows [%llu, %llu) columns [%llu, %llu) against "
-          "parameter %llu rows [%llu, %llu) columns [%llu, %llu)): the "
-          "model steps in an order that depends on the data",
-          me, r, (unsigned long long)tag->k, (unsigned long long)tag->r0,
-          (unsigned long long)tag->r1, (unsigned long long)tag->c0,
-          (unsigned long long)tag->c1, (unsigned long long)t->k,
-          (unsigned long long)t->r0, (unsigned long long)t->r1,
-          (unsigned long long)t->c0, (unsigned long long)t->c1);
-  }
-  return NN_OK;
-}
-
-int nn__shm_end_step(nn__shm *s, int failed, int *any, nn_error *err) {
-  const size_t me = s->comm->rank;
-  seg_head *mine = head(s, me);
-  if (failed) atomic_store_explicit(&mine->failed, 1, memory_order_release);
-  atomic_store_explicit(&mine->done, ++s->steps, memory_order_release);
-  *any = failed;
-  for (size_t r = 0; r < s->comm->size; r++) {
-    if (r == me) continue;
-    seg_head *h = head(s, r);
-    const int why = wait_on(s, r, &h->done, s->steps);
-    if (why == 2)
+    if (wait_for(s, r, q))
       return nn_error_set(err, NN_EIO, "rank %zu is gone during the step",
                           r);
-    if (why || atomic_load_explicit(&h->failed, memory_order_acquire))
-      *any = 1;
+    const uint64_t theirs = head(s, r)->tag[q % TAG_RING];
+    if (theirs != tag)
+      return nn_error_set(err, NN_EPLUGIN,
+                          "ranks %zu and %zu traded different parameters "
+                          "at the same point (%llu against %llu)",
+                          me, r, (unsigned long long)tag,
+                          (unsigned long long)theirs);
   }
   return NN_OK;
 }

@@ -7,12 +7,9 @@
  *
  * Ranks on one machine (the communicator maps shared memory): the ranks
  * gather their tails (counts, loss sums, stop flags), then each rank
- * writes its gradients into its own segment, part by part, and every rank
- * reads every rank's part from where it lies (dist/shm.h).  Inside a fused
- * step (nn__dist_part) the parts are the blocks the model steps as its
- * backward pass makes them, so the step and the next batch's forward run
- * on them while they are in cache, as on one process; after a plain
- * backward (nn__dist_reduce) the parts are whole parameters.
+ * copies each parameter's gradient into its own segment and every rank
+ * reads every rank's from where it lies (dist/shm.h): one copy, made by
+ * the rank that owns the gradient, and no message library in between.
  *
  * Two ranks with sendrecv (other machines): nothing is packed.  The ranks
  * trade their tails (the counts first, so that each knows both before it
@@ -67,7 +64,6 @@ struct nn__dist {
    * mean. */
   int pending;
   double total;
-  int peer_stopped; /* a shared part failed because of another rank */
 };
 
 int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
@@ -328,80 +324,42 @@ static void fill_tail(double *x, const nn__dist_batch *b) {
   x[TAIL_REQUEST] = b->request ? 1 : 0;
 }
 
-int nn__dist_tails(nn__dist *d, nn__dist_batch *b, int *all_live,
-                   nn_error *err) {
+/* The tails of every rank by an all-gather, added in rank order; each
+ * rank's count into d->counts.  A stop returns the first error. */
+static int gather_tails(nn__dist *d, nn__dist_batch *b, nn_error *err) {
   const nn_comm *c = d->comm;
   double mine[N_TAIL];
   fill_tail(mine, b);
   int rc = c->allgather(c->ctx, mine, d->tails, sizeof mine);
   if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
                               "step's counts failed", c->rank);
-  int live = 1;
   for (size_t r = 0; r < c->size; r++) {
     d->src[r] = d->tails + r * N_TAIL;
     d->counts[r] = d->src[r][TAIL_COUNT];
-    if (!(d->counts[r] > 0)) live = 0;
   }
-  if (all_live) *all_live = live;
   double sum[N_TAIL];
   add_tails(d, d->src, sum);
   /* Every rank sees the same sums: on a stop none trades gradients. */
   if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
   take_sums(d, sum, b);
-  d->peer_stopped = 0;
   return NN_OK;
 }
 
-int nn__dist_part(nn__dist *d, size_t k, size_t r0, size_t r1, size_t c0,
-                  size_t c1, size_t cols, const double *g, size_t ldg,
-                  nn_error *err) {
+/* Parameter k's gradient (rows x cols at g, row stride ldg; NULL: zeros)
+ * into this rank's segment, then every rank's is there to read. */
+static int share_grad(nn__dist *d, size_t k, size_t rows, size_t cols,
+                      const double *g, size_t ldg, nn_error *err) {
   double *to = nn__shm_values(d->shm, d->comm->rank) + d->off[k];
-  for (size_t i = r0; i < r1; i++) {
-    double *row = to + i * cols + c0;
-    if (g)
-      memcpy(row, g + (i - r0) * ldg, (c1 - c0) * sizeof *row);
-    else
-      memset(row, 0, (c1 - c0) * sizeof *row);
-  }
-  const nn__shm_tag tag = {k, r0, r1, c0, c1};
-  int peer = 0;
-  int rc = nn__shm_exchange(d->shm, &tag, &peer, err);
-  if (rc && peer) d->peer_stopped = 1;
-  return rc;
-}
-
-/* Where rank r's values of a part begin. */
-static void part_sources(nn__dist *d, size_t k, size_t r0, size_t c0,
-                         size_t cols) {
-  for (size_t r = 0; r < d->comm->size; r++)
-    d->src[r] = nn__shm_values(d->shm, r) + d->off[k] + r0 * cols + c0;
-}
-
-void nn__dist_part_mean(nn__dist *d, size_t k, size_t r0, size_t r1,
-                        size_t c0, size_t c1, size_t cols, double *out,
-                        size_t ldo) {
-  part_sources(d, k, r0, c0, cols);
-  prefetch_others(d, d->src, r1 - r0, cols, c1 - c0);
-  for (size_t i = r0; i < r1; i++) {
-    for (size_t r = 0; r < d->comm->size; r++)
-      d->at[r] = d->src[r] + (i - r0) * cols;
-    mean_of(d, d->at, out + (i - r0) * ldo, c1 - c0);
-  }
-}
-
-int nn__dist_part_sgd(nn__dist *d, gsl_matrix *w, size_t k, size_t r0,
-                      size_t r1, size_t c0, size_t c1, double lr,
-                      double reg) {
-  part_sources(d, k, r0, c0, w->size2);
-  return mean_sgd_block(d, d->src, w->size2, w, r0, r1, c0, c1, lr, reg);
-}
-
-int nn__dist_end_step(nn__dist *d, int rc, nn_error *err) {
-  int any = 0;
-  const int own = rc && !d->peer_stopped;
-  int erc = nn__shm_end_step(d->shm, rc != 0, &any, err);
-  if (erc) return erc; /* a rank is gone: no collective can follow */
-  return any ? first_error(d, own, err) : NN_OK;
+  if (g && ldg == cols)
+    memcpy(to, g, rows * cols * sizeof *to);
+  else
+    for (size_t i = 0; i < rows; i++) {
+      if (g)
+        memcpy(to + i * cols, g + i * ldg, cols * sizeof *to);
+      else
+        memset(to + i * cols, 0, cols * sizeof *to);
+    }
+  return nn__shm_exchange(d->shm, k, err);
 }
 
 /* Two ranks through sendrecv: the tails, then the gradients as they lie.
@@ -458,13 +416,12 @@ static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
 static int reduce_shared(nn__dist *d, nn_param *p, size_t n,
                          nn__dist_batch *b, nn_error *err) {
   const int live = b->count > 0;
-  int rc = nn__dist_tails(d, b, NULL, err);
+  int rc = gather_tails(d, b, err);
   for (size_t k = 0; !rc && k < n; k++) {
     const gsl_matrix *g = p[k].grad;
     const size_t rows = p[k].value->size1, cols = p[k].value->size2;
     if (rows && cols)
-      rc = nn__dist_part(d, k, 0, rows, 0, cols, cols,
-                         live ? g->data : NULL, g->tda, err);
+      rc = share_grad(d, k, rows, cols, live ? g->data : NULL, g->tda, err);
   }
   if (!rc) d->pending = 1;
   return rc;

@@ -127,9 +127,6 @@ struct nn_trainer {
   size_t at_epoch, at_batch;   /* PHASE_* below, epoch and batch */
   nn__dist *dist;              /* owned: a data-parallel run's reduction
                                   (opts.comm of 2+ ranks), else NULL */
-  double *part_mean;           /* owned: a block's mean over the ranks for
-                                  an optimizer that steps blocks */
-  size_t part_mean_len;        /* its doubles */
 };
 
 enum { PHASE_CREATE, PHASE_TRAIN, PHASE_VALIDATION, PHASE_EVALUATION,
@@ -207,7 +204,6 @@ void nn_trainer_free(nn_trainer *t) {
   if (t->scores_next) gsl_matrix_free(t->scores_next);
   free(t->best_params);
   free(t->stepped);
-  free(t->part_mean);
   free(t->snap);
   nn__dist_free(t->dist);
   free(t);
@@ -220,11 +216,6 @@ static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
                          size_t c0, size_t c1, const gsl_matrix *g,
                          nn_error *err);
 static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg);
-static int dist_stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
-                             nn_error *err);
-static int dist_stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
-                              size_t c0, size_t c1, const gsl_matrix *g,
-                              nn_error *err);
 
 /* An extension of an instance of `plugin` (NULL: libnn's network), if
  * offered and large enough to hold the members this core reads (need:
@@ -355,10 +346,10 @@ static void choose_paths(nn_trainer *t) {
                                 NN_EXT_SIZE_TO(nn_model_fused_step,
                                                backward_step_forward))
                      : NULL;
-  /* Data-parallel too: a step needs the gradients of every rank, which
-   * the stepper gathers part by part on ranks that share memory
-   * (train_feed_shared); by messages, the step comes after backward. */
   t->fused = t->fst && t->fst->backward_step && t->parts;
+  /* Data-parallel: a step needs the gradients of every rank, summed, so
+   * no step inside backward (train_feed_dist below). */
+  if (t->opts.comm && t->opts.comm->size > 1) t->fused = 0;
   /* A stochastic model's next batch would need its own random stream
    * while the current one's is in use: no pipeline for it. */
   t->pipeline = t->fused && t->fst->backward_step_forward &&
@@ -391,18 +382,10 @@ static int setup_batches(nn_trainer *t, nn_error *err) {
   if ((t->mops->flags & NN_STOCHASTIC) &&
       !(t->batch_rng = gsl_rng_alloc(gsl_rng_mt19937)))
     batch_ok = 0;
-  if (t->fused && t->dist) {
-    /* The model hands every gradient over: a step of its own would use
-     * this rank's alone. */
-    t->stepper = (nn_stepper){
-        (uint32_t)sizeof(nn_stepper), t, dist_stepper_rows,
-        t->parts->block ? dist_stepper_block : NULL, NULL};
-  } else if (t->fused) {
+  if (t->fused) {
     t->stepper = (nn_stepper){(uint32_t)sizeof(nn_stepper), t, stepper_rows,
                               t->parts->block ? stepper_block : NULL,
                               t->sgd_rule ? stepper_sgd : NULL};
-  }
-  if (t->fused) {
     batch_ok &= (t->stepped = calloc(t->n_params ? t->n_params : 1,
                                      sizeof *t->stepped)) != NULL;
   }
@@ -469,12 +452,12 @@ int nn_trainer_create(nn_trainer **out, const nn_model_spec *model,
     if (rc) t->optim = NULL;
     rc = nn__guard_call(&t->guard, optim->name, "create", rc, err);
   }
-  if (!rc && opts->comm && opts->comm->size > 1)
-    rc = nn__dist_create(&t->dist, opts->comm, t->params, t->n_params, err);
   if (!rc) {
     choose_paths(t);
     rc = setup_batches(t, err);
   }
+  if (!rc && opts->comm && opts->comm->size > 1)
+    rc = nn__dist_create(&t->dist, opts->comm, t->params, t->n_params, err);
   if (rc) {
     rc = nn__guard_report(&t->guard, "", rc, err);
     nn_trainer_free(t);
@@ -745,10 +728,10 @@ static int stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
   return optim_failed(t, rc, err);
 }
 
-/* stepper_check, and g has the block's shape. */
-static int block_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
-                       size_t c0, size_t c1, const gsl_matrix *g,
-                       nn_error *err) {
+static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
+                         size_t c0, size_t c1, const gsl_matrix *g,
+                         nn_error *err) {
+  nn_trainer *t = ctx;
   int rc = stepper_check(t, k, r0, r1, c0, c1, err);
   if (rc) return rc;
   if (!g || g->size1 != r1 - r0 || g->size2 != c1 - c0)
@@ -759,15 +742,6 @@ static int block_check(nn_trainer *t, size_t k, size_t r0, size_t r1,
                                      "another shape",
                                      t->model_name, r1 - r0, c1 - c0, k),
                         "backward", err);
-  return NN_OK;
-}
-
-static int stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
-                         size_t c0, size_t c1, const gsl_matrix *g,
-                         nn_error *err) {
-  nn_trainer *t = ctx;
-  int rc = block_check(t, k, r0, r1, c0, c1, g, err);
-  if (rc) return rc;
   if (err) err->msg[0] = '\0';
   const call_saved outer = call_push(t, t->optim_desc->name, "step");
   rc = t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1, g,
@@ -788,71 +762,6 @@ static int stepper_sgd(void *ctx, size_t k, double *lr, double *reg) {
   if (!plain) return 0;
   t->stepped[k] += t->params[k].value->size1 * t->params[k].value->size2;
   return 1;
-}
-
-/* Data-parallel on shared memory (train_feed_shared): a part of
- * parameter k's gradient, this rank's, has gone to every rank
- * (nn__dist_part); it takes the step with the mean over all ranks: plain
- * SGD in the pass that makes the mean, otherwise the optimizer's rows or
- * block with the mean as the gradient. */
-static int dist_part_step(nn_trainer *t, size_t k, size_t r0, size_t r1,
-                          size_t c0, size_t c1, nn_error *err) {
-  gsl_matrix *w = t->params[k].value, *g = t->params[k].grad;
-  const size_t cols = w->size2;
-  double lr, reg;
-  if (err) err->msg[0] = '\0';
-  const call_saved outer = call_push(t, t->optim_desc->name, "step");
-  int rc;
-  if (t->sgd_rule &&
-      t->sgd_rule->rule(t->optim, t->params, t->n_params, k, &lr, &reg)) {
-    rc = nn__dist_part_sgd(t->dist, w, k, r0, r1, c0, c1, lr, reg);
-  } else if (c0 == 0 && c1 == cols) {
-    nn__dist_part_mean(t->dist, k, r0, r1, 0, cols, cols,
-                       g->data + r0 * g->tda, g->tda);
-    rc = t->parts->rows(t->optim, t->params, t->n_params, k, r0, r1, err);
-  } else {
-    const size_t len = (r1 - r0) * (c1 - c0);
-    if (len > t->part_mean_len) {
-      free(t->part_mean);
-      t->part_mean_len = 0;
-      if (!(t->part_mean = malloc(len * sizeof *t->part_mean))) {
-        call_pop(t, outer);
-        return nn_error_set(err, NN_ENOMEM, "out of memory");
-      }
-      t->part_mean_len = len;
-    }
-    nn__dist_part_mean(t->dist, k, r0, r1, c0, c1, cols, t->part_mean,
-                       c1 - c0);
-    gsl_matrix_view m = gsl_matrix_view_array(t->part_mean, r1 - r0, c1 - c0);
-    rc = t->parts->block(t->optim, t->params, t->n_params, k, r0, r1, c0, c1,
-                         &m.matrix, err);
-  }
-  call_pop(t, outer);
-  return optim_failed(t, rc, err);
-}
-
-/* The rows' gradient is in parameter k's grad. */
-static int dist_stepper_rows(void *ctx, size_t k, size_t r0, size_t r1,
-                             nn_error *err) {
-  nn_trainer *t = ctx;
-  const size_t cols = k < t->n_params ? t->params[k].value->size2 : 1;
-  int rc = stepper_check(t, k, r0, r1, 0, cols, err);
-  if (rc) return rc;
-  const gsl_matrix *g = t->params[k].grad;
-  rc = nn__dist_part(t->dist, k, r0, r1, 0, cols, cols,
-                     g->data + r0 * g->tda, g->tda, err);
-  return rc ? rc : dist_part_step(t, k, r0, r1, 0, cols, err);
-}
-
-static int dist_stepper_block(void *ctx, size_t k, size_t r0, size_t r1,
-                              size_t c0, size_t c1, const gsl_matrix *g,
-                              nn_error *err) {
-  nn_trainer *t = ctx;
-  int rc = block_check(t, k, r0, r1, c0, c1, g, err);
-  if (rc) return rc;
-  rc = nn__dist_part(t->dist, k, r0, r1, c0, c1, t->params[k].value->size2,
-                     g->data, g->tda, err);
-  return rc ? rc : dist_part_step(t, k, r0, r1, c0, c1, err);
 }
 
 /* The fused step: begin, the model's backward that steps as it goes (with
@@ -1406,82 +1315,6 @@ static int train_feed_dist(nn_trainer *t, size_t epoch, batch_feed *f,
   return NN_OK;
 }
 
-/* One training epoch of a data-parallel run whose ranks share memory and
- * whose model steps inside backward (every rank has examples in every
- * batch): train_feed's loop, pipeline included, with the step's numbers
- * gathered before backward (a failed forward stops every rank there) and
- * the gradients trading parts inside it (dist_stepper_*), after which the
- * ranks learn together whether every rank's step succeeded. */
-static int train_feed_shared(nn_trainer *t, size_t epoch, batch_feed *f,
-                             double *loss, double *accuracy, double *seconds,
-                             int *stopped, nn_error *err) {
-  nn_train_position *p = &t->pos;
-  const double t0 = nn_now_seconds(), seconds_before = p->train_seconds;
-  int rc = NN_OK;
-  gsl_matrix_view Xv, Sv, Snext;
-  *stopped = 0;
-  int scored = 0; /* as in train_feed */
-  t->at_phase = PHASE_TRAIN;
-  t->at_epoch = epoch;
-  for (batch_slot *b = feed_next(f, &rc); b;) {
-    t->at_batch = p->batch;
-    nn__dist_batch db = {.count = b->count,
-                         .request = t->watch_flag && *t->watch_flag};
-    double batch_loss = 0;
-    if (rc) rc = nn_error_set(err, rc, "cannot gather a batch");
-    if (!rc && !scored) {
-      const nn_context ctx = batch_context(t, 1, epoch, p->batch);
-      rc = batch_forward(t, &ctx, b, &Xv, &Sv, err);
-    }
-    if (!rc && (rc = nn_softmax_xent(&Sv.matrix, b->labels, &Sv.matrix,
-                                     &batch_loss, &db.hits)))
-      rc = nn_error_set(err, rc, "softmax cross-entropy failed");
-    if (!rc && !isfinite(batch_loss))
-      rc = loss_failed(t, "training", batch_loss, err);
-    db.loss_sum = batch_loss * (double)b->count;
-    if (!rc && p->batch > 0 && t->schedule &&
-        nn_schedule_per_batch(t->schedule, epoch))
-      rc = apply_lr(t, epoch, p->batch, f->n_batches, NULL, err);
-    if (rc) db.stop = fail_at(t, rc, err) != NN_OK;
-    if ((rc = nn__dist_tails(t->dist, &db, NULL, err))) return rc;
-    const double step_loss = db.loss_sum / (double)db.count;
-    if (!isfinite(step_loss))
-      return loss_failed(t, "training", step_loss, err);
-    /* A next batch that failed to gather, or (never here) an empty
-     * slice, is not run ahead: it fails, or runs, in its own turn. */
-    int next_rc = NN_OK;
-    batch_slot *next = t->pipeline ? feed_peek(f, &next_rc) : NULL;
-    if (next && (next_rc || !next->count)) next = NULL;
-    const nn_context next_ctx = batch_context(t, 1, epoch, p->batch + 1);
-    rc = fused_backward_step(t, b, &Sv, next, &next_ctx, &Snext, err);
-    if (rc) rc = fail_at(t, rc, err);
-    if ((rc = nn__dist_end_step(t->dist, rc, err))) return rc;
-    if ((scored = next != NULL)) {
-      gsl_matrix *tmp = t->scores;
-      t->scores = t->scores_next;
-      t->scores_next = tmp;
-      Sv = Snext;
-    }
-    batch_done(t, epoch, f->n_batches, step_loss, db.hits, db.count,
-               seconds_before + (nn_now_seconds() - t0));
-    if ((rc = watch_dist(t, db.request, stopped, err))) return rc;
-    if (*stopped) return NN_OK;
-    b = feed_next(f, &rc);
-  }
-  *loss = p->loss_sum / (double)p->batch;
-  *accuracy = (double)p->hits / (double)f->ds->n;
-  *seconds = p->train_seconds;
-  return NN_OK;
-}
-
-/* Whether every rank has examples in every batch of a pass over n: a
- * batch of g examples gives every one of N ranks some when g >= N. */
-static int every_slice_filled(const nn_trainer *t, size_t n) {
-  const size_t bs = t->opts.batch_size, ranks = t->opts.comm->size;
-  const size_t last = n % bs ? n % bs : bs;
-  return bs >= ranks && last >= ranks;
-}
-
 /* One training epoch over ds in the order given, from t->pos on. */
 static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
                        const size_t *order, double *loss, double *accuracy,
@@ -1489,16 +1322,10 @@ static int train_epoch(nn_trainer *t, size_t epoch, const nn_dataset *ds,
   batch_feed f;
   nn__guard_reset(&t->guard);
   feed_begin(&f, t, ds, order, t->pipeline, t->pos.batch);
-  int rc;
-  if (!t->dist)
-    rc = train_feed(t, epoch, &f, loss, accuracy, seconds, stopped, err);
-  else if (t->fused && nn__dist_shared(t->dist) &&
-           every_slice_filled(t, ds->n))
-    rc = train_feed_shared(t, epoch, &f, loss, accuracy, seconds, stopped,
-                           err);
-  else
-    rc = train_feed_dist(t, epoch, &f, loss, accuracy, seconds, stopped,
-                         err);
+  int rc = t->dist ? train_feed_dist(t, epoch, &f, loss, accuracy, seconds,
+                                     stopped, err)
+                   : train_feed(t, epoch, &f, loss, accuracy, seconds,
+                                stopped, err);
   feed_end(&f);
   if (!rc) rc = check_epoch(t, epoch, err);
   return fail_at(t, rc, err);
