@@ -217,56 +217,32 @@ static void mean_of(const nn__dist *d, const double *const *src, double *out,
   }
 }
 
-/* Columns per piece of a row in the fused mean and step: the piece's mean
- * lives on the stack, in L1 between its sum and its step. */
+/* Columns per piece of a row in the mean and step on three or more
+ * ranks: the piece's mean lives on the stack, in L1 between its sum and
+ * its step. */
 #define SGD_PIECE 256
 
-/* Asks for the other ranks' rows of a part at once, before the pass
- * over them: they were just written on another core, and the short
- * rows of a block (1 KB at 128 columns) are too short for the hardware
- * to see a stream in each. */
-static void prefetch_others(const nn__dist *d, const double *const *src,
-                            size_t rows, size_t ld, size_t cols) {
-  for (size_t r = 0; r < d->comm->size; r++) {
-    if (r == d->comm->rank) continue;
-    for (size_t i = 0; i < rows; i++) {
-      const char *p = (const char *)(src[r] + i * ld);
-      for (size_t b = 0; b < cols * sizeof(double); b += 64)
-        __builtin_prefetch(p + b, 0, 3);
-    }
-  }
-}
-
-/* Rows [r0, r1) x columns [c0, c1) of w take nn_sgd_update's step with
- * the mean over the ranks of the values at src (rank r's row i at
- * src[r] + (i - r0) * ld), which is never stored.  nn_sgd_update is
+/* Row i of w takes nn_sgd_update's step with the mean over the ranks of
+ * their rows at src, which is never stored.  nn_sgd_update is
  * elementwise: on a piece of a row with that piece's mean it gives the
  * bits it gives on the whole matrix with the whole mean. */
-static int mean_sgd_block(nn__dist *d, const double *const *src, size_t ld,
-                          gsl_matrix *w, size_t r0, size_t r1, size_t c0,
-                          size_t c1, double lr, double reg) {
-  const size_t n = d->comm->size;
-  const double **at = d->at;
-  double piece[SGD_PIECE];
-  prefetch_others(d, src, r1 - r0, ld, c1 - c0);
+static int mean_sgd_row(nn__dist *d, const double *const *src, gsl_matrix *w,
+                        size_t i, double lr, double reg) {
+  const size_t n = d->comm->size, cols = w->size2;
   if (n == 2) { /* mean and step in one vectorized pass */
-    for (size_t i = r0; i < r1; i++)
-      nn__mean2_sgd_row(w->data + i * w->tda + c0, src[0] + (i - r0) * ld,
-                        src[1] + (i - r0) * ld, d->counts[0], d->counts[1],
-                        d->total, c1 - c0, lr, reg);
+    nn__mean2_sgd_row(w->data + i * w->tda, src[0], src[1], d->counts[0],
+                      d->counts[1], d->total, cols, lr, reg);
     return NN_OK;
   }
-  for (size_t i = r0; i < r1; i++) {
-    for (size_t j0 = c0; j0 < c1; j0 += SGD_PIECE) {
-      const size_t m = c1 - j0 < SGD_PIECE ? c1 - j0 : SGD_PIECE;
-      for (size_t r = 0; r < n; r++)
-        at[r] = src[r] + (i - r0) * ld + (j0 - c0);
-      mean_of(d, at, piece, m);
-      gsl_matrix_view gv = gsl_matrix_view_array(piece, 1, m);
-      gsl_matrix_view wv = gsl_matrix_submatrix(w, i, j0, 1, m);
-      int rc = nn_sgd_update(&wv.matrix, &gv.matrix, NULL, lr, reg, 0.0);
-      if (rc) return rc;
-    }
+  double piece[SGD_PIECE];
+  for (size_t j0 = 0; j0 < cols; j0 += SGD_PIECE) {
+    const size_t m = cols - j0 < SGD_PIECE ? cols - j0 : SGD_PIECE;
+    for (size_t r = 0; r < n; r++) d->at[r] = src[r] + j0;
+    mean_of(d, d->at, piece, m);
+    gsl_matrix_view gv = gsl_matrix_view_array(piece, 1, m);
+    gsl_matrix_view wv = gsl_matrix_submatrix(w, i, j0, 1, m);
+    int rc = nn_sgd_update(&wv.matrix, &gv.matrix, NULL, lr, reg, 0.0);
+    if (rc) return rc;
   }
   return NN_OK;
 }
@@ -286,11 +262,11 @@ int nn__dist_mean_sgd(nn__dist *d, nn_param *p, size_t k, double lr,
                       double reg) {
   gsl_matrix *w = p[k].value;
   if (!d->pending) return nn_sgd_update(w, p[k].grad, NULL, lr, reg, 0.0);
-  const size_t rows = w->size1, cols = w->size2;
+  const size_t rows = w->size1;
   for (size_t i = 0; i < rows; i++) {
     for (size_t r = 0; r < d->comm->size; r++)
       d->src[r] = row_of(d, p, k, r, i);
-    int rc = mean_sgd_block(d, d->src, cols, w, i, i + 1, 0, cols, lr, reg);
+    int rc = mean_sgd_row(d, d->src, w, i, lr, reg);
     if (rc) return rc;
   }
   return NN_OK;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The two-rank mean and its SGD step (see kernels_mean.h).  The division
  * by the total is what the step's reduction defines (nn_dist_sum divides
- * the sums); a scalar loop of divisions cost a data-parallel step as much
- * as its sparse products' share of a rank's work, hence the vectors. */
+ * the sums).  The pass touches every gradient value of every step: a
+ * scalar loop of divisions would be bound by the divider, not by memory,
+ * hence the vectors. */
 #include <config.h>
 
 #include "math/kernels_mean.h"
