@@ -7,6 +7,7 @@
  * delay and, as root, a refusal, for nothing. */
 #include <config.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ static int all_ranks(int mine) {
  * only when every rank is on this machine. */
 static int comm_shared(void *ctx, size_t bytes, void **seg) {
   (void)ctx;
-  if (job.local != job.size || bytes > (size_t)INT32_MAX * 64)
+  if (job.local != job.size || bytes > (size_t)PTRDIFF_MAX - 128)
     return NN_EINVAL; /* the same answer on every rank */
   /* Room to align each segment's start to 64 bytes: Open MPI starts
    * them a few words into a page.  The offset within the page is the

@@ -225,7 +225,6 @@ typedef struct train_job {
   const data *d;
   size_t batch;
   double momentum;
-  int64_t hidden;
   nn_epoch_metrics m[EPOCHS];
   uint64_t checksum;
   int rc;
@@ -235,7 +234,7 @@ typedef struct train_job {
 static void *train_rank(void *arg) {
   train_job *j = arg;
   const nn_comm c = fake_comm(&j->ctx);
-  const nn_value hidden[] = {{.i = j->hidden}};
+  const nn_value hidden[] = {{.i = 32}};
   /* With momentum a smaller rate (the steps add up over batches). */
   const nn_value sgd[] = {{.r = j->momentum != 0.0 ? 0.1 : 0.5},
                           {.r = 0.001}, {.r = j->momentum}, {.b = 0}};
@@ -257,14 +256,12 @@ static void *train_rank(void *arg) {
 
 /* `size` ranks on the fake communicator, trading by `path`. */
 static void train_ranks(const data *d, size_t batch, double momentum,
-                        int64_t hidden, int path, size_t size,
-                        train_job *ranks) {
+                        int path, size_t size, train_job *ranks) {
   shared sh = {0};
   pthread_barrier_init(&sh.bar, NULL, (unsigned)size);
   for (size_t r = 0; r < size; r++)
     ranks[r] = (train_job){.ctx = {&sh, r, size, path}, .d = d,
-                           .batch = batch, .momentum = momentum,
-                           .hidden = hidden};
+                           .batch = batch, .momentum = momentum};
   run_ranks(size, train_rank, ranks, sizeof ranks[0]);
   pthread_barrier_destroy(&sh.bar);
   shared_free(&sh);
@@ -299,18 +296,16 @@ START_TEST(test_two_ranks_train_alike) {
   data_open(&d);
   const size_t batch = batches[_i % 3];
   const double momentum = (_i / 3) % 2 ? 0.9 : 0.0;
-  const int64_t hidden = 32;
-  char what[96];
-  snprintf(what, sizeof what, "batch %zu momentum %g hidden %lld", batch,
-           momentum, (long long)hidden);
+  char what[64];
+  snprintf(what, sizeof what, "batch %zu momentum %g", batch, momentum);
   train_job one = {.ctx = {NULL, 0, 0, 0}, .d = &d, .batch = batch,
-                   .momentum = momentum, .hidden = hidden};
+                   .momentum = momentum};
   train_rank(&one);
   ck_assert_msg(one.rc == NN_OK, "%s", one.err.msg);
   train_job ranks[2], summed[2], shm[2];
-  train_ranks(&d, batch, momentum, hidden, PATH_SENDRECV, 2, ranks);
-  train_ranks(&d, batch, momentum, hidden, PATH_SUM, 2, summed);
-  train_ranks(&d, batch, momentum, hidden, PATH_SHARED, 2, shm);
+  train_ranks(&d, batch, momentum, PATH_SENDRECV, 2, ranks);
+  train_ranks(&d, batch, momentum, PATH_SUM, 2, summed);
+  train_ranks(&d, batch, momentum, PATH_SHARED, 2, shm);
   assert_same_run(&ranks[0], &ranks[1], what);
   assert_same_run(&ranks[0], &summed[0], what);
   assert_same_run(&summed[0], &summed[1], what);
@@ -339,8 +334,8 @@ START_TEST(test_three_ranks_shared) {
   data_open(&d);
   for (size_t b = 0; b < 2; b++) {
     train_job summed[3], shm[3];
-    train_ranks(&d, batches[b], 0.0, 32, PATH_SUM, 3, summed);
-    train_ranks(&d, batches[b], 0.0, 32, PATH_SHARED, 3, shm);
+    train_ranks(&d, batches[b], 0.0, PATH_SUM, 3, summed);
+    train_ranks(&d, batches[b], 0.0, PATH_SHARED, 3, shm);
     for (size_t r = 0; r < 3; r++) {
       assert_same_run(&summed[0], &summed[r], "three ranks, nn_dist_sum");
       assert_same_run(&summed[0], &shm[r], "three ranks, shared memory");

@@ -26,12 +26,9 @@ void nn__dist_free(nn__dist *d); /* NULL-safe */
 const nn_comm *nn__dist_comm(const nn__dist *d);
 
 /* Collective, once every rank's trainer exists (nn_trainer_broadcast):
- * maps the shared memory the communicator offers.  Returns
- * nn__dist_shared(d). */
-int nn__dist_begin(nn__dist *d);
-/* Whether the ranks trade through shared memory (the same on every
- * rank). */
-int nn__dist_shared(const nn__dist *d);
+ * maps the shared memory the communicator offers, if it can (every rank
+ * alike); steps then trade through it instead of messages. */
+void nn__dist_begin(nn__dist *d);
 
 /* The step's one reduction.  On entry each parameter's grad is the mean
  * over this rank's b->count examples (anything when b->count is 0) and

@@ -103,11 +103,9 @@ int nn__dist_create(nn__dist **out, const nn_comm *comm, const nn_param *p,
   return NN_OK;
 }
 
-int nn__dist_begin(nn__dist *d) {
-  return d->shm && nn__shm_map(d->shm, d->n_grad);
+void nn__dist_begin(nn__dist *d) {
+  if (d->shm) nn__shm_map(d->shm, d->n_grad);
 }
-
-int nn__dist_shared(const nn__dist *d) { return nn__shm_mapped(d->shm); }
 
 void nn__dist_free(nn__dist *d) {
   if (!d) return;
@@ -282,8 +280,8 @@ static void add_tails(const nn__dist *d, const double *const *t,
   }
 }
 
-/* After the tails: the step's totals into *b (counts are sums of
- * integers far below 2^53: exact). */
+/* The step's totals into *b (counts are sums of integers far below 2^53:
+ * exact). */
 static void take_sums(nn__dist *d, const double *sum, nn__dist_batch *b) {
   b->count = (size_t)sum[TAIL_COUNT];
   b->loss_sum = sum[TAIL_LOSS];
@@ -300,8 +298,20 @@ static void fill_tail(double *x, const nn__dist_batch *b) {
   x[TAIL_REQUEST] = b->request ? 1 : 0;
 }
 
-/* The tails of every rank by an all-gather, added in rank order; each
- * rank's count into d->counts.  A stop returns the first error. */
+/* Every rank's tail in hand (t[r], rank r's): each rank's count into
+ * d->counts and the sums into *b.  Every rank sees the same sums, so on a
+ * stop none trades gradients: each returns the first error. */
+static int take_tails(nn__dist *d, const double *const *t, nn__dist_batch *b,
+                      nn_error *err) {
+  for (size_t r = 0; r < d->comm->size; r++) d->counts[r] = t[r][TAIL_COUNT];
+  double sum[N_TAIL];
+  add_tails(d, t, sum);
+  if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
+  take_sums(d, sum, b);
+  return NN_OK;
+}
+
+/* The tails of every rank by an all-gather. */
 static int gather_tails(nn__dist *d, nn__dist_batch *b, nn_error *err) {
   const nn_comm *c = d->comm;
   double mine[N_TAIL];
@@ -309,16 +319,8 @@ static int gather_tails(nn__dist *d, nn__dist_batch *b, nn_error *err) {
   int rc = c->allgather(c->ctx, mine, d->tails, sizeof mine);
   if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
                               "step's counts failed", c->rank);
-  for (size_t r = 0; r < c->size; r++) {
-    d->src[r] = d->tails + r * N_TAIL;
-    d->counts[r] = d->src[r][TAIL_COUNT];
-  }
-  double sum[N_TAIL];
-  add_tails(d, d->src, sum);
-  /* Every rank sees the same sums: on a stop none trades gradients. */
-  if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
-  take_sums(d, sum, b);
-  return NN_OK;
+  for (size_t r = 0; r < c->size; r++) d->src[r] = d->tails + r * N_TAIL;
+  return take_tails(d, d->src, b, err);
 }
 
 /* Parameter k's gradient (rows x cols at g, row stride ldg; NULL: zeros)
@@ -351,13 +353,7 @@ static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
   if (rc) return nn_error_set(err, rc, "rank %zu: the exchange of the "
                               "step's counts failed", c->rank);
   const double *t[2] = {c->rank ? y : x, c->rank ? x : y};
-  double sum[N_TAIL];
-  add_tails(d, t, sum);
-  /* Both ranks see the same sums: on a stop neither sends its
-   * gradients. */
-  if (sum[TAIL_STOP] > 0) return first_error(d, b->stop, err);
-  d->counts[0] = t[0][TAIL_COUNT];
-  d->counts[1] = t[1][TAIL_COUNT];
+  if ((rc = take_tails(d, t, b, err))) return rc;
   for (size_t k = 0; k < n; k++) {
     gsl_matrix *g = p[k].grad;
     const size_t rows = p[k].value->size1, cols = p[k].value->size2;
@@ -380,7 +376,6 @@ static int reduce_pair(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
                                 "gradients of %s failed", c->rank,
                                 p[k].name ? p[k].name : "a parameter");
   }
-  take_sums(d, sum, b);
   d->pending = 1;
   return NN_OK;
 }
@@ -415,16 +410,10 @@ int nn__dist_reduce(nn__dist *d, nn_param *p, size_t n, nn__dist_batch *b,
   pack(p, n, d->buf, live, local);
   double *x = d->buf + d->n_grad;
   fill_tail(x, b);
-  x[TAIL_COUNT] = local;
-  const int stopped = b->stop;
   int rc = nn_dist_sum(c, d->buf, len, d->scratch, err);
   if (rc) return rc;
-  if (x[TAIL_STOP] > 0) return first_error(d, stopped, err);
-  /* Counts are sums of integers far below 2^53: exact. */
-  b->count = (size_t)x[TAIL_COUNT];
-  b->loss_sum = x[TAIL_LOSS];
-  b->hits = (size_t)x[TAIL_HITS];
-  b->request = x[TAIL_REQUEST] > 0;
+  if (x[TAIL_STOP] > 0) return first_error(d, b->stop, err);
+  take_sums(d, x, b);
   unpack_sums(d, p, n, x[TAIL_COUNT]);
   return NN_OK;
 }

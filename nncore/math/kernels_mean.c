@@ -61,6 +61,13 @@ NN_AVX512 static void mean2_512_rows(const double *s0, const double *s1,
   }
 }
 
+NN_AVX2 static inline __m256d mean2_256(__m256d a, __m256d b, __m256d c0,
+                                        __m256d c1, __m256d total) {
+  const __m256d x0 = _mm256_mul_pd(a, c0), x1 = _mm256_mul_pd(b, c1);
+  return _mm256_div_pd(
+      _mm256_add_pd(_mm256_add_pd(_mm256_setzero_pd(), x0), x1), total);
+}
+
 NN_AVX2 static void mean2_256_rows(const double *s0, const double *s1,
                                    double c0, double c1, double total,
                                    double *out, double *w, size_t n,
@@ -70,10 +77,8 @@ NN_AVX2 static void mean2_256_rows(const double *s0, const double *s1,
                 vreg = _mm256_set1_pd(reg);
   size_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const __m256d x0 = _mm256_mul_pd(_mm256_loadu_pd(s0 + j), v0);
-    const __m256d x1 = _mm256_mul_pd(_mm256_loadu_pd(s1 + j), v1);
-    const __m256d g = _mm256_div_pd(
-        _mm256_add_pd(_mm256_add_pd(_mm256_setzero_pd(), x0), x1), vt);
+    const __m256d g = mean2_256(_mm256_loadu_pd(s0 + j),
+                                _mm256_loadu_pd(s1 + j), v0, v1, vt);
     if (!w) {
       _mm256_storeu_pd(out + j, g);
       continue;
